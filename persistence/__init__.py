@@ -1,0 +1,1 @@
+"""Durable storage: the update log, snapshots, compaction, ledgers and object storage."""

@@ -1,0 +1,60 @@
+"""Runs compactions in the background, one project at a time, each project at most once
+in the queue. Rooms request one when their tail grows past the threshold."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from persistence.compaction import CompactionResult, compact
+from persistence.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class CompactionWorker:
+    def __init__(self, store: Store, retention: timedelta) -> None:
+        self.store = store
+        self.retention = retention
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.on_done: list[Callable[[CompactionResult, float], None]] = []
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="compaction-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def request(self, project_id: str) -> None:
+        if project_id not in self._queued:
+            self._queued.add(project_id)
+            self._queue.put_nowait(project_id)
+
+    async def compact_now(self, project_id: str) -> CompactionResult:
+        # One compaction per project at a time in this process; across processes the
+        # result is the same snapshot for the same seq, so a duplicate is harmless.
+        lock = self._locks.setdefault(project_id, asyncio.Lock())
+        async with lock:
+            started = time.perf_counter()
+            result = await compact(self.store, project_id, self.retention)
+            for hook in self.on_done:
+                hook(result, time.perf_counter() - started)
+        if not lock.locked():
+            self._locks.pop(project_id, None)
+        return result
+
+    async def _run(self) -> None:
+        while True:
+            project_id = await self._queue.get()
+            self._queued.discard(project_id)
+            try:
+                await self.compact_now(project_id)
+            except Exception:
+                log.exception("compaction of %s failed", project_id)

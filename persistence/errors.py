@@ -1,0 +1,25 @@
+"""Errors a store raises; the web layer maps them to statuses and close codes."""
+
+
+class StoreError(Exception):
+    """The backend failed (unreachable, or a statement failed)."""
+
+
+class ProjectNotFound(StoreError):
+    def __init__(self, project_id: str) -> None:
+        super().__init__(f"project {project_id!r} does not exist")
+        self.project_id = project_id
+
+
+class ProjectExists(StoreError):
+    def __init__(self, project_id: str) -> None:
+        super().__init__(f"project {project_id!r} already exists")
+        self.project_id = project_id
+
+
+class SchemaBehind(StoreError):
+    """The database lacks migrations this code needs."""
+
+
+class LogFull(StoreError):
+    """Too many updates wait for the database; new writes are refused until it recovers."""

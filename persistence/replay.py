@@ -1,0 +1,32 @@
+"""Rebuild a Doc from what a store holds: the snapshot, then each log row in order.
+
+Applying to a Doc is linear; one giant `merge_updates` is not (DESIGN.md section 8).
+"""
+
+from __future__ import annotations
+
+from pycrdt import Doc
+
+from persistence.records import StoredDocument
+
+
+class CorruptDocument(Exception):
+    """A stored row would not apply: the load fails instead of serving a partial doc."""
+
+
+def replay(stored: StoredDocument, doc: Doc | None = None) -> Doc:
+    doc = doc if doc is not None else Doc()
+    if stored.snapshot is not None:
+        _apply(doc, stored.snapshot.state, f"snapshot at seq {stored.snapshot.upto_seq}")
+    for entry in stored.tail:
+        _apply(doc, entry.update, f"log row {entry.seq}")
+    return doc
+
+
+def _apply(doc: Doc, update: bytes, what: str) -> None:
+    try:
+        doc.apply_update(update)
+    except BaseException as exc:  # PanicException is a BaseException
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise CorruptDocument(f"{what} does not apply: {exc}") from exc

@@ -1,0 +1,139 @@
+"""Group commit: every accepted update of every room goes through one appender.
+
+Updates wait in memory while one batch commits; the next batch takes everything that
+arrived meanwhile (natural batching), so a lone update commits at once and a burst costs
+one transaction per batch. A future per update resolves with its seq after COMMIT: that
+is when an update is acknowledged. If the database fails, the batch stays queued and is
+retried with backoff; past `max_pending_bytes` new appends are refused (LogFull) rather
+than dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from persistence.errors import LogFull
+from persistence.records import PendingAppend
+from persistence.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Queued:
+    row: PendingAppend
+    committed: asyncio.Future[int] = field(repr=False)
+
+
+@dataclass
+class BatchStats:
+    """What the last commit looked like (read by metrics)."""
+
+    rows: int = 0
+    seconds: float = 0.0
+    failures: int = 0
+
+
+class UpdateLog:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 2000,
+        max_pending_bytes: int = 64 * 1024 * 1024,
+        retry_max_s: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.max_pending_bytes = max_pending_bytes
+        self.retry_max_s = retry_max_s
+        self.stats = BatchStats()
+        self.healthy = True
+        self._queue: deque[_Queued] = deque()
+        self._pending_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.on_batch: list = []  # callables(rows: int, seconds: float), e.g. metrics
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="update-log")
+
+    async def stop(self, grace_s: float) -> None:
+        """Commit everything queued (waiting at most `grace_s`), then stop."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace_s)
+            except TimeoutError:
+                log.error("update log: %d updates not committed at shutdown", len(self._queue))
+                self._task.cancel()
+
+    def check_room(self, size: int) -> None:
+        """Raise LogFull if an update of `size` bytes could not be queued now."""
+        if self._stopping:
+            raise LogFull("the server is shutting down")
+        if self._pending_bytes + size > self.max_pending_bytes:
+            raise LogFull("too many updates are waiting for the database")
+
+    def append(self, project_id: str, update: bytes, actor: str) -> asyncio.Future[int]:
+        """Queue one update; the future resolves with its seq once committed."""
+        self.check_room(len(update))
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Queued(PendingAppend(project_id, update, actor), future))
+        self._pending_bytes += len(update)
+        self._wakeup.set()
+        return future
+
+    async def flush(self, project_id: str | None = None) -> None:
+        """Wait until every update queued so far (for one project, or all) is committed."""
+        waiting = [
+            q.committed for q in self._queue if project_id is None or q.row.project_id == project_id
+        ]
+        if waiting:
+            await asyncio.gather(*(asyncio.shield(f) for f in waiting))
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = [self._queue[i] for i in range(min(len(self._queue), self.max_batch))]
+            # Rows of one project must be contiguous for the store; keep arrival order
+            # within each project.
+            batch.sort(key=lambda q: q.row.project_id)
+            started = time.perf_counter()
+            try:
+                seqs = await self.store.append([q.row for q in batch])
+            except Exception as exc:  # the database is down or failed: keep and retry
+                self.healthy = False
+                self.stats.failures += 1
+                log.warning("update log: commit of %d rows failed: %s", len(batch), exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.retry_max_s)
+                continue
+            elapsed = time.perf_counter() - started
+            backoff = 0.05
+            self.healthy = True
+            self.stats.rows, self.stats.seconds = len(batch), elapsed
+            for hook in self.on_batch:
+                hook(len(batch), elapsed)
+            for _ in range(len(batch)):
+                done = self._queue.popleft()
+                self._pending_bytes -= len(done.row.update)
+            for queued, seq in zip(batch, seqs, strict=True):
+                if not queued.committed.done():
+                    queued.committed.set_result(seq)

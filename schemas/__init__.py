@@ -1,0 +1,1 @@
+"""The shape of a Blackboard project: document roots, field types, lattices, SQL migrations."""

@@ -1,0 +1,272 @@
+"""A room: one project's live document and the connections editing it.
+
+The path of a client update through the room, in order:
+validate (shadow doc, `sync.validation`) -> apply to the live Doc -> append to the log
+(`persistence.update_log`, group commit) -> fan out to the other connections
+(`sync.connection` outboxes) -> acknowledge once committed (`sync.acks`).
+Everything here is synchronous on the event loop, so the Doc needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from pycrdt import Doc, Subscription, TransactionEvent
+
+from persistence.update_log import UpdateLog
+from sync import close_codes
+from sync.awareness import AwarenessStates
+from sync.connection import Connection
+from sync.extensions import Extension
+from sync.origin import SERVER_ACTOR, Origin, Source
+from sync.protocol import (
+    AwarenessMessage,
+    ProtocolError,
+    QueryAwarenessMessage,
+    SyncMessage,
+    SyncType,
+    awareness_message,
+    decode_awareness,
+    decode_message,
+    encode_awareness,
+    sync_step1,
+    sync_step2,
+    sync_update,
+)
+from sync.validation import MalformedUpdate, ShadowValidator
+
+log = logging.getLogger(__name__)
+STEP2_CACHE_ENTRIES = 32
+
+
+class Room:
+    def __init__(
+        self,
+        project_id: str,
+        doc: Doc,
+        seq: int,
+        *,
+        update_log: UpdateLog,
+        extensions: list[Extension],
+        on_tail_grown: Callable[[Room], None],
+    ) -> None:
+        self.project_id = project_id
+        self.doc = doc
+        self.seq = seq  # last committed seq
+        self.tail_rows = 0  # rows committed since load (compaction trigger)
+        self.tail_bytes = 0
+        self.connections: set[Connection] = set()
+        self.awareness = AwarenessStates()
+        self.idle_since = asyncio.get_running_loop().time()
+        self.closing = False
+        self._update_log = update_log
+        self._extensions = extensions
+        self._on_tail_grown = on_tail_grown
+        self._validator = ShadowValidator(doc)
+        self._captured: list[bytes] = []
+        self._subscription: Subscription = doc.observe(self._capture)
+        # SyncStep2 replies by the asker's state vector, valid until the doc changes:
+        # a join storm computes the full state once.
+        self._step2_cache: dict[bytes, bytes] = {}
+
+    def _capture(self, event: TransactionEvent) -> None:
+        # Reading the Doc here raises; take the update bytes only.
+        self._captured.append(event.update)
+
+    # --- connections ---------------------------------------------------------
+
+    def join(self, connection: Connection) -> None:
+        """Handshake (server step 1 + awareness snapshot), then receive broadcasts."""
+        connection.send(sync_step1(self.doc.get_state()))
+        snapshot = self.awareness.snapshot()
+        if snapshot:
+            connection.send(awareness_message(encode_awareness(snapshot)))
+        self.connections.add(connection)
+        for ext in self._extensions:
+            ext.on_join(self, connection)
+
+    def leave(self, connection: Connection) -> None:
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        removals = self.awareness.remove(connection.awareness_ids)
+        if removals:
+            payload = encode_awareness(removals)
+            self._broadcast(awareness_message(payload), exclude=None)
+            for ext in self._extensions:
+                ext.on_awareness(self, payload, Origin(Source.CLIENT, connection.actor, connection))
+        if not self.connections:
+            self.idle_since = asyncio.get_running_loop().time()
+        for ext in self._extensions:
+            ext.on_leave(self, connection)
+
+    # --- incoming frames -----------------------------------------------------
+
+    def receive(self, connection: Connection, frame: bytes) -> None:
+        """Handle one frame from `connection`; a bad frame closes only that connection."""
+        try:
+            message = decode_message(frame)
+        except ProtocolError as exc:
+            connection.close(close_codes.MALFORMED, f"malformed message: {exc}")
+            return
+        origin = Origin(Source.CLIENT, connection.actor, connection)
+        if isinstance(message, SyncMessage):
+            if message.kind == SyncType.STEP1:
+                connection.send(self._step2_for(message.payload, connection))
+                return
+            self._receive_update(connection, message.payload, origin)
+        elif isinstance(message, AwarenessMessage):
+            self._receive_awareness(connection, message.payload, origin)
+        elif isinstance(message, QueryAwarenessMessage):
+            snapshot = self.awareness.snapshot()
+            connection.send(awareness_message(encode_awareness(snapshot)))
+        # Auth messages from clients carry nothing for the server.
+
+    def _step2_for(self, state_vector: bytes, connection: Connection) -> bytes:
+        reply = self._step2_cache.get(state_vector)
+        if reply is None:
+            try:
+                reply = sync_step2(self.doc.get_update(state_vector))
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
+                    raise
+                connection.close(close_codes.MALFORMED, "malformed state vector")
+                return b""
+            if len(self._step2_cache) >= STEP2_CACHE_ENTRIES:
+                self._step2_cache.clear()
+            self._step2_cache[state_vector] = reply
+        return reply
+
+    def _receive_update(self, connection: Connection, update: bytes, origin: Origin) -> None:
+        try:
+            committed = self.apply_update(update, origin)
+        except MalformedUpdate as exc:
+            connection.close(close_codes.MALFORMED, str(exc)[:120])
+            return
+        if connection.wants_acks:
+            connection.acks.track(committed)
+
+    def _receive_awareness(self, connection: Connection, payload: bytes, origin: Origin) -> None:
+        try:
+            entries = decode_awareness(payload)
+        except ProtocolError as exc:
+            connection.close(close_codes.MALFORMED, f"malformed awareness: {exc}")
+            return
+        accepted = self.awareness.apply(entries)
+        for entry in accepted:
+            if entry.removed:
+                connection.awareness_ids.discard(entry.client_id)
+            else:
+                connection.awareness_ids.add(entry.client_id)
+        if accepted:
+            relayed = encode_awareness(accepted)
+            self._broadcast(awareness_message(relayed), exclude=connection)
+            for ext in self._extensions:
+                ext.on_awareness(self, relayed, origin)
+
+    # --- the update pipeline -------------------------------------------------
+
+    def apply_update(self, update: bytes, origin: Origin) -> asyncio.Future[int] | None:
+        """Validate, apply, store and fan out one client update.
+
+        Returns the future of its commit, or None if it changed nothing.
+        Raises MalformedUpdate (nothing changed, nothing stored or sent), or LogFull
+        when the database is too far behind to take it (checked before applying).
+        """
+        self._update_log.check_room(len(update))
+        self._validator.check(update)
+        changes = self._apply_live(update, origin)
+        return self._publish(changes, origin)
+
+    def apply_peer_update(self, update: bytes) -> None:
+        """An update another instance already stored: apply and fan out, do not store."""
+        self._validator.check(update)
+        changes = self._apply_live(update, Origin(Source.PEER, SERVER_ACTOR))
+        for change in changes:
+            self._broadcast(sync_update(change), exclude=None)
+
+    def server_write(
+        self, write: Callable[[Doc], None], actor: str = SERVER_ACTOR
+    ) -> asyncio.Future[int] | None:
+        """Change the document as the server (repairs, mirrors); stored and sent to all."""
+        origin = Origin(Source.SERVER, actor)
+        with self.doc.transaction(origin=origin):
+            write(self.doc)
+        changes = self._take_captured()
+        for change in changes:
+            self._validator.track(change)
+        return self._publish(changes, origin)
+
+    def _apply_live(self, update: bytes, origin: Origin) -> list[bytes]:
+        try:
+            with self.doc.transaction(origin=origin):
+                self.doc.apply_update(update)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            # The shadow accepted it, so this should not happen; the live doc may now
+            # be partial, so drop the room and let clients reload it from storage.
+            log.error("room %s: live apply failed after validation: %r", self.project_id, exc)
+            self.fail(close_codes.INTERNAL_ERROR, "internal error")
+            raise MalformedUpdate("update failed on the live document") from None
+        return self._take_captured()
+
+    def _take_captured(self) -> list[bytes]:
+        changes, self._captured = self._captured, []
+        if changes:
+            self._step2_cache.clear()
+        return changes
+
+    def _publish(self, changes: list[bytes], origin: Origin) -> asyncio.Future[int] | None:
+        committed: asyncio.Future[int] | None = None
+        for change in changes:
+            committed = self._update_log.append(self.project_id, change, origin.actor)
+            committed.add_done_callback(self._on_committed(len(change)))
+            self._broadcast(sync_update(change), exclude=origin.connection)
+            for ext in self._extensions:
+                ext.on_update(self, change, origin)
+        return committed
+
+    def _on_committed(self, size: int) -> Callable[[asyncio.Future[int]], None]:
+        def done(future: asyncio.Future[int]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            seq = future.result()
+            self.seq = max(self.seq, seq)
+            self.tail_rows += 1
+            self.tail_bytes += size
+            for ext in self._extensions:
+                ext.on_committed(self, seq, size)
+            self._on_tail_grown(self)
+
+        return done
+
+    def _broadcast(self, message: bytes, exclude: Connection | None) -> None:
+        for connection in self.connections:
+            if connection is not exclude:
+                connection.send(message)
+
+    def relay_awareness(self, payload: bytes) -> None:
+        """Awareness from another instance: remember it and send it to local clients."""
+        try:
+            accepted = self.awareness.apply(decode_awareness(payload))
+        except ProtocolError:
+            return
+        if accepted:
+            self._broadcast(awareness_message(encode_awareness(accepted)), exclude=None)
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close every connection (e.g. the live doc can no longer be trusted)."""
+        self.closing = True
+        for connection in list(self.connections):
+            connection.close(code, reason)
+        self.connections.clear()
+
+    def dispose(self) -> None:
+        self._subscription and self.doc.unobserve(self._subscription)
+        for ext in self._extensions:
+            ext.on_unloaded(self)

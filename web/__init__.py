@@ -1,0 +1,1 @@
+"""The Starlette app: socket endpoint, REST API, CLI and dashboard."""

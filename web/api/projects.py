@@ -1,0 +1,91 @@
+"""Projects: create, list, read as JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from persistence.errors import ProjectExists
+from persistence.records import ProjectRecord
+from schemas.document import is_valid_id
+from schemas.views import doc_to_json
+from sync.projects import create_project
+from web.api.requests import (
+    number_field,
+    page_params,
+    read_json,
+    room_of,
+    services,
+    text_field,
+)
+from web.errors import ApiError
+
+
+def project_summary(record: ProjectRecord) -> dict[str, Any]:
+    return {
+        "project_id": record.project_id,
+        "title": record.title,
+        "seq": record.seq,
+        "created_at": record.created_at.isoformat(),
+    }
+
+
+async def create(request: Request) -> JSONResponse:
+    body = await read_json(request)
+    project_id = text_field(body, "project_id")
+    if not is_valid_id(project_id):
+        raise ApiError(422, "invalid", "project_id must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    title = text_field(body, "title")
+    budget_total = number_field(body, "budget_total")
+    if budget_total < 0:
+        raise ApiError(422, "invalid", "budget_total must not be negative")
+    currency = text_field(body, "currency", default="USD")
+    spec = body.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise ApiError(422, "invalid", "spec must be an object")
+    try:
+        record = await create_project(
+            services(request).store,
+            project_id,
+            title,
+            budget_total,
+            currency,
+            spec,
+            actor=request.state.actor,
+        )
+    except ProjectExists:
+        raise ApiError(409, "exists", f"project {project_id!r} already exists") from None
+    return JSONResponse(project_summary(record), status_code=201)
+
+
+async def list_projects(request: Request) -> JSONResponse:
+    limit, cursor = page_params(request)
+    records = await services(request).store.list_projects(limit + 1, cursor or None)
+    more = len(records) > limit
+    records = records[:limit]
+    return JSONResponse(
+        {
+            "items": [project_summary(r) for r in records],
+            "next_cursor": records[-1].project_id if more else None,
+        }
+    )
+
+
+async def read(request: Request) -> JSONResponse:
+    room = await room_of(request)
+    record = await services(request).store.get_project(room.project_id)
+    assert record is not None
+    summary = project_summary(record)
+    summary["seq"] = max(room.seq, record.seq)
+    summary["doc"] = doc_to_json(room.doc)
+    return JSONResponse(summary)
+
+
+routes = [
+    Route("/api/projects", create, methods=["POST"]),
+    Route("/api/projects", list_projects, methods=["GET"]),
+    Route("/api/projects/{project_id}", read, methods=["GET"]),
+]

@@ -1,0 +1,83 @@
+"""Reading request input with clear 4xx errors (shared by every endpoint)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.requests import Request
+
+from persistence.errors import ProjectNotFound
+from schemas.document import is_valid_id
+from sync.room import Room
+from web.errors import ApiError
+from web.services import Services
+
+MAX_JSON_BYTES = 1024 * 1024
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) past `limit` bytes without reading more."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too_large", f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    body = await read_body(request, MAX_JSON_BYTES)
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        raise ApiError(400, "bad_json", f"body is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ApiError(422, "invalid", "body must be a JSON object")
+    return value
+
+
+def text_field(body: dict[str, Any], name: str, *, default: str | None = None) -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str) or not value:
+        raise ApiError(422, "invalid", f"{name} must be a non-empty string")
+    return value
+
+
+def number_field(body: dict[str, Any], name: str) -> float:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ApiError(422, "invalid", f"{name} must be a finite number")
+    return float(value)
+
+
+def project_id_param(request: Request) -> str:
+    project_id = request.path_params["project_id"]
+    if not is_valid_id(project_id):
+        raise ApiError(404, "not_found", f"project {project_id!r} does not exist")
+    return project_id
+
+
+def page_params(request: Request, *, default: int = 100, maximum: int = 1000) -> tuple[int, str]:
+    raw = request.query_params.get("limit", str(default))
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ApiError(422, "invalid", "limit must be an integer") from None
+    if not 1 <= limit <= maximum:
+        raise ApiError(422, "invalid", f"limit must be between 1 and {maximum}")
+    return limit, request.query_params.get("cursor", "")
+
+
+async def room_of(request: Request) -> Room:
+    project_id = project_id_param(request)
+    try:
+        return await services(request).rooms.get(project_id)
+    except ProjectNotFound:
+        raise ApiError(404, "not_found", f"project {project_id!r} does not exist") from None

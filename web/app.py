@@ -1,0 +1,43 @@
+"""The Starlette application, composed explicitly: routes, middleware, lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from web import health, socket_endpoint
+from web.api import documents, projects
+from web.auth import IdentityMiddleware
+from web.errors import ApiError, handle_api_error, handle_http_exception
+from web.services import Services
+from web.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services = Services.build(settings)
+        await services.start()
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    return Starlette(
+        routes=[
+            *health.routes,
+            *projects.routes,
+            *documents.routes,
+            *socket_endpoint.routes,
+        ],
+        middleware=[Middleware(IdentityMiddleware)],
+        exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,145 @@
+"""`blackboard`: serve, create, compact (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from rich.progress import Progress
+
+from persistence.compaction import compact
+from persistence.errors import ProjectExists, ProjectNotFound, StoreError
+from persistence.factory import make_store
+from persistence.store import Store
+from schemas.document import is_valid_id
+from sync.projects import create_project
+from web.logs import configure
+from web.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blackboard",
+        description="CRDT sync server for film-production projects. Backends come from "
+        "the environment (BLACKBOARD_DATABASE_URL, BLACKBOARD_REDIS_URL, ...); "
+        "without them everything is embedded in --data-dir.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir", type=Path, help="embedded data folder (default ./blackboard-data)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", parents=[common], help="run the server")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+
+    create = sub.add_parser("create", parents=[common], help="create a project")
+    create.add_argument("project", help="project id")
+    create.add_argument("--title", required=True)
+    create.add_argument("--budget", type=float, required=True, help="budget total")
+    create.add_argument("--currency", default="USD")
+
+    compact_cmd = sub.add_parser(
+        "compact", parents=[common], help="fold update logs into snapshots"
+    )
+    which = compact_cmd.add_mutually_exclusive_group(required=True)
+    which.add_argument("project", nargs="?", help="one project id")
+    which.add_argument("--all", action="store_true", help="every project")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env().with_overrides(
+        data_dir=args.data_dir,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+    )
+    configure(settings.log_format, settings.log_level)
+    if args.command == "serve":
+        serve(settings)
+    elif args.command == "create":
+        _run_with_store(settings, lambda store: _create(store, args))
+    elif args.command == "compact":
+        _run_with_store(settings, lambda store: _compact(store, settings, args))
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from web.app import create_app
+
+    backend = "postgres" if settings.database_url else f"sqlite in {settings.data_dir}"
+    print(f"Blackboard on http://{settings.host}:{settings.port} ({backend})", flush=True)
+    print(f"  sync: ws://{settings.host}:{settings.port}/sync/{{project_id}}", flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=settings.limits.max_message_bytes,
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        log_level=settings.log_level,
+        log_config=None,
+    )
+
+
+def _fail(message: str) -> None:
+    print(f"blackboard: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _run_with_store(settings: Settings, work: Callable[[Store], Awaitable[None]]) -> None:
+    async def run() -> None:
+        store = make_store(settings.database_url, settings.data_dir, settings.database_pool_size)
+        await store.open(migrate=True)
+        try:
+            await work(store)
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(run())
+    except (StoreError, OSError) as exc:
+        _fail(str(exc))
+
+
+async def _create(store: Store, args: argparse.Namespace) -> None:
+    if not is_valid_id(args.project):
+        _fail(f"invalid project id {args.project!r}")
+    try:
+        record = await create_project(
+            store, args.project, args.title, args.budget, args.currency, {}, actor="cli"
+        )
+    except ProjectExists as exc:
+        _fail(str(exc))
+    print(f"created {record.project_id}")
+
+
+async def _compact(store: Store, settings: Settings, args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
+    retention = timedelta(seconds=settings.history_retention_s)
+    if args.all:
+        ids, cursor = [], None
+        while page := await store.list_projects(1000, cursor):
+            ids.extend(p.project_id for p in page)
+            cursor = page[-1].project_id
+    else:
+        ids = [args.project]
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("compacting", total=len(ids))
+        for project_id in ids:
+            try:
+                result = await compact(store, project_id, retention)
+            except ProjectNotFound as exc:
+                _fail(str(exc))
+            progress.print(
+                f"{project_id}: snapshot at seq {result.upto_seq}, merged {result.merged_rows}"
+                f" rows, {result.snapshot_bytes} bytes, pruned {result.pruned_rows}"
+            )
+            progress.advance(bar)

@@ -1,0 +1,36 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from web.api.requests import services
+
+PING_TIMEOUT_S = 2.0
+
+
+async def healthz(_: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    svc = services(request)
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(svc.store.ping(), PING_TIMEOUT_S)
+        checks[svc.store.backend] = "ok"
+    except Exception as exc:
+        checks[svc.store.backend] = f"down: {exc}"
+    checks["update_log"] = "ok" if svc.update_log.healthy else "retrying"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+routes = [Route("/healthz", healthz), Route("/readyz", readyz)]

@@ -1,0 +1,60 @@
+"""Composition: the parts one server process runs, built from Settings, started and
+stopped in order (stop flushes every room and the log before closing the store)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from persistence.compaction_worker import CompactionWorker
+from persistence.factory import make_store
+from persistence.store import Store
+from persistence.update_log import UpdateLog
+from sync.extensions import Extension
+from sync.rooms import RoomManager, RoomPolicy
+from web.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    update_log: UpdateLog
+    compactor: CompactionWorker
+    rooms: RoomManager
+
+    @classmethod
+    def build(cls, settings: Settings, extensions: list[Extension] | None = None) -> Services:
+        store = make_store(settings.database_url, settings.data_dir, settings.database_pool_size)
+        update_log = UpdateLog(store, max_pending_bytes=settings.limits.max_pending_log_bytes)
+        compactor = CompactionWorker(store, timedelta(seconds=settings.history_retention_s))
+        rooms = RoomManager(
+            store,
+            update_log,
+            compactor,
+            RoomPolicy(
+                idle_unload_s=settings.room_idle_s,
+                compact_after_rows=settings.compact_after_rows,
+                compact_after_bytes=settings.compact_after_bytes,
+                flush_timeout_s=settings.shutdown_timeout_s,
+            ),
+            extensions,
+        )
+        return cls(settings, store, update_log, compactor, rooms)
+
+    async def start(self, *, migrate: bool = True) -> None:
+        await self.store.open(migrate=migrate)
+        self.update_log.start()
+        self.compactor.start()
+        self.rooms.start()
+
+    async def stop(self) -> None:
+        timeout = self.settings.shutdown_timeout_s
+        await self.rooms.close()
+        await self.update_log.stop(timeout)
+        await self.compactor.stop()
+        await self.store.close()
+        log.info("stopped: every accepted update is committed")

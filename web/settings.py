@@ -1,0 +1,102 @@
+"""Configuration, read once from the environment (every variable is in the README)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int = 1024 * 1024
+    max_document_bytes: int = 64 * 1024 * 1024
+    send_queue_bytes: int = 4 * 1024 * 1024
+    messages_per_second: float = 500.0
+    rate_window_s: float = 5.0
+    max_pending_log_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("blackboard-data")
+    database_url: str | None = None
+    database_pool_size: int = 10
+    redis_url: str | None = None
+    redis_prefix: str = "bb:"
+    auth_secret: str | None = None
+    log_format: str = "human"
+    log_level: str = "info"
+    room_idle_s: float = 30.0
+    compact_after_rows: int = 1000
+    compact_after_bytes: int = 4 * 1024 * 1024
+    history_retention_s: float = 7 * 24 * 3600.0
+    shutdown_timeout_s: float = 30.0
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            host=env.get("BLACKBOARD_HOST", d.host),
+            port=_int(env, "BLACKBOARD_PORT", d.port),
+            data_dir=Path(env.get("BLACKBOARD_DATA_DIR", str(d.data_dir))),
+            database_url=env.get("BLACKBOARD_DATABASE_URL") or None,
+            database_pool_size=_int(env, "BLACKBOARD_DATABASE_POOL_SIZE", d.database_pool_size),
+            redis_url=env.get("BLACKBOARD_REDIS_URL") or None,
+            redis_prefix=env.get("BLACKBOARD_REDIS_PREFIX", d.redis_prefix),
+            auth_secret=env.get("BLACKBOARD_AUTH_SECRET") or None,
+            log_format=env.get("BLACKBOARD_LOG_FORMAT", d.log_format),
+            log_level=env.get("BLACKBOARD_LOG_LEVEL", d.log_level),
+            room_idle_s=_float(env, "BLACKBOARD_ROOM_IDLE_S", d.room_idle_s),
+            compact_after_rows=_int(env, "BLACKBOARD_COMPACT_AFTER_ROWS", d.compact_after_rows),
+            compact_after_bytes=_int(env, "BLACKBOARD_COMPACT_AFTER_BYTES", d.compact_after_bytes),
+            history_retention_s=_float(
+                env, "BLACKBOARD_HISTORY_RETENTION_S", d.history_retention_s
+            ),
+            shutdown_timeout_s=_float(env, "BLACKBOARD_SHUTDOWN_TIMEOUT_S", d.shutdown_timeout_s),
+            limits=Limits(
+                max_message_bytes=_int(
+                    env, "BLACKBOARD_MAX_MESSAGE_BYTES", d.limits.max_message_bytes
+                ),
+                max_document_bytes=_int(
+                    env, "BLACKBOARD_MAX_DOCUMENT_BYTES", d.limits.max_document_bytes
+                ),
+                send_queue_bytes=_int(
+                    env, "BLACKBOARD_SEND_QUEUE_BYTES", d.limits.send_queue_bytes
+                ),
+                messages_per_second=_float(
+                    env, "BLACKBOARD_RATE_LIMIT", d.limits.messages_per_second
+                ),
+                max_pending_log_bytes=_int(
+                    env, "BLACKBOARD_MAX_PENDING_LOG_BYTES", d.limits.max_pending_log_bytes
+                ),
+            ),
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
