@@ -1,16 +1,20 @@
-"""Pick the store the configuration names: Postgres if a URL is set, else embedded SQLite."""
+"""Pick the backend the configuration names: Postgres if a URL is set, else SQLite."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from persistence.sqlite_store import SQLiteStore
-from persistence.store import Store
+from persistence.database import Database
+from persistence.document_store import DocumentStore
+from persistence.postgres_database import PostgresDatabase
+from persistence.sqlite_database import SQLiteDatabase
 
 
-def make_store(database_url: str | None, data_dir: Path, pool_size: int = 10) -> Store:
+def make_database(database_url: str | None, data_dir: Path, pool_size: int = 10) -> Database:
     if database_url:
-        from persistence.postgres_store import PostgresStore
+        return PostgresDatabase(database_url, pool_size=pool_size)
+    return SQLiteDatabase(data_dir / "blackboard.db")
 
-        return PostgresStore(database_url, pool_size=pool_size)
-    return SQLiteStore(data_dir / "blackboard.db")
+
+def make_store(database_url: str | None, data_dir: Path, pool_size: int = 10) -> DocumentStore:
+    return DocumentStore(make_database(database_url, data_dir, pool_size))

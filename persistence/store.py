@@ -21,8 +21,8 @@ class Store(Protocol):
 
     backend: str  # "sqlite" or "postgres"
 
-    async def open(self, *, migrate: bool) -> None:
-        """Connect; apply pending migrations if `migrate`, else raise SchemaBehind."""
+    async def open(self, *, migrate_schema: bool) -> None:
+        """Connect; apply pending migrations if `migrate_schema`, else raise SchemaBehind."""
 
     async def close(self) -> None: ...
 

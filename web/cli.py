@@ -96,7 +96,7 @@ def _fail(message: str) -> None:
 def _run_with_store(settings: Settings, work: Callable[[Store], Awaitable[None]]) -> None:
     async def run() -> None:
         store = make_store(settings.database_url, settings.data_dir, settings.database_pool_size)
-        await store.open(migrate=True)
+        await store.open(migrate_schema=True)
         try:
             await work(store)
         finally:
@@ -143,3 +143,7 @@ async def _compact(store: Store, settings: Settings, args: argparse.Namespace) -
                 f" rows, {result.snapshot_bytes} bytes, pruned {result.pruned_rows}"
             )
             progress.advance(bar)
+
+
+if __name__ == "__main__":
+    main()

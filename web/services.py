@@ -46,7 +46,7 @@ class Services:
         return cls(settings, store, update_log, compactor, rooms)
 
     async def start(self, *, migrate: bool = True) -> None:
-        await self.store.open(migrate=migrate)
+        await self.store.open(migrate_schema=migrate)
         self.update_log.start()
         self.compactor.start()
         self.rooms.start()

@@ -1,0 +1,226 @@
+"""Projects, the update log and snapshots, written once for both SQL backends."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from itertools import groupby
+
+from persistence.clock import utc_now
+from persistence.database import Database, Row
+from persistence.errors import ProjectExists, ProjectNotFound, StoreError
+from persistence.history import oldest_rebuildable_seq
+from persistence.migrator import migrate
+from persistence.records import (
+    HistoryEntry,
+    LogEntry,
+    PendingAppend,
+    ProjectRecord,
+    Snapshot,
+    StoredDocument,
+)
+
+_NO_LIMIT = 2**62
+
+
+class DocumentStore:
+    """Implements `persistence.store.Store` on any `Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def backend(self) -> str:
+        return self.db.dialect
+
+    async def open(self, *, migrate_schema: bool) -> None:
+        await self.db.open()
+        try:
+            await migrate(self.db, apply=migrate_schema)
+        except BaseException:
+            await self.db.close()
+            raise
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def ping(self) -> None:
+        try:
+            await self.db.fetchval("SELECT 1")
+        except Exception as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def create_project(
+        self, project_id: str, title: str, initial_update: bytes, actor: str
+    ) -> ProjectRecord:
+        now = utc_now()
+        async with self.db.transaction() as conn:
+            inserted = await conn.execute(
+                "INSERT INTO projects (project_id, title, seq, created_at)"
+                " VALUES ($1, $2, 1, $3) ON CONFLICT DO NOTHING",
+                project_id,
+                title,
+                now,
+            )
+            if not inserted:
+                raise ProjectExists(project_id)
+            await conn.execute(
+                'INSERT INTO doc_updates (project_id, seq, "update", actor, created_at)'
+                " VALUES ($1, 1, $2, $3, $4)",
+                project_id,
+                initial_update,
+                actor,
+                now,
+            )
+        return ProjectRecord(project_id, title, 1, now)
+
+    async def get_project(self, project_id: str) -> ProjectRecord | None:
+        row = await self.db.fetchrow(
+            "SELECT project_id, title, seq, created_at FROM projects WHERE project_id = $1",
+            project_id,
+        )
+        return _project(row) if row else None
+
+    async def list_projects(self, limit: int, after: str | None) -> list[ProjectRecord]:
+        rows = await self.db.fetch(
+            "SELECT project_id, title, seq, created_at FROM projects"
+            " WHERE project_id > $1 ORDER BY project_id LIMIT $2",
+            after or "",
+            limit,
+        )
+        return [_project(row) for row in rows]
+
+    async def append(self, batch: Sequence[PendingAppend]) -> list[int]:
+        now = utc_now()
+        seqs: list[int] = []
+        async with self.db.transaction() as conn:
+            # Rows of one project are contiguous and in arrival order; each run takes
+            # its block of seqs from the project's counter. The counter's row lock
+            # orders concurrent writers, so seqs increase in commit order, gap-free.
+            for project_id, run in groupby(batch, key=lambda p: p.project_id):
+                rows = list(run)
+                last = await conn.fetchval(
+                    "UPDATE projects SET seq = seq + $1 WHERE project_id = $2 RETURNING seq",
+                    len(rows),
+                    project_id,
+                )
+                if last is None:
+                    raise ProjectNotFound(project_id)
+                first = last - len(rows) + 1
+                await conn.executemany(
+                    'INSERT INTO doc_updates (project_id, seq, "update", actor, created_at)'
+                    " VALUES ($1, $2, $3, $4, $5)",
+                    [
+                        (project_id, first + i, row.update, row.actor, now)
+                        for i, row in enumerate(rows)
+                    ],
+                )
+                seqs.extend(range(first, first + len(rows)))
+        return seqs
+
+    async def load(self, project_id: str) -> StoredDocument:
+        return await self.load_at(project_id, _NO_LIMIT)
+
+    async def load_at(self, project_id: str, upto_seq: int) -> StoredDocument:
+        # One transaction, so a concurrent prune cannot remove rows between the reads.
+        async with self.db.transaction() as conn:
+            if (
+                await conn.fetchval("SELECT 1 FROM projects WHERE project_id = $1", project_id)
+                is None
+            ):
+                raise ProjectNotFound(project_id)
+            row = await conn.fetchrow(
+                "SELECT upto_seq, state, state_vector, created_at FROM doc_snapshots"
+                " WHERE project_id = $1 AND upto_seq <= $2 ORDER BY upto_seq DESC LIMIT 1",
+                project_id,
+                upto_seq,
+            )
+            snapshot = Snapshot(row[0], bytes(row[1]), bytes(row[2]), row[3]) if row else None
+            tail = await conn.fetch(
+                'SELECT seq, "update", actor, created_at FROM doc_updates'
+                " WHERE project_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+                project_id,
+                snapshot.upto_seq if snapshot else 0,
+                upto_seq,
+            )
+        return StoredDocument(snapshot, [_entry(r) for r in tail])
+
+    async def seq_at_time(self, project_id: str, at: datetime) -> int:
+        value = await self.db.fetchval(
+            "SELECT max(seq) FROM doc_updates WHERE project_id = $1 AND created_at <= $2",
+            project_id,
+            at,
+        )
+        return value or 0
+
+    async def history(self, project_id: str, after_seq: int, limit: int) -> list[HistoryEntry]:
+        rows = await self.db.fetch(
+            'SELECT seq, actor, created_at, length("update") FROM doc_updates'
+            " WHERE project_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            project_id,
+            after_seq,
+            limit,
+        )
+        return [HistoryEntry(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def read_log(self, project_id: str, after_seq: int, limit: int) -> list[LogEntry]:
+        rows = await self.db.fetch(
+            'SELECT seq, "update", actor, created_at FROM doc_updates'
+            " WHERE project_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            project_id,
+            after_seq,
+            limit,
+        )
+        return [_entry(r) for r in rows]
+
+    async def save_snapshot(self, project_id: str, snapshot: Snapshot) -> bool:
+        inserted = await self.db.execute(
+            "INSERT INTO doc_snapshots (project_id, upto_seq, state, state_vector, created_at)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            project_id,
+            snapshot.upto_seq,
+            snapshot.state,
+            snapshot.state_vector,
+            snapshot.created_at,
+        )
+        return inserted == 1
+
+    async def prune(self, project_id: str, before: datetime) -> int:
+        async with self.db.transaction() as conn:
+            newest = await conn.fetchval(
+                "SELECT max(upto_seq) FROM doc_snapshots WHERE project_id = $1", project_id
+            )
+            if newest is None:
+                return 0
+            deleted = await conn.execute(
+                "DELETE FROM doc_updates WHERE project_id = $1 AND seq <= $2 AND created_at < $3",
+                project_id,
+                newest,
+                before,
+            )
+            await conn.execute(
+                "DELETE FROM doc_snapshots"
+                " WHERE project_id = $1 AND upto_seq < $2 AND created_at < $3",
+                project_id,
+                newest,
+                before,
+            )
+        return deleted
+
+    async def oldest_retained_seq(self, project_id: str) -> int:
+        snapshots = await self.db.fetch(
+            "SELECT upto_seq FROM doc_snapshots WHERE project_id = $1 ORDER BY upto_seq",
+            project_id,
+        )
+        first = await self.db.fetchval(
+            "SELECT min(seq) FROM doc_updates WHERE project_id = $1", project_id
+        )
+        return oldest_rebuildable_seq([r[0] for r in snapshots], first)
+
+
+def _project(row: Row) -> ProjectRecord:
+    return ProjectRecord(row[0], row[1], row[2], row[3])
+
+
+def _entry(row: Row) -> LogEntry:
+    return LogEntry(row[0], bytes(row[1]), row[2], row[3])

@@ -1,0 +1,40 @@
+"""Talking to a running server over HTTP, and waiting for convergence."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+
+from tests.support.server import ServerProcess
+
+
+async def create_project(server: ServerProcess, project_id: str, **extra: object) -> dict:
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+        body = {"project_id": project_id, "title": project_id, "budget_total": 1000, **extra}
+        response = await http.post("/api/projects", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+async def project_json(server: ServerProcess, project_id: str) -> dict:
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+        response = await http.get(f"/api/projects/{project_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
+    """Retry an async or sync assertion until it passes or `timeout` runs out."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                await result
+            return
+        except AssertionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
