@@ -64,6 +64,8 @@ class BlackboardClient:
         self.close_reason = ""
         self._ws: websockets.ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._synced = asyncio.Event()
         self._progress = asyncio.Event()
         self._subscription: Subscription = self.doc.observe(self._on_local_change)
@@ -88,7 +90,9 @@ class BlackboardClient:
         self._ws = await websockets.connect(
             self.url, max_size=self.max_message_bytes, compression=None, open_timeout=timeout
         )
+        self._outbox = asyncio.Queue()
         self._reader = asyncio.create_task(self._read_loop())
+        self._sender = asyncio.create_task(self._send_loop())
         await self._ws.send(sync_step1(self.doc.get_state()))
         await self._wait(self._synced.wait(), timeout, "the handshake")
 
@@ -100,7 +104,13 @@ class BlackboardClient:
             self._progress.clear()
             await self._wait(self._progress.wait(), timeout, "durable acks")
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 10.0) -> None:
+        """Send what is queued, then close."""
+        if self._ws is not None and self.connected:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), timeout)
+        if self._sender is not None:
+            self._sender.cancel()
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
@@ -144,10 +154,18 @@ class BlackboardClient:
         self._send(sync_update(event.update))
 
     def _send(self, message: bytes) -> None:
-        assert self._ws is not None
+        # Called from Doc observers, which cannot await: queue in order, send later.
         self.sent += 1
-        task = asyncio.ensure_future(self._ws.send(message))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._outbox.put_nowait(message)
+
+    async def _send_loop(self) -> None:
+        assert self._ws is not None
+        while True:
+            message = await self._outbox.get()
+            try:
+                await self._ws.send(message)
+            finally:
+                self._outbox.task_done()
 
     async def _read_loop(self) -> None:
         assert self._ws is not None

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+SHUTDOWN_LINE = "stopped: every accepted update is committed"
 
 
 def free_port() -> int:
@@ -26,7 +27,7 @@ class ServerProcess:
         self.data_dir = data_dir
         self.port = free_port()
         self.env = {**os.environ, **(env or {})}
-        self.env.setdefault("BLACKBOARD_LOG_LEVEL", "warning")
+        self.env.setdefault("BLACKBOARD_LOG_LEVEL", "info")
         self.log_path = data_dir / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -74,11 +75,14 @@ class ServerProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM (graceful: flushes everything) and wait."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM and wait; raise unless the server shut down cleanly (flushed)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        code = self.proc.wait(timeout)
+        # uvicorn re-raises the signal it handled once shutdown is complete.
+        if code not in (0, -signal.SIGTERM) or SHUTDOWN_LINE not in self.logs():
+            raise RuntimeError(f"unclean shutdown ({code}):\n{self.logs()}")
 
     def kill(self) -> None:
         """SIGKILL: no chance to flush anything."""
