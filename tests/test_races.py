@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import websockets
 from pycrdt import Doc, Map
@@ -29,9 +30,11 @@ async def test_simultaneous_first_joiners_all_sync(server: ServerProcess) -> Non
     await asyncio.gather(*(c.close() for c in clients))
 
 
-async def test_reconnect_during_unload_loses_nothing(start_server) -> None:  # noqa: ANN001
+async def test_reconnect_during_unload_loses_nothing(
+    start_server: Callable[..., ServerProcess],
+) -> None:
     """Hocuspocus #971: a reconnect while the room unloads silently dropped updates."""
-    server: ServerProcess = start_server(env={"BLACKBOARD_ROOM_IDLE_S": "0.02"})
+    server = start_server(env={"BLACKBOARD_ROOM_IDLE_S": "0.02"})
     await create_project(server, "churn")
     for i in range(40):
         client = BlackboardClient(server.ws, "churn", durable=False)
