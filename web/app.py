@@ -12,7 +12,12 @@ from starlette.middleware import Middleware
 from web import health, socket_endpoint
 from web.api import documents, projects
 from web.auth import IdentityMiddleware
-from web.errors import ApiError, handle_api_error, handle_http_exception
+from web.errors import (
+    ApiError,
+    handle_api_error,
+    handle_http_exception,
+    handle_internal_error,
+)
 from web.services import Services
 from web.settings import Settings
 
@@ -38,6 +43,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *socket_endpoint.routes,
         ],
         middleware=[Middleware(IdentityMiddleware)],
-        exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_internal_error,
+        },
         lifespan=lifespan,
     )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -28,3 +33,8 @@ async def handle_http_exception(_: Request, exc: Exception) -> JSONResponse:
     detail = getattr(exc, "detail", "error")
     code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
     return error_response(status, code, str(detail))
+
+
+async def handle_internal_error(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal", "internal error")

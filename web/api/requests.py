@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from persistence.errors import ProjectNotFound
+from persistence.replay import CorruptDocument
 from schemas.document import is_valid_id
 from sync.room import Room
 from web.errors import ApiError
@@ -81,3 +82,5 @@ async def room_of(request: Request) -> Room:
         return await services(request).rooms.get(project_id)
     except ProjectNotFound:
         raise ApiError(404, "not_found", f"project {project_id!r} does not exist") from None
+    except CorruptDocument as exc:
+        raise ApiError(500, "load_failed", str(exc)) from None
