@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import anyio
 from httpx_ws import aconnect_ws
 from pycrdt import Doc, Map, Provider
 from pycrdt.websocket.websocket import HttpxWebsocket
@@ -19,9 +18,11 @@ async def test_pycrdt_provider_round_trip(server: ServerProcess) -> None:
         Provider(doc, HttpxWebsocket(ws, "prov")),
     ):
         spec = doc.get("spec", type=Map)
-        with anyio.fail_after(10):
-            while spec.get("title") != "prov":
-                await anyio.sleep(0.02)
+
+        def synced() -> None:
+            assert spec.get("title") == "prov"
+
+        await eventually(synced)
         assert spec["fps"] == 24
         doc.get("dna_bank", type=Map)["hero"] = Map({"name": "Mara"})
 

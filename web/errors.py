@@ -7,7 +7,6 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-
 log = logging.getLogger(__name__)
 
 
