@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from persistence.clock import utc_now
 from persistence.database import Database
 from persistence.errors import SchemaBehind
@@ -41,7 +43,7 @@ async def migrate(db: Database, *, apply: bool) -> list[Migration]:
                 "SELECT count(*) FROM schema_migrations WHERE version = $1", migration.version
             ):
                 continue  # another instance applied it meanwhile
-            for statement in _statements(migration.sql):
+            for statement in _statements(migration.sql, db.dialect):
                 await conn.execute(statement)
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
@@ -53,7 +55,23 @@ async def migrate(db: Database, *, apply: bool) -> list[Migration]:
     return applied
 
 
-def _statements(script: str) -> list[str]:
-    """Split a migration into statements (ours keep `;` out of literals and bodies)."""
-    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+def _statements(script: str, dialect: str) -> list[str]:
+    """The statements of a migration script.
+
+    asyncpg runs a whole script as one simple query; sqlite3 runs one statement per
+    call, so split where SQLite itself says a statement is complete (trigger bodies
+    with `;` inside stay whole).
+    """
+    if dialect == "postgres":
+        return [script]
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not all(
+        not line.strip() or line.strip().startswith("--") for line in buffer.splitlines()
+    ):
+        raise ValueError(f"migration ends with an incomplete statement: {buffer.strip()[:80]}")
+    return statements

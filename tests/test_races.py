@@ -53,22 +53,23 @@ async def test_reconnect_during_unload_loses_nothing(
 async def test_many_updates_then_immediate_disconnect_are_all_stored(
     server: ServerProcess,
 ) -> None:
-    """pycrdt-websocket: 300 updates then a disconnect persisted 2 of 300."""
+    """pycrdt-websocket: 300 updates then a disconnect persisted 2 of 300. (uvicorn's
+    default websockets implementation also dropped frames still unread at the close.)"""
     await create_project(server, "burst")
     source = Doc()
     updates: list[bytes] = []
     source.observe(lambda event: updates.append(event.update))
     notes = source.get("approvals", type=Map)
-    for i in range(300):
+    for i in range(1000):
         notes[f"A{i}"] = Map({"subject": f"take {i}"})
     async with websockets.connect(f"{server.ws}/sync/burst", compression=None) as ws:
         for update in updates:
             await ws.send(sync_update(update))
-    # Closed at once, no ack asked for. A graceful restart must still find all 300.
+    # Closed at once, no ack asked for. A graceful restart must still find all.
     server.stop()
     server.restart()
     approvals = (await project_json(server, "burst"))["doc"]["approvals"]
-    assert len(approvals) == 300
+    assert len(approvals) == 1000
 
 
 async def test_dead_client_does_not_stop_broadcasts(server: ServerProcess) -> None:

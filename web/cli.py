@@ -80,6 +80,9 @@ def serve(settings: Settings) -> None:
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        # The sans-I/O implementation queues frames in arrival order with the close
+        # last; the default one drops frames still unread when the peer closes.
+        ws="websockets-sansio",
         ws_max_size=settings.limits.max_message_bytes,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
