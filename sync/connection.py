@@ -19,7 +19,9 @@ from sync.protocol import ack_message
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
-CLOSE_TIMEOUT_S = 2.0
+# A slow consumer's close frame waits behind what its socket already buffers; give it
+# as long as uvicorn gives a closing handshake.
+CLOSE_TIMEOUT_S = 10.0
 
 
 class Connection:
@@ -42,6 +44,7 @@ class Connection:
         self.max_queue_bytes = max_queue_bytes
         self.awareness_ids: set[int] = set()  # awareness client ids this connection set
         self.close_code: int | None = None
+        self.closing = asyncio.Event()  # a close is decided (the socket may still be open)
         self.closed = asyncio.Event()
         self._outbox: deque[bytes] = deque()
         self._queued_bytes = 0
@@ -74,8 +77,10 @@ class Connection:
         """Close with `code`; with `drain`, after what is queued has been sent."""
         if not self.open:
             return
+        self.closing.set()
         if drain:
-            self._drain_then_close = (code, reason)
+            if self._drain_then_close is None:  # the first decided close wins
+                self._drain_then_close = (code, reason)
             self._ready.set()
             return
         self.close_code = code

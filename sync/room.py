@@ -19,6 +19,7 @@ from persistence.update_log import UpdateLog
 from sync import close_codes
 from sync.awareness import AwarenessStates
 from sync.connection import Connection
+from sync.doc_size import DocumentSize, DocumentTooLarge
 from sync.extensions import Extension
 from sync.origin import SERVER_ACTOR, Origin, Source
 from sync.protocol import (
@@ -31,6 +32,7 @@ from sync.protocol import (
     decode_awareness,
     decode_message,
     encode_awareness,
+    permission_denied,
     sync_step1,
     sync_step2,
     sync_update,
@@ -51,6 +53,8 @@ class Room:
         update_log: UpdateLog,
         extensions: list[Extension],
         on_tail_grown: Callable[[Room], None],
+        max_document_bytes: int = 64 * 1024 * 1024,
+        size_estimate: int = 0,
     ) -> None:
         self.project_id = project_id
         self.doc = doc
@@ -65,6 +69,7 @@ class Room:
         self._extensions = extensions
         self._on_tail_grown = on_tail_grown
         self._validator = ShadowValidator(doc)
+        self.size = DocumentSize(max_document_bytes, lambda: len(doc.get_update()), size_estimate)
         self._captured: list[bytes] = []
         self._subscription: Subscription = doc.observe(self._capture)
         # SyncStep2 replies by the asker's state vector, valid until the doc changes:
@@ -141,9 +146,20 @@ class Room:
 
     def _receive_update(self, connection: Connection, update: bytes, origin: Origin) -> None:
         try:
-            committed = self.apply_update(update, origin)
+            if connection.can_write:
+                committed = self.apply_update(update, origin)
+            elif self._validator.would_change(update):
+                reason = "read-only token: writes are not allowed"
+                connection.send(permission_denied(reason))
+                connection.close(close_codes.FORBIDDEN, reason, drain=True)
+                return
+            else:  # e.g. a reader's sync step 2 that adds nothing: not a write
+                committed = None
         except MalformedUpdate as exc:
             connection.close(close_codes.MALFORMED, str(exc)[:120])
+            return
+        except DocumentTooLarge as exc:
+            connection.close(close_codes.DOCUMENT_TOO_LARGE, str(exc))
             return
         if connection.wants_acks:
             connection.acks.track(committed)
@@ -172,10 +188,12 @@ class Room:
         """Validate, apply, store and fan out one client update.
 
         Returns the future of its commit, or None if it changed nothing.
-        Raises MalformedUpdate (nothing changed, nothing stored or sent), or LogFull
-        when the database is too far behind to take it (checked before applying).
+        Raises MalformedUpdate (nothing changed, nothing stored or sent), LogFull when
+        the database is too far behind to take it, or DocumentTooLarge (both checked
+        before applying).
         """
         self._update_log.check_room(len(update))
+        self.size.check(len(update))
         self._validator.check(update)
         changes = self._apply_live(update, origin)
         return self._publish(changes, origin)
@@ -185,6 +203,7 @@ class Room:
         self._validator.check(update)
         changes = self._apply_live(update, Origin(Source.PEER, SERVER_ACTOR))
         for change in changes:
+            self.size.grew(len(change))
             self._broadcast(sync_update(change), exclude=None)
 
     def server_write(
@@ -222,6 +241,7 @@ class Room:
     def _publish(self, changes: list[bytes], origin: Origin) -> asyncio.Future[int] | None:
         committed: asyncio.Future[int] | None = None
         for change in changes:
+            self.size.grew(len(change))
             committed = self._update_log.append(self.project_id, change, origin.actor)
             committed.add_done_callback(self._on_committed(len(change)))
             self._broadcast(sync_update(change), exclude=origin.connection)

@@ -32,6 +32,7 @@ class RoomPolicy:
     compact_after_bytes: int = 4 * 1024 * 1024
     flush_timeout_s: float = 30.0
     load_timeout_s: float = 60.0
+    max_document_bytes: int = 64 * 1024 * 1024
 
 
 class RoomManager:
@@ -86,6 +87,8 @@ class RoomManager:
     async def _load(self, project_id: str) -> Room:
         stored = await self.store.load(project_id)
         doc = replay(stored)  # raises CorruptDocument: a failed load is an error
+        tail_bytes = sum(len(entry.update) for entry in stored.tail)
+        snapshot_bytes = len(stored.snapshot.state) if stored.snapshot else 0
         room = Room(
             project_id,
             doc,
@@ -93,9 +96,11 @@ class RoomManager:
             update_log=self.update_log,
             extensions=self.extensions,
             on_tail_grown=self._maybe_compact,
+            max_document_bytes=self.policy.max_document_bytes,
+            size_estimate=snapshot_bytes + tail_bytes,
         )
         room.tail_rows = len(stored.tail)
-        room.tail_bytes = sum(len(entry.update) for entry in stored.tail)
+        room.tail_bytes = tail_bytes
         self.rooms[project_id] = room
         self._count_changed()
         for ext in self.extensions:

@@ -8,7 +8,9 @@ the shadow is rebuilt from the live Doc, which the bad update never touched.
 
 from __future__ import annotations
 
-from pycrdt import Doc
+from pycrdt import Doc, TransactionEvent, get_update
+
+from sync.yjs_encoding import decode_state_vector, structless_delete_ranges
 
 
 class MalformedUpdate(ValueError):
@@ -35,6 +37,38 @@ class ShadowValidator:
                 raise
             self._shadow = self._copy(self._live)
             raise MalformedUpdate(f"update does not apply: {type(exc).__name__}: {exc}") from None
+
+    def would_change(self, update: bytes) -> bool:
+        """Whether `update` would change the document; the live Doc is never touched.
+
+        Taking out the structs the document already has leaves new structs (a write) or
+        only a delete set. Deleting items the document does not have yet is a write too
+        (yrs would keep it pending). Only a delete set of known items is tried on the
+        shadow; if that changed it, the shadow is rebuilt from the live Doc.
+        Raises MalformedUpdate if the update does not decode.
+        """
+        try:
+            known_state = self._shadow.get_state()
+            deletions = structless_delete_ranges(get_update(update, known_state))
+            known = decode_state_vector(known_state)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            raise MalformedUpdate(f"update does not decode: {exc}") from None
+        if deletions is None or any(r.end > known.get(r.client, 0) for r in deletions):
+            return True
+        if not deletions:
+            return False
+        changed: list[TransactionEvent] = []
+        shadow = self._shadow
+        subscription = shadow.observe(changed.append)
+        try:
+            self.check(update)
+        finally:
+            shadow.unobserve(subscription)
+        if changed:
+            self._shadow = self._copy(self._live)
+        return bool(changed)
 
     def track(self, update: bytes) -> None:
         """Mirror an update that reached the live doc by another path (server writes)."""

@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 
 from web import health, socket_endpoint
 from web.api import documents, projects
-from web.auth import IdentityMiddleware
+from web.auth import AuthMiddleware, AuthPolicy
 from web.errors import (
     ApiError,
     handle_api_error,
@@ -24,9 +24,11 @@ from web.settings import Settings
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    auth = AuthPolicy.from_settings(settings)  # a malformed secret stops here
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        auth.announce()
         services = Services.build(settings)
         await services.start()
         app.state.services = services
@@ -42,7 +44,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *documents.routes,
             *socket_endpoint.routes,
         ],
-        middleware=[Middleware(IdentityMiddleware)],
+        middleware=[Middleware(AuthMiddleware, policy=auth)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,

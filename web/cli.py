@@ -1,4 +1,4 @@
-"""`blackboard`: serve, create, compact (DESIGN.md section 6)."""
+"""`blackboard`: serve, create, compact, token (DESIGN.md section 6)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from schemas.document import is_valid_id
 from sync.projects import create_project
 from web.logs import configure
 from web.settings import Settings
+from web.tokens import ROLES, Keyring, mint
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,13 +50,23 @@ def _parser() -> argparse.ArgumentParser:
     which = compact_cmd.add_mutually_exclusive_group(required=True)
     which.add_argument("project", nargs="?", help="one project id")
     which.add_argument("--all", action="store_true", help="every project")
+
+    token = sub.add_parser(
+        "token", help="print an access token signed with BLACKBOARD_AUTH_SECRET's first key"
+    )
+    token.add_argument("project", help="project id, or * for every project")
+    token.add_argument("--role", required=True, choices=ROLES)
+    token.add_argument("--actor", required=True, help="who acts (recorded on every write)")
+    token.add_argument(
+        "--ttl", type=float, default=3600.0, help="seconds valid (default 3600; <= 0: expired)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     settings = Settings.from_env().with_overrides(
-        data_dir=args.data_dir,
+        data_dir=getattr(args, "data_dir", None),
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
     )
@@ -66,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         _run_with_store(settings, lambda store: _create(store, args))
     elif args.command == "compact":
         _run_with_store(settings, lambda store: _compact(store, settings, args))
+    elif args.command == "token":
+        _token(settings, args)
 
 
 def serve(settings: Settings) -> None:
@@ -84,6 +97,8 @@ def serve(settings: Settings) -> None:
         # last; the default one drops frames still unread when the peer closes.
         ws="websockets-sansio",
         ws_max_size=settings.limits.max_message_bytes,
+        ws_ping_interval=settings.limits.ping_interval_s,
+        ws_ping_timeout=settings.limits.ping_timeout_s,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
         log_level=settings.log_level,
@@ -94,6 +109,16 @@ def serve(settings: Settings) -> None:
 def _fail(message: str) -> None:
     print(f"blackboard: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> None:
+    if not settings.auth_secret:
+        _fail("BLACKBOARD_AUTH_SECRET is not set (the server runs open and takes no tokens)")
+    try:
+        keyring = Keyring.parse(settings.auth_secret)
+        print(mint(keyring, args.project, args.role, args.actor, args.ttl))
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 def _run_with_store(settings: Settings, work: Callable[[Store], Awaitable[None]]) -> None:

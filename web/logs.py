@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+
+_QUERY_TOKEN = re.compile(r"([?&]token=)[^&\s\"']+")
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,8 +26,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class RedactTokens(logging.Filter):
+    """uvicorn logs paths with their query string: never write a `?token=` to the logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = _QUERY_TOKEN.sub(r"\1<redacted>", message), None
+        return True
+
+
 def configure(log_format: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactTokens())
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -40,6 +40,7 @@ class Services:
                 compact_after_rows=settings.compact_after_rows,
                 compact_after_bytes=settings.compact_after_bytes,
                 flush_timeout_s=settings.shutdown_timeout_s,
+                max_document_bytes=settings.limits.max_document_bytes,
             ),
             extensions,
         )

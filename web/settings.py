@@ -36,6 +36,9 @@ class Limits:
     messages_per_second: float = 500.0
     rate_window_s: float = 5.0
     max_pending_log_bytes: int = 64 * 1024 * 1024
+    max_connections_per_actor: int = 100  # sockets per token actor (auth on only)
+    ping_interval_s: float = 20.0  # then a peer must answer within ping_timeout_s
+    ping_timeout_s: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "bb:"
     auth_secret: str | None = None
+    allowed_origins: tuple[str, ...] = ()  # browser Origins allowed on sockets; empty: all
     log_format: str = "human"
     log_level: str = "info"
     room_idle_s: float = 30.0
@@ -70,6 +74,11 @@ class Settings:
             redis_url=env.get("BLACKBOARD_REDIS_URL") or None,
             redis_prefix=env.get("BLACKBOARD_REDIS_PREFIX", d.redis_prefix),
             auth_secret=env.get("BLACKBOARD_AUTH_SECRET") or None,
+            allowed_origins=tuple(
+                origin.strip().rstrip("/")
+                for origin in env.get("BLACKBOARD_ALLOWED_ORIGINS", "").split(",")
+                if origin.strip()
+            ),
             log_format=env.get("BLACKBOARD_LOG_FORMAT", d.log_format),
             log_level=env.get("BLACKBOARD_LOG_LEVEL", d.log_level),
             room_idle_s=_float(env, "BLACKBOARD_ROOM_IDLE_S", d.room_idle_s),
@@ -95,6 +104,14 @@ class Settings:
                 max_pending_log_bytes=_int(
                     env, "BLACKBOARD_MAX_PENDING_LOG_BYTES", d.limits.max_pending_log_bytes
                 ),
+                rate_window_s=_float(env, "BLACKBOARD_RATE_WINDOW_S", d.limits.rate_window_s),
+                max_connections_per_actor=_int(
+                    env,
+                    "BLACKBOARD_MAX_CONNECTIONS_PER_ACTOR",
+                    d.limits.max_connections_per_actor,
+                ),
+                ping_interval_s=_float(env, "BLACKBOARD_PING_INTERVAL_S", d.limits.ping_interval_s),
+                ping_timeout_s=_float(env, "BLACKBOARD_PING_TIMEOUT_S", d.limits.ping_timeout_s),
             ),
         )
 

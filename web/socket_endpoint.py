@@ -2,13 +2,16 @@
 and the project, joins the room, then hands each binary frame to the room.
 
 Every refusal accepts first and then closes with a code, since stock clients retry a
-refused upgrade forever but stop on a 44xx close.
+refused upgrade forever but stop on a 44xx close. The token, the Origin and the actor's
+socket count are checked before this runs (`web/auth.py`); here the token's expiry closes
+the socket (4401), a sender over the message rate is throttled, then closed (4429).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -16,11 +19,14 @@ from starlette.websockets import WebSocket
 from persistence.errors import LogFull, ProjectNotFound
 from schemas.document import is_valid_id
 from sync import close_codes
-from sync.connection import Connection
+from sync.connection import CLOSE_TIMEOUT_S, Connection
+from sync.rate_limit import MessageRateLimit
+from sync.room import Room
 from web.auth import Identity
+from web.settings import Limits
 
 log = logging.getLogger(__name__)
-CLOSE_WAIT_S = 2.0
+CLOSE_WAIT_S = CLOSE_TIMEOUT_S + 1.0
 
 
 class StarletteChannel:
@@ -67,29 +73,66 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         connection.close(close_codes.INTERNAL_ERROR, "project failed to load")
         await _closed(connection)
         return
-    max_bytes = services.settings.limits.max_message_bytes
+    expiry = _close_on_expiry(connection, identity.expires_at)
+    reader = asyncio.create_task(_read(websocket, room, connection, services.settings.limits))
+    closing = asyncio.create_task(connection.closing.wait())
     try:
-        while connection.open:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            frame = message.get("bytes")
-            if frame is None:
-                connection.close(close_codes.MALFORMED, "text frames are not part of the protocol")
-                break
-            if len(frame) > max_bytes:
-                connection.close(close_codes.TOO_BIG, f"message exceeds {max_bytes} bytes")
-                break
-            try:
-                room.receive(connection, frame)
-            except LogFull as exc:
-                connection.close(close_codes.TRY_AGAIN_LATER, str(exc))
-    except Exception as exc:  # the socket broke mid-receive
-        log.debug("connection %s: receive failed: %s", connection.id, exc)
+        await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in (reader, closing):
+            task.cancel()
+        if expiry is not None:
+            expiry.cancel()
+        if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            log.debug("connection %s: receive failed: %s", connection.id, reader.exception())
         room.leave(connection)
-        connection.close(close_codes.NORMAL, "bye")
+        if not connection.closing.is_set():  # the peer left; else keep the server's code
+            connection.close(close_codes.NORMAL, "bye")
         await _closed(connection)
+
+
+async def _read(websocket: WebSocket, room: Room, connection: Connection, limits: Limits) -> None:
+    """Hand each frame to the room until the peer leaves or the server closes it."""
+    loop = asyncio.get_running_loop()
+    rate = MessageRateLimit(limits.messages_per_second, limits.rate_window_s, loop.time())
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect" or connection.closing.is_set():
+            return
+        frame = message.get("bytes")
+        if frame is None:
+            connection.close(close_codes.MALFORMED, "text frames are not part of the protocol")
+            return
+        if len(frame) > limits.max_message_bytes:
+            reason = f"message exceeds {limits.max_message_bytes} bytes"
+            connection.close(close_codes.TOO_BIG, reason)
+            return
+        wait = rate.admit(loop.time())
+        if wait is None:
+            connection.close(close_codes.RATE_LIMITED, "message rate limit exceeded")
+            return
+        if wait:
+            # Not reading pauses this socket (uvicorn stops reading it), so TCP pushes back.
+            await asyncio.sleep(wait)
+            if connection.closing.is_set():
+                return
+        try:
+            room.receive(connection, frame)
+        except LogFull as exc:
+            connection.close(close_codes.TRY_AGAIN_LATER, str(exc))
+
+
+def _close_on_expiry(
+    connection: Connection, expires_at: float | None
+) -> asyncio.TimerHandle | None:
+    if expires_at is None:
+        return None
+    return asyncio.get_running_loop().call_later(
+        max(0.0, expires_at - time.time()),
+        connection.close,
+        close_codes.UNAUTHORIZED,
+        "token expired",
+    )
 
 
 async def _closed(connection: Connection) -> None:

@@ -10,16 +10,23 @@ import httpx
 from tests.support.server import ServerProcess
 
 
-async def create_project(server: ServerProcess, project_id: str, **extra: object) -> dict:
-    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+def bearer(token: str | None) -> dict[str, str]:
+    """Request headers carrying `token` (none for an open server)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def create_project(
+    server: ServerProcess, project_id: str, *, token: str | None = None, **extra: object
+) -> dict:
+    async with httpx.AsyncClient(base_url=server.http, timeout=10, headers=bearer(token)) as http:
         body = {"project_id": project_id, "title": project_id, "budget_total": 1000, **extra}
         response = await http.post("/api/projects", json=body)
         assert response.status_code == 201, response.text
         return response.json()
 
 
-async def project_json(server: ServerProcess, project_id: str) -> dict:
-    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+async def project_json(server: ServerProcess, project_id: str, token: str | None = None) -> dict:
+    async with httpx.AsyncClient(base_url=server.http, timeout=10, headers=bearer(token)) as http:
         response = await http.get(f"/api/projects/{project_id}")
         assert response.status_code == 200, response.text
         return response.json()

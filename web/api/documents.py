@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from persistence.errors import LogFull
+from sync.doc_size import DocumentTooLarge
 from sync.origin import Origin, Source
 from sync.validation import MalformedUpdate
 from web.api.requests import read_body, room_of, services
@@ -45,6 +46,8 @@ async def write_update(request: Request) -> JSONResponse:
         committed = room.apply_update(update, Origin(Source.CLIENT, request.state.actor))
     except MalformedUpdate as exc:
         raise ApiError(422, "malformed_update", str(exc)) from None
+    except DocumentTooLarge as exc:
+        raise ApiError(413, "document_too_large", str(exc)) from None
     except LogFull as exc:
         raise ApiError(503, "unavailable", str(exc)) from None
     if committed is None:

@@ -21,6 +21,7 @@ from web.api.requests import (
     services,
     text_field,
 )
+from web.auth import require_role
 from web.errors import ApiError
 
 
@@ -38,6 +39,7 @@ async def create(request: Request) -> JSONResponse:
     project_id = text_field(body, "project_id")
     if not is_valid_id(project_id):
         raise ApiError(422, "invalid", "project_id must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    require_role(request, "admin", project_id)
     title = text_field(body, "title")
     budget_total = number_field(body, "budget_total")
     if budget_total < 0:

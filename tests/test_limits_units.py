@@ -1,0 +1,150 @@
+"""The pure parts of the limits: the rate limiter, the document size budget, and the
+read-only write check on the shadow document."""
+
+from __future__ import annotations
+
+import pytest
+from pycrdt import Doc, Map
+
+from sync.doc_size import DocumentSize, DocumentTooLarge
+from sync.rate_limit import MessageRateLimit, TokenBucket
+from sync.validation import MalformedUpdate, ShadowValidator
+from sync.yjs_encoding import decode_state_vector, structless_delete_ranges
+
+# --- rate limit ---------------------------------------------------------------
+
+
+def test_bucket_allows_a_burst_then_paces_at_the_rate() -> None:
+    bucket = TokenBucket(rate=10, capacity=5, now=0.0)
+    assert [bucket.take(0.0) for _ in range(5)] == [0.0] * 5
+    assert bucket.take(0.0) == pytest.approx(0.1)  # in debt by one token
+    assert bucket.take(0.1) == pytest.approx(0.1)  # paid back, then one more
+    assert bucket.take(10.0) == 0.0  # refilled (capped at capacity)
+
+
+def test_rate_limit_throttles_then_gives_up_on_a_persistent_sender() -> None:
+    limit = MessageRateLimit(rate=100, window_s=1.0, now=0.0)
+    now = 0.0
+    for _ in range(100):  # the burst allowance: rate x window
+        assert limit.admit(now) == 0.0
+    waits = []
+    while (wait := limit.admit(now)) is not None:  # the sender never stops
+        waits.append(wait)
+        now += wait / 10  # sends 10x faster than it is paced
+    assert waits and all(w > 0 for w in waits)
+    assert 1.0 < now < 1.2  # closed once throttled for longer than the window
+
+
+def test_rate_limit_forgives_a_sender_that_slows_down() -> None:
+    limit = MessageRateLimit(rate=100, window_s=1.0, now=0.0)
+    now = 0.0
+    for _ in range(150):
+        wait = limit.admit(now)
+        assert wait is not None
+        now += wait
+    assert limit.throttled
+    now += 0.5  # pauses: the bucket refills
+    assert limit.admit(now) == 0.0
+    assert not limit.throttled
+    for _ in range(1000):  # then keeps to the rate for a long time
+        now += 0.01
+        assert limit.admit(now) == 0.0
+
+
+# --- document size ------------------------------------------------------------
+
+
+def test_document_size_measures_only_near_the_limit() -> None:
+    sizes = iter([500, 800])  # what successive full encodes find
+    measured: list[int] = []
+
+    def measure() -> int:
+        measured.append(next(sizes))
+        return measured[-1]
+
+    size = DocumentSize(limit=1000, measure=measure, estimate=900)
+    size.check(50)  # the estimate (900 + 50) fits: no encode
+    assert measured == []
+    size.check(200)  # the estimate says no, so measure: 500 + 200 fits
+    assert measured == [500]
+    size.grew(200)
+    size.check(250)  # 700 + 250 fits without measuring
+    with pytest.raises(DocumentTooLarge):
+        size.check(400)  # grew past the re-measure step: measured 800, + 400 is over
+    assert measured == [500, 800]
+    with pytest.raises(DocumentTooLarge):
+        size.check(400)  # nothing grew since: refused without another encode
+    assert measured == [500, 800]
+
+
+# --- read-only write check ----------------------------------------------------
+
+
+def _docs() -> tuple[Doc, Doc, ShadowValidator]:
+    live = Doc()
+    live.get("shots", type=Map)["S1"] = Map({"title": "Opening"})
+    reader = Doc()
+    reader.apply_update(live.get_update())
+    return live, reader, ShadowValidator(live)
+
+
+def _edit(doc: Doc, change: object) -> bytes:
+    before = doc.get_state()
+    change(doc)  # type: ignore[operator]
+    return doc.get_update(before)
+
+
+def test_new_content_is_a_write_and_the_live_doc_is_untouched() -> None:
+    live, reader, validator = _docs()
+    before = live.get_update()
+    update = _edit(reader, lambda d: d.get("shots", type=Map).__setitem__("S2", Map({"t": 1})))
+    assert validator.would_change(update)
+    assert live.get_update() == before
+
+
+def test_deleting_a_known_entry_is_a_write_and_the_shadow_is_restored() -> None:
+    live, reader, validator = _docs()
+    update = _edit(reader, lambda d: d.get("shots", type=Map).pop("S1"))
+    assert validator.would_change(update)
+    assert "S1" in live.get("shots", type=Map)
+    # The shadow still mirrors the live doc: the same delete is still a change.
+    assert validator.would_change(update)
+
+
+def test_what_adds_nothing_is_not_a_write() -> None:
+    live, reader, validator = _docs()
+    shots = live.get("shots", type=Map)
+    update = _edit(live, lambda d: d.get("shots", type=Map).pop("S1"))
+    validator.track(update)
+    reader.apply_update(update)
+    # A reader's sync step 2 after it synced a deletion: only known deletes.
+    step2 = reader.get_update(live.get_state())
+    assert structless_delete_ranges(step2)
+    assert not validator.would_change(step2)
+    # An echo of an update the document has.
+    assert not validator.would_change(update)
+    assert not validator.would_change(b"\x00\x00")
+    assert "S1" not in shots
+
+
+def test_deleting_what_the_document_does_not_have_yet_is_a_write() -> None:
+    _, reader, validator = _docs()
+    shots = reader.get("shots", type=Map)
+    shots["S9"] = 1
+    state = reader.get_state()
+    del shots["S9"]
+    delete_only = reader.get_update(state)  # deletes an item the server never saw
+    assert structless_delete_ranges(delete_only)
+    assert validator.would_change(delete_only)
+
+
+def test_garbage_is_malformed() -> None:
+    _, _, validator = _docs()
+    with pytest.raises(MalformedUpdate):
+        validator.would_change(b"\xff\xff\xff")
+
+
+def test_state_vector_decoding() -> None:
+    doc = Doc(client_id=300)
+    doc.get("shots", type=Map)["a"] = 1
+    assert decode_state_vector(doc.get_state()) == {300: 1}
