@@ -8,8 +8,9 @@ on SQLite, where a write transaction (BEGIN IMMEDIATE) already excludes other wr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -28,6 +29,11 @@ class Connection(Protocol):
     async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
 
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
+
+
+# Writes more rows of a new project (connection, project_id, now) inside the transaction
+# that creates it, e.g. its budget account, so the two exist together or not at all.
+RowWriter = Callable[[Connection, str, datetime], Awaitable[None]]
 
 
 class Database(Connection, Protocol):

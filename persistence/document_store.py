@@ -7,7 +7,7 @@ from datetime import datetime
 from itertools import groupby
 
 from persistence.clock import utc_now
-from persistence.database import Database, Row
+from persistence.database import Database, Row, RowWriter
 from persistence.errors import ProjectExists, ProjectNotFound, StoreError
 from persistence.history import oldest_rebuildable_seq
 from persistence.migrator import migrate
@@ -51,7 +51,12 @@ class DocumentStore:
             raise StoreError(str(exc)) from exc
 
     async def create_project(
-        self, project_id: str, title: str, initial_update: bytes, actor: str
+        self,
+        project_id: str,
+        title: str,
+        initial_update: bytes,
+        actor: str,
+        with_rows: RowWriter | None = None,
     ) -> ProjectRecord:
         now = utc_now()
         async with self.db.transaction() as conn:
@@ -72,6 +77,8 @@ class DocumentStore:
                 actor,
                 now,
             )
+            if with_rows is not None:
+                await with_rows(conn, project_id, now)
         return ProjectRecord(project_id, title, 1, now)
 
     async def get_project(self, project_id: str) -> ProjectRecord | None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from persistence.database import RowWriter
 from persistence.records import (
     HistoryEntry,
     LogEntry,
@@ -30,9 +31,15 @@ class Store(Protocol):
         """Raise StoreError if the backend cannot answer now."""
 
     async def create_project(
-        self, project_id: str, title: str, initial_update: bytes, actor: str
+        self,
+        project_id: str,
+        title: str,
+        initial_update: bytes,
+        actor: str,
+        with_rows: RowWriter | None = None,
     ) -> ProjectRecord:
-        """Insert the project and its first log row (seq 1) at once; ProjectExists if taken."""
+        """Insert the project, its first log row (seq 1) and what `with_rows` writes in
+        one transaction; ProjectExists if taken."""
 
     async def get_project(self, project_id: str) -> ProjectRecord | None: ...
 

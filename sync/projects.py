@@ -1,4 +1,5 @@
-"""Creating a project: its row and its first update (spec and budget mirror) at once."""
+"""Creating a project: its row, its first update (spec and budget mirror) and its budget
+account at once. Budget amounts are integer units (schemas.money)."""
 
 from __future__ import annotations
 
@@ -6,32 +7,24 @@ from typing import Any
 
 from pycrdt import Doc, Map
 
-from persistence.clock import to_iso, utc_now
+from persistence.clock import utc_now
+from persistence.ledger import Balances, account_opener
 from persistence.records import ProjectRecord
 from persistence.store import Store
+from sync.mirror import write_budget
 from sync.origin import SERVER_ACTOR
 from sync.shape import to_shared
 
 
-def initial_update(title: str, budget_total: float, currency: str, spec: dict[str, Any]) -> bytes:
+def initial_update(title: str, budget_total: int, currency: str, spec: dict[str, Any]) -> bytes:
     doc = Doc()
     with doc.transaction(origin=SERVER_ACTOR):
         spec_root = doc.get("spec", type=Map)
         for key, value in spec.items():
             spec_root[key] = to_shared(value)
         spec_root["title"] = title
-        budget = doc.get("budget", type=Map)
-        budget.update(
-            {
-                "total": float(budget_total),
-                "reserved": 0.0,
-                "spent": 0.0,
-                "available": float(budget_total),
-                "currency": currency,
-                "version": 0.0,
-                "updated_at": to_iso(utc_now()),
-            }
-        )
+        opened = Balances(currency, budget_total, 0, 0, 0, utc_now())
+        write_budget(doc.get("budget", type=Map), opened)
     return doc.get_update()
 
 
@@ -39,10 +32,11 @@ async def create_project(
     store: Store,
     project_id: str,
     title: str,
-    budget_total: float,
+    budget_total: int,
     currency: str,
     spec: dict[str, Any],
     actor: str,
 ) -> ProjectRecord:
     update = initial_update(title, budget_total, currency, spec)
-    return await store.create_project(project_id, title, update, actor)
+    account = account_opener(budget_total, currency)
+    return await store.create_project(project_id, title, update, actor, with_rows=account)

@@ -15,6 +15,7 @@ from persistence.errors import ProjectExists, ProjectNotFound, StoreError
 from persistence.factory import make_store
 from persistence.store import Store
 from schemas.document import is_valid_id
+from schemas.money import BadAmount, parse_amount
 from sync.projects import create_project
 from web.logs import configure
 from web.settings import Settings
@@ -41,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     create = sub.add_parser("create", parents=[common], help="create a project")
     create.add_argument("project", help="project id")
     create.add_argument("--title", required=True)
-    create.add_argument("--budget", type=float, required=True, help="budget total")
+    create.add_argument(
+        "--budget", type=_amount, required=True, help="budget total, e.g. 25000 or 1999.95"
+    )
     create.add_argument("--currency", default="USD")
 
     compact_cmd = sub.add_parser(
@@ -61,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         "--ttl", type=float, default=3600.0, help="seconds valid (default 3600; <= 0: expired)"
     )
     return parser
+
+
+def _amount(text: str) -> int:
+    try:
+        return parse_amount(text, "budget")
+    except BadAmount as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> None:

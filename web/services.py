@@ -9,9 +9,13 @@ from datetime import timedelta
 
 from persistence.compaction_worker import CompactionWorker
 from persistence.factory import make_store
+from persistence.leases import LeaseStore
+from persistence.ledger import BudgetLedger
 from persistence.store import Store
 from persistence.update_log import UpdateLog
+from sync.expiry_sweeper import ExpirySweeper
 from sync.extensions import Extension
+from sync.mirror import AuthorityMirror
 from sync.rooms import RoomManager, RoomPolicy
 from web.settings import Settings
 
@@ -25,12 +29,19 @@ class Services:
     update_log: UpdateLog
     compactor: CompactionWorker
     rooms: RoomManager
+    ledger: BudgetLedger
+    leases: LeaseStore
+    mirror: AuthorityMirror
+    sweeper: ExpirySweeper
 
     @classmethod
     def build(cls, settings: Settings, extensions: list[Extension] | None = None) -> Services:
         store = make_store(settings.database_url, settings.data_dir, settings.database_pool_size)
         update_log = UpdateLog(store, max_pending_bytes=settings.limits.max_pending_log_bytes)
         compactor = CompactionWorker(store, timedelta(seconds=settings.history_retention_s))
+        ledger = BudgetLedger(store.db)
+        leases = LeaseStore(store.db)
+        mirror = AuthorityMirror(ledger, leases)
         rooms = RoomManager(
             store,
             update_log,
@@ -42,18 +53,25 @@ class Services:
                 flush_timeout_s=settings.shutdown_timeout_s,
                 max_document_bytes=settings.limits.max_document_bytes,
             ),
-            extensions,
+            [*(extensions or []), mirror],
         )
-        return cls(settings, store, update_log, compactor, rooms)
+        mirror.bind(rooms)
+        sweeper = ExpirySweeper(ledger, leases, mirror)
+        return cls(settings, store, update_log, compactor, rooms, ledger, leases, mirror, sweeper)
 
     async def start(self, *, migrate: bool = True) -> None:
         await self.store.open(migrate_schema=migrate)
         self.update_log.start()
         self.compactor.start()
         self.rooms.start()
+        self.ledger.start()
+        self.sweeper.start()
 
     async def stop(self) -> None:
         timeout = self.settings.shutdown_timeout_s
+        await self.sweeper.stop()
+        await self.ledger.stop(timeout)
+        await self.mirror.close(timeout)
         await self.rooms.close()
         await self.update_log.stop(timeout)
         await self.compactor.stop()

@@ -14,7 +14,7 @@ from schemas.document import is_valid_id
 from schemas.views import doc_to_json
 from sync.projects import create_project
 from web.api.requests import (
-    number_field,
+    amount_field,
     page_params,
     read_json,
     room_of,
@@ -41,9 +41,7 @@ async def create(request: Request) -> JSONResponse:
         raise ApiError(422, "invalid", "project_id must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     require_role(request, "admin", project_id)
     title = text_field(body, "title")
-    budget_total = number_field(body, "budget_total")
-    if budget_total < 0:
-        raise ApiError(422, "invalid", "budget_total must not be negative")
+    budget_total = amount_field(body, "budget_total")
     currency = text_field(body, "currency", default="USD")
     spec = body.get("spec") or {}
     if not isinstance(spec, dict):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 from typing import Any
 
 from starlette.requests import Request
 
 from persistence.errors import ProjectNotFound
+from persistence.idempotency import MAX_KEY_LENGTH
 from persistence.replay import CorruptDocument
 from schemas.document import is_valid_id
+from schemas.money import BadAmount, parse_amount
 from sync.room import Room
 from web.errors import ApiError
 from web.services import Services
@@ -33,10 +36,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request) -> dict[str, Any]:
+async def read_json(request: Request, *, exact_numbers: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; `exact_numbers` reads decimals as Decimal (money)."""
     body = await read_body(request, MAX_JSON_BYTES)
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_float=Decimal if exact_numbers else None)
     except ValueError as exc:
         raise ApiError(400, "bad_json", f"body is not JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -48,14 +52,35 @@ def text_field(body: dict[str, Any], name: str, *, default: str | None = None) -
     value = body.get(name, default)
     if not isinstance(value, str) or not value:
         raise ApiError(422, "invalid", f"{name} must be a non-empty string")
+    if "\x00" in value:  # Postgres cannot store it
+        raise ApiError(422, "invalid", f"{name} must not contain a NUL character")
     return value
 
 
 def number_field(body: dict[str, Any], name: str) -> float:
     value = body.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | Decimal)
+        or not math.isfinite(value)
+    ):
         raise ApiError(422, "invalid", f"{name} must be a finite number")
     return float(value)
+
+
+def amount_field(body: dict[str, Any], name: str) -> int:
+    """A money amount (a JSON number or a decimal string) as integer units."""
+    try:
+        return parse_amount(body.get(name), name)
+    except BadAmount as exc:
+        raise ApiError(422, "invalid_amount", str(exc)) from None
+
+
+def idempotency_key_field(body: dict[str, Any]) -> str:
+    key = text_field(body, "idempotency_key")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ApiError(422, "invalid", f"idempotency_key may have {MAX_KEY_LENGTH} characters")
+    return key
 
 
 def project_id_param(request: Request) -> str:

@@ -1,0 +1,111 @@
+"""Idempotency keys: the first response to a key, stored in the transaction that made it.
+
+A retry with the same key and the same request gets that response again (status and
+body); the same key with a different request is refused and changes nothing. Callers
+look keys up only while holding the lock that orders their writes (the budget account
+row, the lease row), so two concurrent requests with one key cannot both run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from persistence.database import Connection, Database
+
+KEY_RETENTION_S = 24 * 3600.0  # Stripe's floor: a retry within a day is always a replay
+MAX_KEY_LENGTH = 255
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Reply(Generic[T]):
+    """What an authoritative op answers; `effect` is set when it changed something."""
+
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+    effect: T | None = None
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    request_hash: str
+    status: int
+    body: dict[str, Any]
+
+    def answer(self, request_hash: str, key: str) -> Reply[Any]:
+        """The replay of this key to a request with `request_hash`."""
+        if request_hash != self.request_hash:
+            return conflict(key)
+        return Reply(self.status, self.body, replayed=True)
+
+
+def request_hash(fields: Mapping[str, Any]) -> str:
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def conflict(key: str) -> Reply[Any]:
+    return Reply(
+        409,
+        {
+            "error": "idempotency_conflict",
+            "detail": f"idempotency_key {key!r} was already used for a different request",
+        },
+    )
+
+
+async def find_keys(
+    conn: Connection, project_id: str, scope: str, keys: Iterable[str]
+) -> dict[str, StoredKey]:
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    marks = ", ".join(f"${i + 3}" for i in range(len(wanted)))
+    rows = await conn.fetch(
+        "SELECT idempotency_key, request_hash, status, response FROM idempotency_keys"
+        f" WHERE project_id = $1 AND scope = $2 AND idempotency_key IN ({marks})",
+        project_id,
+        scope,
+        *wanted,
+    )
+    return {r[0]: StoredKey(r[1], r[2], json.loads(r[3])) for r in rows}
+
+
+@dataclass(frozen=True)
+class NewKey:
+    project_id: str
+    scope: str
+    key: str
+    stored: StoredKey
+
+
+async def store_keys(conn: Connection, keys: Sequence[NewKey], now: datetime) -> None:
+    if keys:
+        await conn.executemany(
+            "INSERT INTO idempotency_keys (project_id, scope, idempotency_key, request_hash,"
+            " status, response, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [
+                (
+                    k.project_id,
+                    k.scope,
+                    k.key,
+                    k.stored.request_hash,
+                    k.stored.status,
+                    json.dumps(k.stored.body, separators=(",", ":")),
+                    now,
+                )
+                for k in keys
+            ],
+        )
+
+
+async def prune_keys(db: Database, before: datetime) -> int:
+    """Forget keys created before `before` (keep at least KEY_RETENTION_S)."""
+    return await db.execute("DELETE FROM idempotency_keys WHERE created_at < $1", before)

@@ -1,0 +1,58 @@
+"""The server's own clean-up of authoritative state, no client needed: reservations past
+their expiry are released (a ledger op by actor "server"), expired task leases are freed,
+and idempotency keys past their retention are forgotten. Every change is mirrored into
+the document. Several instances may sweep at once: each change is decided under the
+database lock, so it happens once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from persistence.leases import LeaseStore
+from persistence.ledger import BudgetLedger
+from sync.mirror import AuthorityMirror
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_S = 1.0
+PRUNE_INTERVAL_S = 600.0
+
+
+class ExpirySweeper:
+    def __init__(self, ledger: BudgetLedger, leases: LeaseStore, mirror: AuthorityMirror) -> None:
+        self._ledger = ledger
+        self._leases = leases
+        self._mirror = mirror
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="expiry-sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def sweep(self) -> None:
+        """One pass: expire what is due now and mirror it."""
+        for project_id, reply in await self._ledger.expire_due():
+            if reply.effect is not None:
+                self._mirror.budget(project_id, reply.effect)
+        for lease in await self._leases.expire_due():
+            self._mirror.lease(lease)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
+        while True:
+            try:
+                await self.sweep()
+                if loop.time() >= next_prune:
+                    next_prune = loop.time() + PRUNE_INTERVAL_S
+                    await self._ledger.prune_keys()
+            except Exception as exc:  # the database is down: try again next round
+                log.warning("expiry sweep failed: %s", exc)
+            await asyncio.sleep(SWEEP_INTERVAL_S)
