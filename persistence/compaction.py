@@ -1,20 +1,30 @@
 """Compaction: fold the newest snapshot and the log after it into a new snapshot.
 
+Steps: take the project's compaction lease (a row in the database, so one compactor per
+project across every process) -> load the snapshot and log tail in one consistent view
+-> replay them into a Doc -> save the snapshot, fenced by the lease epoch -> prune what
+retention no longer needs -> release the lease.
+
 Safe against concurrent appends (the snapshot covers only the seqs it read), against a
-second compactor (snapshots are keyed by seq and identical for the same seq) and against
-a crash at any step (the log is pruned only after the snapshot is committed, and only
-where the snapshot covers it).
+second compactor (it finds the lease held and skips; a stale one whose lease was taken
+over cannot save) and against a crash at any step (nothing is deleted before a snapshot
+covering it is committed; a crashed holder's lease simply expires).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
 from persistence.clock import utc_now
+from persistence.errors import LeaseLost, ProjectNotFound
 from persistence.records import Snapshot
 from persistence.replay import replay
 from persistence.store import Store
+
+DEFAULT_LEASE = timedelta(seconds=120)
 
 
 @dataclass(frozen=True)
@@ -24,17 +34,44 @@ class CompactionResult:
     merged_rows: int
     snapshot_bytes: int
     pruned_rows: int
+    skipped: str | None = None  # why nothing was done (another compactor had it)
 
 
-async def compact(store: Store, project_id: str, retention: timedelta) -> CompactionResult:
-    stored = await store.load(project_id)
-    snapshot_bytes = len(stored.snapshot.state) if stored.snapshot else 0
-    if stored.tail:
-        doc = replay(stored)
-        state = doc.get_update()
-        await store.save_snapshot(
-            project_id, Snapshot(stored.seq, state, doc.get_state(), utc_now())
-        )
-        snapshot_bytes = len(state)
-    pruned = await store.prune(project_id, utc_now() - retention)
+def this_process() -> str:
+    """A lease holder name that says where a stuck lease came from."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def compact(
+    store: Store,
+    project_id: str,
+    retention: timedelta,
+    *,
+    lease_ttl: timedelta = DEFAULT_LEASE,
+    holder: str | None = None,
+) -> CompactionResult:
+    if await store.get_project(project_id) is None:
+        raise ProjectNotFound(project_id)
+    epoch = await store.acquire_compaction_lease(project_id, holder or this_process(), lease_ttl)
+    if epoch is None:
+        return _skipped(project_id, "another compactor holds the lease")
+    try:
+        stored = await store.load(project_id)
+        snapshot_bytes = len(stored.snapshot.state) if stored.snapshot else 0
+        if stored.tail:
+            doc = replay(stored)
+            state = doc.get_update()
+            snapshot = Snapshot(stored.seq, state, doc.get_state(), utc_now())
+            try:
+                await store.save_snapshot(project_id, snapshot, lease_epoch=epoch)
+            except LeaseLost:
+                return _skipped(project_id, "the lease expired and another compactor took it")
+            snapshot_bytes = len(state)
+        pruned = await store.prune(project_id, utc_now() - retention)
+    finally:
+        await store.release_compaction_lease(project_id, epoch)
     return CompactionResult(project_id, stored.seq, len(stored.tail), snapshot_bytes, pruned)
+
+
+def _skipped(project_id: str, reason: str) -> CompactionResult:
+    return CompactionResult(project_id, 0, 0, 0, 0, skipped=reason)

@@ -9,16 +9,19 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from persistence.compaction import CompactionResult, compact
+from persistence.compaction import DEFAULT_LEASE, CompactionResult, compact
 from persistence.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class CompactionWorker:
-    def __init__(self, store: Store, retention: timedelta) -> None:
+    def __init__(
+        self, store: Store, retention: timedelta, lease_ttl: timedelta = DEFAULT_LEASE
+    ) -> None:
         self.store = store
         self.retention = retention
+        self.lease_ttl = lease_ttl
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -39,11 +42,11 @@ class CompactionWorker:
 
     async def compact_now(self, project_id: str) -> CompactionResult:
         # One compaction per project at a time in this process; across processes the
-        # result is the same snapshot for the same seq, so a duplicate is harmless.
+        # compaction lease in the database lets one through and fences the others.
         lock = self._locks.setdefault(project_id, asyncio.Lock())
         async with lock:
             started = time.perf_counter()
-            result = await compact(self.store, project_id, self.retention)
+            result = await compact(self.store, project_id, self.retention, lease_ttl=self.lease_ttl)
             for hook in self.on_done:
                 hook(result, time.perf_counter() - started)
         if not lock.locked():

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from itertools import groupby
+from datetime import datetime, timedelta
 
 from persistence.clock import utc_now
 from persistence.database import Database, Row, RowWriter
-from persistence.errors import ProjectExists, ProjectNotFound, StoreError
+from persistence.errors import (
+    HistoryPruned,
+    LeaseLost,
+    ProjectExists,
+    ProjectNotFound,
+    StoreError,
+)
 from persistence.history import oldest_rebuildable_seq
+from persistence.log_append import append_batch
 from persistence.migrator import migrate
 from persistence.records import (
     HistoryEntry,
@@ -98,43 +104,17 @@ class DocumentStore:
         return [_project(row) for row in rows]
 
     async def append(self, batch: Sequence[PendingAppend]) -> list[int]:
-        now = utc_now()
-        seqs: list[int] = []
-        async with self.db.transaction() as conn:
-            # Rows of one project are contiguous and in arrival order; each run takes
-            # its block of seqs from the project's counter. The counter's row lock
-            # orders concurrent writers, so seqs increase in commit order, gap-free.
-            for project_id, run in groupby(batch, key=lambda p: p.project_id):
-                rows = list(run)
-                last = await conn.fetchval(
-                    "UPDATE projects SET seq = seq + $1 WHERE project_id = $2 RETURNING seq",
-                    len(rows),
-                    project_id,
-                )
-                if last is None:
-                    raise ProjectNotFound(project_id)
-                first = last - len(rows) + 1
-                await conn.executemany(
-                    'INSERT INTO doc_updates (project_id, seq, "update", actor, created_at)'
-                    " VALUES ($1, $2, $3, $4, $5)",
-                    [
-                        (project_id, first + i, row.update, row.actor, now)
-                        for i, row in enumerate(rows)
-                    ],
-                )
-                seqs.extend(range(first, first + len(rows)))
-        return seqs
+        return await append_batch(self.db, batch)
 
     async def load(self, project_id: str) -> StoredDocument:
         return await self.load_at(project_id, _NO_LIMIT)
 
     async def load_at(self, project_id: str, upto_seq: int) -> StoredDocument:
-        # One transaction, so a concurrent prune cannot remove rows between the reads.
-        async with self.db.transaction() as conn:
-            if (
-                await conn.fetchval("SELECT 1 FROM projects WHERE project_id = $1", project_id)
-                is None
-            ):
+        # One consistent view (repeatable read on Postgres), so a concurrent prune cannot
+        # remove rows between reading the snapshot and reading the log after it.
+        async with self.db.read_transaction() as conn:
+            last = await conn.fetchval("SELECT seq FROM projects WHERE project_id = $1", project_id)
+            if last is None:
                 raise ProjectNotFound(project_id)
             row = await conn.fetchrow(
                 "SELECT upto_seq, state, state_vector, created_at FROM doc_snapshots"
@@ -143,13 +123,18 @@ class DocumentStore:
                 upto_seq,
             )
             snapshot = Snapshot(row[0], bytes(row[1]), bytes(row[2]), row[3]) if row else None
+            base = snapshot.upto_seq if snapshot else 0
             tail = await conn.fetch(
                 'SELECT seq, "update", actor, created_at FROM doc_updates'
                 " WHERE project_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
                 project_id,
-                snapshot.upto_seq if snapshot else 0,
+                base,
                 upto_seq,
             )
+        # Seqs are unique, so the right count means no row between base and the end is
+        # missing: a pruned stretch is an error, never a silently older state.
+        if len(tail) != max(0, min(upto_seq, last) - base):
+            raise HistoryPruned(project_id, upto_seq)
         return StoredDocument(snapshot, [_entry(r) for r in tail])
 
     async def seq_at_time(self, project_id: str, at: datetime) -> int:
@@ -180,39 +165,90 @@ class DocumentStore:
         )
         return [_entry(r) for r in rows]
 
-    async def save_snapshot(self, project_id: str, snapshot: Snapshot) -> bool:
-        inserted = await self.db.execute(
-            "INSERT INTO doc_snapshots (project_id, upto_seq, state, state_vector, created_at)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            project_id,
-            snapshot.upto_seq,
-            snapshot.state,
-            snapshot.state_vector,
-            snapshot.created_at,
-        )
-        return inserted == 1
+    async def save_snapshot(
+        self, project_id: str, snapshot: Snapshot, *, lease_epoch: int | None = None
+    ) -> bool:
+        async with self.db.transaction() as conn:
+            if lease_epoch is not None:
+                # Fencing: the lease row is locked until COMMIT, so no other compactor
+                # can take the lease between this check and the insert.
+                epoch = await conn.fetchval(
+                    "SELECT epoch FROM compaction_leases WHERE project_id = $1"
+                    + self.db.for_update,
+                    project_id,
+                )
+                if epoch != lease_epoch:
+                    raise LeaseLost(project_id, lease_epoch)
+            return bool(
+                await conn.execute(
+                    "INSERT INTO doc_snapshots"
+                    " (project_id, upto_seq, state, state_vector, created_at)"
+                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    project_id,
+                    snapshot.upto_seq,
+                    snapshot.state,
+                    snapshot.state_vector,
+                    snapshot.created_at,
+                )
+            )
 
     async def prune(self, project_id: str, before: datetime) -> int:
         async with self.db.transaction() as conn:
-            newest = await conn.fetchval(
-                "SELECT max(upto_seq) FROM doc_snapshots WHERE project_id = $1", project_id
+            # The base is the newest snapshot at or below the last row older than
+            # `before`: everything after it stays, so any state since `before` can
+            # still be rebuilt; rows up to it and older snapshots go.
+            cut = await conn.fetchval(
+                "SELECT max(seq) FROM doc_updates WHERE project_id = $1 AND created_at < $2",
+                project_id,
+                before,
             )
-            if newest is None:
+            if cut is None:
+                # No old row left: old snapshots below the first row rebuild nothing.
+                cut = await conn.fetchval(
+                    "SELECT min(seq) - 1 FROM doc_updates WHERE project_id = $1", project_id
+                )
+            base = await conn.fetchval(
+                "SELECT max(upto_seq) FROM doc_snapshots WHERE project_id = $1 AND upto_seq <= $2",
+                project_id,
+                cut if cut is not None else _NO_LIMIT,
+            )
+            if base is None:
                 return 0
             deleted = await conn.execute(
-                "DELETE FROM doc_updates WHERE project_id = $1 AND seq <= $2 AND created_at < $3",
+                "DELETE FROM doc_updates WHERE project_id = $1 AND seq <= $2",
                 project_id,
-                newest,
-                before,
+                base,
             )
             await conn.execute(
-                "DELETE FROM doc_snapshots"
-                " WHERE project_id = $1 AND upto_seq < $2 AND created_at < $3",
+                "DELETE FROM doc_snapshots WHERE project_id = $1 AND upto_seq < $2",
                 project_id,
-                newest,
-                before,
+                base,
             )
         return deleted
+
+    async def acquire_compaction_lease(
+        self, project_id: str, holder: str, ttl: timedelta
+    ) -> int | None:
+        now = utc_now()
+        return await self.db.fetchval(
+            "INSERT INTO compaction_leases (project_id, holder, epoch, expires_at)"
+            " VALUES ($1, $2, 1, $3) ON CONFLICT (project_id) DO UPDATE"
+            " SET holder = excluded.holder, epoch = compaction_leases.epoch + 1,"
+            " expires_at = excluded.expires_at WHERE compaction_leases.expires_at <= $4"
+            " RETURNING epoch",
+            project_id,
+            holder,
+            now + ttl,
+            now,
+        )
+
+    async def release_compaction_lease(self, project_id: str, epoch: int) -> None:
+        await self.db.execute(
+            "UPDATE compaction_leases SET expires_at = $3 WHERE project_id = $1 AND epoch = $2",
+            project_id,
+            epoch,
+            utc_now(),
+        )
 
     async def oldest_retained_seq(self, project_id: str) -> int:
         snapshots = await self.db.fetch(

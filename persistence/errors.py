@@ -23,3 +23,20 @@ class SchemaBehind(StoreError):
 
 class LogFull(StoreError):
     """Too many updates wait for the database; new writes are refused until it recovers."""
+
+
+class HistoryPruned(StoreError):
+    """The state asked for is older than what retention kept."""
+
+    def __init__(self, project_id: str, seq: int | None = None) -> None:
+        at = f" at seq {seq}" if seq is not None else ""
+        super().__init__(f"the history of {project_id!r}{at} is no longer retained")
+        self.project_id = project_id
+
+
+class LeaseLost(StoreError):
+    """Another compactor took the compaction lease: this one must not write."""
+
+    def __init__(self, project_id: str, epoch: int) -> None:
+        super().__init__(f"compaction lease epoch {epoch} of {project_id!r} is no longer current")
+        self.project_id = project_id

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from persistence.database import RowWriter
@@ -56,7 +56,8 @@ class Store(Protocol):
         """The newest snapshot and the log after it; ProjectNotFound if unknown."""
 
     async def load_at(self, project_id: str, upto_seq: int) -> StoredDocument:
-        """The newest snapshot at or before `upto_seq` and the log up to it."""
+        """The newest snapshot at or before `upto_seq` and the log up to it, read in one
+        consistent view; HistoryPruned if log rows in between are no longer retained."""
 
     async def seq_at_time(self, project_id: str, at: datetime) -> int:
         """The last seq committed at or before `at` (0 if none)."""
@@ -66,12 +67,25 @@ class Store(Protocol):
     async def read_log(self, project_id: str, after_seq: int, limit: int) -> list[LogEntry]:
         """Log rows with seq > after_seq, oldest first (catch-up)."""
 
-    async def save_snapshot(self, project_id: str, snapshot: Snapshot) -> bool:
-        """Store a snapshot; False if one at that seq exists already."""
+    async def save_snapshot(
+        self, project_id: str, snapshot: Snapshot, *, lease_epoch: int | None = None
+    ) -> bool:
+        """Store a snapshot; False if one at that seq exists already. With `lease_epoch`,
+        only while that compaction lease is current (else LeaseLost, nothing stored)."""
 
     async def prune(self, project_id: str, before: datetime) -> int:
-        """Delete log rows covered by the newest snapshot and snapshots older than it,
-        if created before `before`; return the number of log rows deleted."""
+        """Forget history older than `before`: the log up to the newest snapshot at or
+        below the last row created before `before`, and the snapshots below that one.
+        Every state since `before` stays rebuildable. Returns the log rows deleted."""
+
+    async def acquire_compaction_lease(
+        self, project_id: str, holder: str, ttl: timedelta
+    ) -> int | None:
+        """Take the project's compaction lease for `ttl`; its new epoch, or None while
+        another holder's lease is unexpired."""
+
+    async def release_compaction_lease(self, project_id: str, epoch: int) -> None:
+        """End the lease of `epoch` early (a no-op if another holder has it since)."""
 
     async def oldest_retained_seq(self, project_id: str) -> int:
         """The lowest seq whose state history can still rebuild."""

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from persistence.errors import LogFull
+from persistence.errors import LogFull, ProjectNotFound
 from persistence.records import PendingAppend
 from persistence.store import Store
 
@@ -86,8 +86,14 @@ class UpdateLog:
             raise LogFull("too many updates are waiting for the database")
 
     def append(self, project_id: str, update: bytes, actor: str) -> asyncio.Future[int]:
-        """Queue one update; the future resolves with its seq once committed."""
-        self.check_room(len(update))
+        """Queue one update; the future resolves with its seq once committed.
+
+        The byte bound is checked by `check_room` before an update is applied to a live
+        document; refusing here, after it was applied, would leave it applied but
+        never stored.
+        """
+        if self._stopping:
+            raise LogFull("the server is shutting down")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append(_Queued(PendingAppend(project_id, update, actor), future))
         self._pending_bytes += len(update)
@@ -118,6 +124,10 @@ class UpdateLog:
             started = time.perf_counter()
             try:
                 seqs = await self.store.append([q.row for q in batch])
+            except ProjectNotFound as exc:
+                # Retrying would never succeed and would hold back every other project.
+                self._reject(exc)
+                continue
             except Exception as exc:  # the database is down or failed: keep and retry
                 self.healthy = False
                 self.stats.failures += 1
@@ -137,3 +147,16 @@ class UpdateLog:
             for queued, seq in zip(batch, seqs, strict=True):
                 if not queued.committed.done():
                     queued.committed.set_result(seq)
+
+    def _reject(self, exc: ProjectNotFound) -> None:
+        """Fail every queued update of a project that does not exist (never acked)."""
+        log.error("update log: dropping updates of a missing project: %s", exc)
+        kept: deque[_Queued] = deque()
+        for queued in self._queue:
+            if queued.row.project_id != exc.project_id:
+                kept.append(queued)
+                continue
+            self._pending_bytes -= len(queued.row.update)
+            if not queued.committed.done():
+                queued.committed.set_exception(exc)
+        self._queue = kept

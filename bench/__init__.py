@@ -1,0 +1,1 @@
+"""Benchmarks of Blackboard, side by side with peer servers where one exists."""

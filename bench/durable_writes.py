@@ -1,0 +1,199 @@
+"""Durable-write benchmark: the group-commit path (UpdateLog -> DocumentStore) on Postgres.
+
+1,000 projects, 40-byte updates offered at a fixed aggregate rate (5k, 10k, 20k per
+second by default) from one process. For each update it measures the durable-ack
+latency: from `UpdateLog.append` to its future resolving after COMMIT, which is what a
+socket `?ack=1` ack or an HTTP 200 waits for. Reports p50/p99/max and committed rows/s.
+
+    python -m bench.durable_writes            # 10 s per rate
+    python -m bench.durable_writes --quick    # 3 s per rate, for a smoke run
+
+The database is a fresh one created next to BLACKBOARD_TEST_DATABASE_URL (default
+postgresql://postgres@127.0.0.1:5432/test) and dropped afterwards. With `--private`, it
+lives in a private cluster started for the run (initdb in a temporary folder), so other
+work on the shared cluster (CREATE/DROP DATABASE of test suites, which write WAL and
+force checkpoints) does not stall its commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import time
+from array import array
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import asyncpg
+
+from persistence.document_store import DocumentStore
+from persistence.factory import make_store
+from persistence.update_log import UpdateLog
+from sync.projects import initial_update
+from tests.support.backends import create_database, drop_database
+from tests.support.private_postgres import PrivatePostgres
+
+UPDATE_BYTES = 40
+TICK_S = 0.001
+
+
+@dataclass
+class RateResult:
+    offered: int
+    seconds: float
+    committed: int
+    latencies_ms: list[float]
+    batches: int
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.committed / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
+
+
+async def _create_projects(store: DocumentStore, count: int) -> list[str]:
+    ids = [f"bench-{i:05d}" for i in range(count)]
+    update = initial_update("bench", 1000.0, "USD", {})
+    for start in range(0, count, 50):
+        await asyncio.gather(
+            *(store.create_project(p, "bench", update, "bench") for p in ids[start : start + 50])
+        )
+    return ids
+
+
+class _Acks:
+    """Ack latencies as they come. Only a count of outstanding updates is kept, not the
+    futures themselves: holding every future alive makes the garbage collector's full
+    passes grow with the run (pauses of 100+ ms that would be charged to the database).
+    """
+
+    def __init__(self) -> None:
+        self.latencies_ms = array("d")
+        self.outstanding = 0
+        self.drained = asyncio.Event()
+
+    def track(self, future: asyncio.Future[int]) -> None:
+        started = time.perf_counter()
+        self.outstanding += 1
+        future.add_done_callback(lambda _: self._done(started))
+
+    def _done(self, started: float) -> None:
+        self.latencies_ms.append((time.perf_counter() - started) * 1000)
+        self.outstanding -= 1
+        if not self.outstanding:
+            self.drained.set()
+
+
+async def _offer(log: UpdateLog, projects: list[str], rate: int, seconds: float) -> RateResult:
+    """Append at `rate` per second for `seconds`, then wait for every ack."""
+    rng = random.Random(rate)
+    acks = _Acks()
+    commits = 0
+
+    def count_commit(rows: int, seconds: float) -> None:
+        nonlocal commits
+        commits += 1
+
+    log.on_batch.append(count_commit)
+    begin = time.perf_counter()
+    sent = 0
+    while (elapsed := time.perf_counter() - begin) < seconds:
+        due = int(rate * elapsed) - sent
+        for _ in range(due):
+            acks.track(log.append(rng.choice(projects), rng.randbytes(UPDATE_BYTES), "bench"))
+        sent += due
+        await asyncio.sleep(TICK_S)
+    if acks.outstanding:
+        await asyncio.wait_for(acks.drained.wait(), 60)
+    total = time.perf_counter() - begin
+    log.on_batch.remove(count_commit)
+    return RateResult(rate, total, sent, list(acks.latencies_ms), commits)
+
+
+async def _server_version(url: str) -> str:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval("SHOW server_version")
+    finally:
+        await conn.close()
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+async def run(rates: list[int], seconds: float, projects: int, private: bool) -> list[RateResult]:
+    cluster = PrivatePostgres().init_and_start() if private else None
+    url = await cluster.create_database("bench") if cluster else await create_database()
+    store = make_store(url, Path("."))
+    try:
+        await store.open(migrate_schema=True)
+        ids = await _create_projects(store, projects)
+        log = UpdateLog(store)
+        log.start()
+        print(
+            f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; Python {platform.python_version()},"
+            f" PostgreSQL {await _server_version(url)}, asyncpg {version('asyncpg')},"
+            f" event loop {type(asyncio.get_running_loop()).__module__.split('.')[0]}"
+        )
+        where = "a private cluster" if private else "the shared cluster"
+        print(
+            f"{projects} projects, {UPDATE_BYTES}-byte updates, {seconds:g} s per rate,"
+            f" on {where}\n"
+        )
+        print("| offered/s | rows/s | ack p50 ms | ack p99 ms | ack max ms | rows/commit |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        results = []
+        for rate in rates:
+            result = await _offer(log, ids, rate, seconds)
+            results.append(result)
+            print(
+                f"| {rate:,} | {result.rows_per_s:,.0f} | {result.percentile(50):.2f}"
+                f" | {result.percentile(99):.2f} | {max(result.latencies_ms):.2f}"
+                f" | {result.committed / max(result.batches, 1):.1f} |",
+                flush=True,
+            )
+        await log.stop(30)
+        return results
+    finally:
+        await store.close()
+        if cluster:
+            cluster.destroy()
+        else:
+            await drop_database(url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.durable_writes", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="3 s per rate")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each rate")
+    parser.add_argument("--rates", default="5000,10000,20000", help="comma-separated rates")
+    parser.add_argument("--projects", type=int, default=1000)
+    parser.add_argument("--private", action="store_true", help="run on a private cluster")
+    args = parser.parse_args()
+    seconds = 3.0 if args.quick else args.seconds
+    rates = [int(r) for r in args.rates.split(",")]
+    try:
+        import uvloop  # the server runs on uvloop (uvicorn[standard]); measure the same
+
+        uvloop.run(run(rates, seconds, args.projects, args.private))
+    except ImportError:
+        asyncio.run(run(rates, seconds, args.projects, args.private))
+
+
+if __name__ == "__main__":
+    main()

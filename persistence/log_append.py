@@ -1,0 +1,121 @@
+"""Appending one group-commit batch to `doc_updates`, for `DocumentStore.append`.
+
+Each project's run of rows takes a block of seqs from its counter in `projects`. The
+counter row stays locked until COMMIT, so per project the seqs are gap-free and increase
+in commit order, even with several writer processes: whatever a reader sees committed is
+always a prefix 1..N of the log.
+
+Postgres does the whole batch in one statement (one round trip, atomic on its own):
+lock the counters in id order (so writers whose batches share projects queue instead of
+deadlocking), bump them, insert every row from arrays. SQLite has one writer, so a plain
+transaction with one UPDATE per project and executemany is enough there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import groupby
+
+from persistence.clock import utc_now
+from persistence.database import Database
+from persistence.errors import ProjectNotFound
+from persistence.records import PendingAppend
+
+_POSTGRES_APPEND = """
+WITH locked AS MATERIALIZED (
+    -- a join, not `= ANY($1)`: a parameter array is searched linearly for every row
+    SELECT p.project_id FROM projects AS p JOIN unnest($1::text[]) AS w(project_id)
+        ON p.project_id = w.project_id
+    ORDER BY p.project_id FOR UPDATE OF p
+), bumped AS (
+    UPDATE projects AS p SET seq = p.seq + r.n
+    FROM unnest($1::text[], $2::bigint[]) AS r(project_id, n)
+    WHERE p.project_id = r.project_id AND p.project_id IN (SELECT project_id FROM locked)
+    RETURNING p.project_id, p.seq, r.n
+), inserted AS (
+    INSERT INTO doc_updates (project_id, seq, "update", actor, created_at)
+    SELECT r.project_id, b.seq - b.n + r.k, r.update, r.actor, $7
+    FROM unnest($3::text[], $4::bigint[], $5::bytea[], $6::text[])
+        AS r(project_id, k, update, actor)
+    LEFT JOIN bumped AS b USING (project_id)  -- a missing project: NULL seq, all fails
+)
+SELECT project_id, seq FROM bumped
+"""
+
+_EXISTING = "SELECT project_id FROM projects WHERE project_id = ANY($1::text[])"
+
+
+async def append_batch(db: Database, batch: Sequence[PendingAppend]) -> list[int]:
+    """Commit `batch` (each project's rows contiguous); return the seqs in batch order."""
+    runs = [(project_id, len(list(run))) for project_id, run in groupby(batch, _project_of)]
+    if db.dialect == "postgres":
+        lasts = await _append_postgres(db, batch, runs)
+    else:
+        lasts = await _append_one_by_one(db, batch, runs)
+    seqs: list[int] = []
+    for project_id, count in runs:
+        seqs.extend(range(lasts[project_id] - count + 1, lasts[project_id] + 1))
+    return seqs
+
+
+async def _append_postgres(
+    db: Database, batch: Sequence[PendingAppend], runs: list[tuple[str, int]]
+) -> dict[str, int]:
+    ids = [project_id for project_id, _ in runs]
+    try:
+        rows = await db.fetch(
+            _POSTGRES_APPEND,
+            ids,
+            [count for _, count in runs],
+            [row.project_id for row in batch],
+            [k for _, count in runs for k in range(1, count + 1)],
+            [row.update for row in batch],
+            [row.actor for row in batch],
+            utc_now(),
+        )
+    except Exception:
+        # The statement is atomic: nothing was stored. Say so if a project is missing
+        # (retrying would never help); otherwise it is the database's error.
+        found = {row[0] for row in await db.fetch(_EXISTING, ids)}
+        _check_all_found(runs, dict.fromkeys(found, 0))
+        raise
+    return {row[0]: row[1] for row in rows}
+
+
+async def _append_one_by_one(
+    db: Database, batch: Sequence[PendingAppend], runs: list[tuple[str, int]]
+) -> dict[str, int]:
+    now = utc_now()
+    lasts: dict[str, int] = {}
+    async with db.transaction() as conn:
+        for project_id, count in runs:
+            last = await conn.fetchval(
+                "UPDATE projects SET seq = seq + $1 WHERE project_id = $2 RETURNING seq",
+                count,
+                project_id,
+            )
+            if last is not None:
+                lasts[project_id] = last
+        _check_all_found(runs, lasts)  # raising here rolls the whole batch back
+        rows, start = [], 0
+        for project_id, count in runs:
+            first = lasts[project_id] - count + 1
+            for k, row in enumerate(batch[start : start + count]):
+                rows.append((project_id, first + k, row.update, row.actor, now))
+            start += count
+        await conn.executemany(
+            'INSERT INTO doc_updates (project_id, seq, "update", actor, created_at)'
+            " VALUES ($1, $2, $3, $4, $5)",
+            rows,
+        )
+    return lasts
+
+
+def _check_all_found(runs: list[tuple[str, int]], lasts: dict[str, int]) -> None:
+    for project_id, _ in runs:
+        if project_id not in lasts:
+            raise ProjectNotFound(project_id)
+
+
+def _project_of(row: PendingAppend) -> str:
+    return row.project_id

@@ -1,0 +1,240 @@
+"""The store contract, run on both backends (SQLite and Postgres) so they never drift:
+projects, appends and their seqs, loads, snapshots, history, retention and the
+compaction lease."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from pycrdt import Doc, Map
+
+from persistence.clock import utc_now
+from persistence.document_store import DocumentStore
+from persistence.errors import HistoryPruned, LeaseLost, ProjectExists, ProjectNotFound
+from persistence.records import PendingAppend, Snapshot
+from persistence.replay import replay
+from schemas.views import doc_to_json
+from sync.projects import initial_update
+
+ACTOR = "tester"
+INITIAL = initial_update("film", 100, "USD", {})  # once: it carries a timestamp
+
+
+def shot_updates(count: int, prefix: str = "S") -> list[bytes]:
+    """`count` updates of one writer, each adding one shot; each depends on the last."""
+    writer = Doc()
+    updates: list[bytes] = []
+    subscription = writer.observe(lambda event: updates.append(event.update))
+    shots = writer.get("shots", type=Map)
+    for i in range(count):
+        shots[f"{prefix}{i}"] = Map({"order": i})
+    writer.unobserve(subscription)
+    return updates
+
+
+def expected_at(seq: int, updates: list[bytes]) -> dict:
+    """The JSON of a project created by `create` (seq 1) then given `updates` (seq 2...)."""
+    doc = Doc()
+    if seq >= 1:
+        doc.apply_update(INITIAL)
+    for update in updates[: max(0, seq - 1)]:
+        doc.apply_update(update)
+    return doc_to_json(doc)
+
+
+async def create(store: DocumentStore, project_id: str = "film") -> None:
+    await store.create_project(project_id, "film", INITIAL, ACTOR)
+
+
+async def append_each(store: DocumentStore, project_id: str, updates: list[bytes]) -> list[int]:
+    seqs = []
+    for update in updates:
+        seqs += await store.append([PendingAppend(project_id, update, ACTOR)])
+    return seqs
+
+
+async def snapshot_now(store: DocumentStore, project_id: str) -> int:
+    """What compaction writes: the replayed state at the current seq."""
+    stored = await store.load(project_id)
+    doc = replay(stored)
+    await store.save_snapshot(
+        project_id, Snapshot(stored.seq, doc.get_update(), doc.get_state(), utc_now())
+    )
+    return stored.seq
+
+
+async def test_create_get_and_list_projects(store: DocumentStore) -> None:
+    for project_id in ("b", "a", "c"):
+        await create(store, project_id)
+    with pytest.raises(ProjectExists):
+        await create(store, "a")
+    record = await store.get_project("a")
+    assert record is not None and record.seq == 1 and record.title == "film"
+    assert await store.get_project("missing") is None
+    first = await store.list_projects(2, None)
+    assert [p.project_id for p in first] == ["a", "b"]
+    rest = await store.list_projects(2, first[-1].project_id)
+    assert [p.project_id for p in rest] == ["c"]
+
+
+async def test_append_gives_gap_free_seqs_per_project_in_batch_order(store: DocumentStore) -> None:
+    await create(store, "p1")
+    await create(store, "p2")
+    batch = [
+        PendingAppend("p1", b"\x00" * 3, "a"),
+        PendingAppend("p1", b"\x00" * 5, "b"),
+        PendingAppend("p2", b"\x00" * 7, "c"),
+        PendingAppend("p2", b"\x00" * 9, "d"),
+        PendingAppend("p2", b"\x00" * 11, "e"),
+    ]
+    assert await store.append(batch) == [2, 3, 2, 3, 4]
+    assert await store.append([PendingAppend("p2", b"\x01", "f")]) == [5]
+    assert (await store.get_project("p1")).seq == 3  # type: ignore[union-attr]
+    history = await store.history("p2", 0, 10)
+    assert [(h.seq, h.actor, h.size) for h in history[1:]] == [
+        (2, "c", 7),
+        (3, "d", 9),
+        (4, "e", 11),
+        (5, "f", 1),
+    ]
+
+
+async def test_append_to_a_missing_project_stores_nothing(store: DocumentStore) -> None:
+    await create(store, "real")
+    batch = [PendingAppend("ghost", b"\x00", ACTOR), PendingAppend("real", b"\x00", ACTOR)]
+    with pytest.raises(ProjectNotFound) as raised:
+        await store.append(batch)
+    assert raised.value.project_id == "ghost"
+    assert (await store.get_project("real")).seq == 1  # type: ignore[union-attr]
+    assert len(await store.history("real", 0, 10)) == 1
+
+
+async def test_load_replays_to_the_same_document(store: DocumentStore) -> None:
+    await create(store)
+    updates = shot_updates(20)
+    await append_each(store, "film", updates)
+    stored = await store.load("film")
+    assert stored.snapshot is None and stored.seq == 21
+    assert [e.seq for e in stored.tail] == list(range(1, 22))
+    assert doc_to_json(replay(stored)) == expected_at(21, updates)
+    with pytest.raises(ProjectNotFound):
+        await store.load("missing")
+
+
+async def test_load_at_uses_the_newest_snapshot_at_or_before(store: DocumentStore) -> None:
+    await create(store)
+    updates = shot_updates(30)
+    await append_each(store, "film", updates[:10])
+    assert await snapshot_now(store, "film") == 11
+    await append_each(store, "film", updates[10:])
+    for seq in (0, 1, 5, 11, 12, 25, 31):
+        stored = await store.load_at("film", seq)
+        assert stored.seq == seq
+        assert (stored.snapshot is not None) == (seq >= 11)
+        assert doc_to_json(replay(stored)) == expected_at(seq, updates)
+    # Past the end: everything there is.
+    assert (await store.load_at("film", 1000)).seq == 31
+
+
+async def test_save_snapshot_is_idempotent_per_seq(store: DocumentStore) -> None:
+    await create(store)
+    stored = await store.load("film")
+    doc = replay(stored)
+    snapshot = Snapshot(1, doc.get_update(), doc.get_state(), utc_now())
+    assert await store.save_snapshot("film", snapshot) is True
+    assert await store.save_snapshot("film", snapshot) is False
+
+
+async def test_history_pages_and_seq_at_time(store: DocumentStore) -> None:
+    await create(store)
+    await append_each(store, "film", shot_updates(4))
+    middle = utc_now()
+    await asyncio.sleep(0.01)
+    await append_each(store, "film", shot_updates(3, prefix="T"))
+    page = await store.history("film", 0, 3)
+    assert [h.seq for h in page] == [1, 2, 3]
+    assert [h.seq for h in await store.history("film", 3, 100)] == [4, 5, 6, 7, 8]
+    assert all(h.actor == ACTOR and h.size > 0 for h in page)
+    assert page[0].created_at <= page[-1].created_at
+    assert await store.seq_at_time("film", middle) == 5
+    assert await store.seq_at_time("film", utc_now()) == 8
+    assert await store.seq_at_time("film", middle - timedelta(days=1)) == 0
+
+
+async def test_prune_keeps_every_state_since_the_cutoff(store: DocumentStore) -> None:
+    await create(store)
+    updates = shot_updates(40)
+    await append_each(store, "film", updates[:10])
+    await snapshot_now(store, "film")  # at 11
+    await append_each(store, "film", updates[10:20])
+    await snapshot_now(store, "film")  # at 21
+    await append_each(store, "film", updates[20:25])  # 22..26
+    await asyncio.sleep(0.01)
+    cutoff = utc_now()
+    await asyncio.sleep(0.01)
+    await append_each(store, "film", updates[25:])  # 27..41
+    await snapshot_now(store, "film")  # at 41, newer than the cutoff's last row
+
+    # Rows up to the snapshot at 21 go (the newest snapshot at or below row 26, the last
+    # one older than the cutoff); the snapshot at 11 goes; 22.. stay.
+    assert await store.prune("film", cutoff) == 21
+    assert await store.oldest_retained_seq("film") == 21
+    for seq in (21, 26, 27, 35, 41):
+        assert doc_to_json(replay(await store.load_at("film", seq))) == expected_at(seq, updates)
+    for seq in (1, 11, 15, 20):
+        with pytest.raises(HistoryPruned):
+            await store.load_at("film", seq)
+    assert doc_to_json(replay(await store.load("film"))) == expected_at(41, updates)
+    assert await store.prune("film", cutoff) == 0  # a rerun changes nothing
+
+
+async def test_prune_without_a_snapshot_deletes_nothing(store: DocumentStore) -> None:
+    await create(store)
+    await append_each(store, "film", shot_updates(5))
+    assert await store.prune("film", utc_now() + timedelta(days=1)) == 0
+    assert await store.oldest_retained_seq("film") == 0
+    assert len((await store.load("film")).tail) == 6
+
+
+async def test_prune_everything_old_leaves_the_newest_snapshot(store: DocumentStore) -> None:
+    await create(store)
+    updates = shot_updates(8)
+    await append_each(store, "film", updates)
+    await snapshot_now(store, "film")
+    assert await store.prune("film", utc_now() + timedelta(seconds=1)) == 9
+    stored = await store.load("film")
+    assert stored.tail == [] and stored.snapshot is not None and stored.seq == 9
+    assert await store.oldest_retained_seq("film") == 9
+    assert doc_to_json(replay(stored)) == expected_at(9, updates)
+    # Appends continue from the counter, not from what is left in the log.
+    assert await store.append([PendingAppend("film", updates[0], ACTOR)]) == [10]
+
+
+async def test_compaction_lease_excludes_and_fences(store: DocumentStore) -> None:
+    await create(store)
+    ttl = timedelta(minutes=5)
+    first = await store.acquire_compaction_lease("film", "one", ttl)
+    assert first == 1
+    assert await store.acquire_compaction_lease("film", "two", ttl) is None
+    await store.release_compaction_lease("film", first)
+    second = await store.acquire_compaction_lease("film", "two", ttl)
+    assert second == 2
+    # The first holder is stale now: its release changes nothing, its snapshot is refused.
+    await store.release_compaction_lease("film", first)
+    assert await store.acquire_compaction_lease("film", "three", ttl) is None
+    stored = await store.load("film")
+    doc = replay(stored)
+    snapshot = Snapshot(1, doc.get_update(), doc.get_state(), utc_now())
+    with pytest.raises(LeaseLost):
+        await store.save_snapshot("film", snapshot, lease_epoch=first)
+    assert (await store.load("film")).snapshot is None
+    assert await store.save_snapshot("film", snapshot, lease_epoch=second) is True
+
+
+async def test_an_expired_lease_can_be_taken_over(store: DocumentStore) -> None:
+    await create(store)
+    crashed = await store.acquire_compaction_lease("film", "crashed", timedelta(0))
+    taken = await store.acquire_compaction_lease("film", "next", timedelta(minutes=1))
+    assert crashed == 1 and taken == 2
