@@ -16,7 +16,7 @@ from tests.support.server import ServerProcess
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    """A fresh Postgres database for this test."""
+    """A fresh Postgres database for this test, migrated (see `create_database`)."""
     url = await create_database()
     try:
         yield url

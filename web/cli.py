@@ -1,4 +1,4 @@
-"""`blackboard`: serve, create, compact, token (DESIGN.md section 6)."""
+"""`blackboard`: serve, migrate, create, compact, token (DESIGN.md section 6)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from rich.progress import Progress
 
 from persistence.compaction import compact
 from persistence.errors import ProjectExists, ProjectNotFound, StoreError
-from persistence.factory import make_store
+from persistence.factory import make_database, make_store
+from persistence.migrator import migrate
 from persistence.store import Store
 from schemas.document import is_valid_id
+from schemas.migration_files import migrations_for
 from schemas.money import BadAmount, parse_amount
 from sync.projects import create_project
 from web.logs import configure
@@ -46,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         "--budget", type=_amount, required=True, help="budget total, e.g. 25000 or 1999.95"
     )
     create.add_argument("--currency", default="USD")
+
+    sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="apply pending database migrations (serve on Postgres refuses to start without)",
+    )
 
     compact_cmd = sub.add_parser(
         "compact", parents=[common], help="fold update logs into snapshots"
@@ -83,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     configure(settings.log_format, settings.log_level)
     if args.command == "serve":
         serve(settings)
+    elif args.command == "migrate":
+        _migrate(settings)
     elif args.command == "create":
         _run_with_store(settings, lambda store: _create(store, args))
     elif args.command == "compact":
@@ -96,6 +106,9 @@ def serve(settings: Settings) -> None:
 
     from web.app import create_app
 
+    if settings.database_url:
+        # Refuse a database that is behind now, in one line, not as a startup traceback.
+        _run_with_store(settings, _nothing)
     backend = "postgres" if settings.database_url else f"sqlite in {settings.data_dir}"
     print(f"Blackboard on http://{settings.host}:{settings.port} ({backend})", flush=True)
     print(f"  sync: ws://{settings.host}:{settings.port}/sync/{{project_id}}", flush=True)
@@ -134,11 +147,35 @@ def _token(settings: Settings, args: argparse.Namespace) -> None:
 def _run_with_store(settings: Settings, work: Callable[[Store], Awaitable[None]]) -> None:
     async def run() -> None:
         store = make_store(settings.database_url, settings.data_dir, settings.database_pool_size)
-        await store.open(migrate_schema=True)
+        # Only the embedded SQLite migrates by itself; Postgres needs `blackboard migrate`.
+        await store.open(migrate_schema=store.backend == "sqlite")
         try:
             await work(store)
         finally:
             await store.close()
+
+    try:
+        asyncio.run(run())
+    except (StoreError, OSError) as exc:
+        _fail(str(exc))
+
+
+async def _nothing(store: Store) -> None:
+    pass
+
+
+def _migrate(settings: Settings) -> None:
+    async def run() -> None:
+        db = make_database(settings.database_url, settings.data_dir, settings.database_pool_size)
+        await db.open()
+        try:
+            applied = await migrate(db, apply=True)
+        finally:
+            await db.close()
+        for migration in applied:
+            print(f"applied {migration.version:04d}_{migration.name}")
+        latest = migrations_for(db.dialect)[-1]
+        print(f"{db.dialect} schema is up to date (version {latest.version:04d})")
 
     try:
         asyncio.run(run())
@@ -176,10 +213,14 @@ async def _compact(store: Store, settings: Settings, args: argparse.Namespace) -
                 result = await compact(store, project_id, retention)
             except ProjectNotFound as exc:
                 _fail(str(exc))
-            progress.print(
-                f"{project_id}: snapshot at seq {result.upto_seq}, merged {result.merged_rows}"
-                f" rows, {result.snapshot_bytes} bytes, pruned {result.pruned_rows}"
-            )
+            if result.skipped:
+                progress.print(f"{project_id}: skipped, {result.skipped}")
+            else:
+                progress.print(
+                    f"{project_id}: snapshot at seq {result.upto_seq}, merged"
+                    f" {result.merged_rows} rows, {result.snapshot_bytes} bytes,"
+                    f" pruned {result.pruned_rows}"
+                )
             progress.advance(bar)
 
 

@@ -59,8 +59,10 @@ class Services:
         sweeper = ExpirySweeper(ledger, leases, mirror)
         return cls(settings, store, update_log, compactor, rooms, ledger, leases, mirror, sweeper)
 
-    async def start(self, *, migrate: bool = True) -> None:
-        await self.store.open(migrate_schema=migrate)
+    async def start(self) -> None:
+        # The embedded SQLite migrates itself; Postgres only through `blackboard migrate`,
+        # so a server never starts on a database that is behind its code.
+        await self.store.open(migrate_schema=self.store.backend == "sqlite")
         self.update_log.start()
         self.compactor.start()
         self.rooms.start()

@@ -12,6 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from persistence.migrator import migrate
+from persistence.postgres_database import PostgresDatabase
+
 PG_URL = os.environ.get("BLACKBOARD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BLACKBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -21,8 +24,9 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-async def create_database() -> str:
-    """A new, empty database; returns its URL."""
+async def create_database(*, migrated: bool = True) -> str:
+    """A new database; returns its URL. With `migrated` (the default) it has the schema,
+    as `blackboard migrate` leaves it: a server on Postgres refuses a database behind."""
     name = f"bb_test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
     try:
         conn = await asyncpg.connect(PG_URL, timeout=10)
@@ -35,7 +39,19 @@ async def create_database() -> str:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    return _with_database(PG_URL, name)
+    url = _with_database(PG_URL, name)
+    if migrated:
+        await migrate_database(url)
+    return url
+
+
+async def migrate_database(url: str) -> None:
+    db = PostgresDatabase(url, pool_size=1)
+    await db.open()
+    try:
+        await migrate(db, apply=True)
+    finally:
+        await db.close()
 
 
 async def drop_database(url: str) -> None:
