@@ -1,0 +1,122 @@
+"""`python -m bench`: every scenario against Blackboard and its peers, into RESULTS.md.
+
+    python -m bench                      # the full run (about 15 minutes, see RESULTS.md)
+    python -m bench --quick              # a smoke run of seconds per scenario
+    python -m bench --servers blackboard,hocuspocus --scenarios echo,hot_room
+    python -m bench --soak-s 1800        # the 30-minute soak
+
+Each scenario starts each server fresh on a free loopback port, drives it from separate
+load generator processes (`bench.loadgen`), and reads the server's CPU and RSS from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import machine
+from bench.limits import raise_open_files
+from bench.report import RunRecord, render, write_section
+from bench.scenarios import FULL, QUICK, SCENARIOS, Context, Params
+from bench.servers import SERVERS
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds per scenario")
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS), help=f"comma list of {', '.join(SERVERS)}"
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(s.key for s in SCENARIOS),
+        help=f"comma list of {', '.join(s.key for s in SCENARIOS)}",
+    )
+    parser.add_argument("--soak-s", type=float, help="soak duration in seconds (full: 60)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="RESULTS.md to update")
+    parser.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
+    return parser
+
+
+def _pick(raw: str, known: list[str], what: str) -> list[str]:
+    chosen = [x.strip() for x in raw.split(",") if x.strip()]
+    unknown = [x for x in chosen if x not in known]
+    if unknown or not chosen:
+        raise SystemExit(
+            f"unknown {what}: {', '.join(unknown) or raw!r}; known: {', '.join(known)}"
+        )
+    return chosen
+
+
+def _durations(p: Params, scenarios: list[str]) -> list[str]:
+    described = {
+        "echo": f"echo {p.echo_s:g} s",
+        "relay": f"relay {p.relay_rooms} rooms x {p.relay_rate_hz:g}/s for {p.relay_s:g} s",
+        "spread": f"spread {p.spread_rooms:,} rooms for {p.spread_s:g} s",
+        "hot_room": f"hot room {'/'.join(map(str, p.hot_steps))} observers, {p.hot_s:g} s a step",
+        "join_storm": f"join storm {p.join_clients} joiners of {p.join_bytes / 1e6:g} MB",
+        "cold_load": "cold load "
+        + "/".join(f"{s / 1e6:g} MB" for s in p.cold_sizes)
+        + " x "
+        + "/".join(map(str, p.cold_tails))
+        + " rows",
+        "soak": f"soak {p.soak_rooms:,} connections for {p.soak_s:g} s",
+    }
+    return [described[s] for s in scenarios] + [f"{p.workers} load generator process(es)"]
+
+
+async def run(args: argparse.Namespace) -> int:
+    servers = _pick(args.servers, list(SERVERS), "servers")
+    keys = _pick(args.scenarios, [s.key for s in SCENARIOS], "scenarios")
+    params = QUICK if args.quick else FULL
+    if args.soak_s is not None:
+        params = dataclasses.replace(params, soak_s=args.soak_s)
+    limit = raise_open_files()
+    print(f"open files limit: {limit}", file=sys.stderr)
+    record = RunRecord(
+        mode="quick" if args.quick else "full",
+        machine=machine.describe(),
+        versions={name: SERVERS[name].version() for name in servers},
+        durations=_durations(params, keys),
+        started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    ctx = Context(params, work)
+    failed = 0
+    for scenario in (s for s in SCENARIOS if s.key in keys):
+        record.titles[scenario.key] = scenario.title
+        outcomes = record.outcomes.setdefault(scenario.key, {})
+        for name in servers:
+            print(f"[{time.monotonic() - started:6.0f}s] {scenario.key} on {name}", file=sys.stderr)
+            try:
+                outcomes[name] = await scenario.run(ctx, SERVERS[name])
+            except Exception as exc:
+                failed += 1
+                traceback.print_exc()
+                outcomes[name] = f"{type(exc).__name__}: {exc}"
+    record.elapsed_s = time.monotonic() - started
+    write_section(args.output, render(record, servers))
+    print(f"wrote {args.output} in {record.elapsed_s:.0f}s; work dir {work}", file=sys.stderr)
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
+
+
+def main() -> None:
+    sys.exit(asyncio.run(run(_parser().parse_args())))
+
+
+if __name__ == "__main__":
+    main()

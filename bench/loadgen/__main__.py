@@ -1,0 +1,28 @@
+"""`python -m bench.loadgen SPEC_JSON`: run one role (see roles.py) under the runner."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import uvloop
+
+from bench.limits import raise_open_files
+from bench.loadgen.control import Control
+from bench.loadgen.roles import ROLES
+
+
+async def _main(spec: dict) -> None:
+    control = Control()
+    await ROLES[spec["role"]](spec, control)
+    control.emit("finished")
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    raise_open_files()
+    uvloop.run(_main(spec))
+
+
+if __name__ == "__main__":
+    main()
