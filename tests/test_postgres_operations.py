@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -17,27 +16,10 @@ import pytest
 from persistence.factory import make_store
 from sync.projects import initial_update
 from tests.support.backends import create_database, drop_database
+from tests.support.cli import run_cli
 from tests.support.server import ROOT, ServerProcess
 from web.services import Services
 from web.settings import Settings
-
-CLI_TIMEOUT_S = 60.0
-
-
-async def run_cli(*args: str, env: dict[str, str], cwd: Path = ROOT) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "web.cli",
-        *args,
-        cwd=cwd,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT_S)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from web import health, socket_endpoint
-from web.api import budget, documents, leases, projects
+from web.api import budget, documents, history, leases, projects
 from web.auth import AuthMiddleware, AuthPolicy
 from web.errors import (
     ApiError,
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *health.routes,
             *projects.routes,
             *documents.routes,
+            *history.routes,
             *budget.routes,
             *leases.routes,
             *socket_endpoint.routes,

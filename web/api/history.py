@@ -1,0 +1,107 @@
+"""A project's history: its log entries, and its state as of a seq or a time.
+
+Both read storage only (a project is never loaded for them). History older than
+BLACKBOARD_HISTORY_RETENTION_S may have been compacted away; asking for it answers
+410 `history_pruned`, never an older or partial state.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from persistence.errors import HistoryPruned
+from persistence.history import seq_at_time
+from persistence.records import ProjectRecord
+from persistence.replay import CorruptDocument, replay
+from schemas.views import doc_to_json
+from web.api.requests import page_params, project_id_param, services
+from web.errors import ApiError
+
+
+async def _project(request: Request) -> ProjectRecord:
+    project_id = project_id_param(request)
+    record = await services(request).store.get_project(project_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"project {project_id!r} does not exist")
+    return record
+
+
+def _cursor_seq(cursor: str) -> int:
+    if not cursor:
+        return 0
+    if not cursor.isdigit():
+        raise ApiError(422, "invalid", "cursor must be a next_cursor this endpoint returned")
+    return int(cursor)
+
+
+async def read_history(request: Request) -> JSONResponse:
+    """`{items: [{seq, actor, created_at, size}], next_cursor}`, oldest first."""
+    record = await _project(request)
+    limit, cursor = page_params(request)
+    entries = await services(request).store.history(
+        record.project_id, _cursor_seq(cursor), limit + 1
+    )
+    more = len(entries) > limit
+    entries = entries[:limit]
+    items = [
+        {
+            "seq": entry.seq,
+            "actor": entry.actor,
+            "created_at": entry.created_at.isoformat(),
+            "size": entry.size,
+        }
+        for entry in entries
+    ]
+    return JSONResponse({"items": items, "next_cursor": str(entries[-1].seq) if more else None})
+
+
+def _at_seq(raw: str, last: int) -> int:
+    if not raw.isdigit():
+        raise ApiError(422, "invalid", "at_seq must be a non-negative integer")
+    seq = int(raw)
+    if seq > last:
+        raise ApiError(422, "invalid", f"at_seq {seq} is past the last committed seq {last}")
+    return seq
+
+
+def _at_time(raw: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(422, "invalid", "at_time must be an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # naive: UTC
+
+
+async def read_state(request: Request) -> JSONResponse:
+    """`{project_id, seq, doc}`: every root as of `?at_seq=N` or `?at_time=ISO`."""
+    record = await _project(request)
+    params = request.query_params
+    if ("at_seq" in params) == ("at_time" in params):
+        raise ApiError(422, "invalid", "give exactly one of at_seq and at_time")
+    store = services(request).store
+    try:
+        if "at_seq" in params:
+            seq = _at_seq(params["at_seq"], record.seq)
+        else:
+            seq = await seq_at_time(store, record.project_id, _at_time(params["at_time"]))
+        doc = replay(await store.load_at(record.project_id, seq))
+    except HistoryPruned:
+        oldest = await store.oldest_retained_seq(record.project_id)
+        raise ApiError(
+            410,
+            "history_pruned",
+            f"that state is older than the retained history (oldest kept: seq {oldest})",
+        ) from None
+    except CorruptDocument as exc:
+        raise ApiError(500, "load_failed", str(exc)) from None
+    return JSONResponse({"project_id": record.project_id, "seq": seq, "doc": doc_to_json(doc)})
+
+
+routes = [
+    Route("/api/projects/{project_id}/history", read_history, methods=["GET"]),
+    Route("/api/projects/{project_id}/state", read_state, methods=["GET"]),
+]
