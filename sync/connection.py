@@ -62,6 +62,11 @@ class Connection:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
+    @property
+    def log_ids(self) -> dict[str, object]:
+        """Log fields that tie an event to this project and connection (JSON logs)."""
+        return {"project_id": self.project_id, "connection_id": self.id}
+
     def send(self, message: bytes) -> None:
         """Queue one frame; close the connection if its outbox is over the cap."""
         if not self.open or self._drain_then_close:
@@ -93,7 +98,7 @@ class Connection:
         try:
             await asyncio.wait_for(self.channel.close(code, reason), CLOSE_TIMEOUT_S)
         except (TimeoutError, Exception) as exc:
-            log.debug("connection %s: close failed: %s", self.id, exc)
+            log.debug("connection %s: close failed: %s", self.id, exc, extra=self.log_ids)
         finally:
             self.closed.set()
 
@@ -114,5 +119,5 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the peer is gone: mark closed, never raise into a room
-            log.debug("connection %s: send failed: %s", self.id, exc)
+            log.debug("connection %s: send failed: %s", self.id, exc, extra=self.log_ids)
             self.close(close_codes.GOING_AWAY, "send failed")

@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from web import health, socket_endpoint
+from web import health, metrics, socket_endpoint
 from web.api import budget, documents, history, leases, projects
 from web.auth import AuthMiddleware, AuthPolicy
 from web.errors import (
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=[
             *health.routes,
+            *metrics.routes,
             *projects.routes,
             *documents.routes,
             *history.routes,

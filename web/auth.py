@@ -223,6 +223,9 @@ class AuthMiddleware:
             websocket = WebSocket(scope, receive, send)
             await websocket.accept()
             await websocket.close(_CLOSE_CODES[refusal.status], refusal.detail[:120])
+            services = getattr(scope["app"].state, "services", None)
+            if services is not None:  # counted in /metrics with the room's refusals
+                services.metrics.observe_close(_CLOSE_CODES[refusal.status])
             return
         _set_identity(scope, identity)
         try:

@@ -4,7 +4,7 @@ stopped in order (stop flushes every room and the log before closing the store).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from persistence.compaction_worker import CompactionWorker
@@ -15,6 +15,7 @@ from persistence.store import Store
 from persistence.update_log import UpdateLog
 from sync.expiry_sweeper import ExpirySweeper
 from sync.extensions import Extension
+from sync.metrics import ServerMetrics
 from sync.mirror import AuthorityMirror
 from sync.rooms import RoomManager, RoomPolicy
 from web.settings import Settings
@@ -33,6 +34,7 @@ class Services:
     leases: LeaseStore
     mirror: AuthorityMirror
     sweeper: ExpirySweeper
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
 
     @classmethod
     def build(cls, settings: Settings, extensions: list[Extension] | None = None) -> Services:
@@ -42,6 +44,7 @@ class Services:
         ledger = BudgetLedger(store.db)
         leases = LeaseStore(store.db)
         mirror = AuthorityMirror(ledger, leases)
+        metrics = ServerMetrics()
         rooms = RoomManager(
             store,
             update_log,
@@ -53,11 +56,23 @@ class Services:
                 flush_timeout_s=settings.shutdown_timeout_s,
                 max_document_bytes=settings.limits.max_document_bytes,
             ),
-            [*(extensions or []), mirror],
+            [metrics, *(extensions or []), mirror],
         )
+        metrics.watch(rooms, update_log, compactor)
         mirror.bind(rooms)
         sweeper = ExpirySweeper(ledger, leases, mirror)
-        return cls(settings, store, update_log, compactor, rooms, ledger, leases, mirror, sweeper)
+        return cls(
+            settings,
+            store,
+            update_log,
+            compactor,
+            rooms,
+            ledger,
+            leases,
+            mirror,
+            sweeper,
+            metrics=metrics,
+        )
 
     async def start(self) -> None:
         # The embedded SQLite migrates itself; Postgres only through `blackboard migrate`,

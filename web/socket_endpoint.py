@@ -20,6 +20,7 @@ from persistence.errors import LogFull, ProjectNotFound
 from schemas.document import is_valid_id
 from sync import close_codes
 from sync.connection import CLOSE_TIMEOUT_S, Connection
+from sync.metrics import REFUSALS, ServerMetrics
 from sync.rate_limit import MessageRateLimit
 from sync.room import Room
 from web.auth import Identity
@@ -53,6 +54,7 @@ async def sync_endpoint(websocket: WebSocket) -> None:
     channel = StarletteChannel(websocket)
     if not is_valid_id(project_id):
         await channel.close(close_codes.UNKNOWN_PROJECT, "unknown project")
+        services.metrics.observe_close(close_codes.UNKNOWN_PROJECT)
         return
     connection = Connection(
         channel,
@@ -66,12 +68,12 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         room = await services.rooms.join(project_id, connection)
     except ProjectNotFound:
         connection.close(close_codes.UNKNOWN_PROJECT, "unknown project")
-        await _closed(connection)
+        await _closed(connection, services.metrics)
         return
     except Exception:
-        log.exception("room %s: load failed", project_id)
+        log.exception("room %s: load failed", project_id, extra=connection.log_ids)
         connection.close(close_codes.INTERNAL_ERROR, "project failed to load")
-        await _closed(connection)
+        await _closed(connection, services.metrics)
         return
     expiry = _close_on_expiry(connection, identity.expires_at)
     reader = asyncio.create_task(_read(websocket, room, connection, services.settings.limits))
@@ -84,11 +86,16 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         if expiry is not None:
             expiry.cancel()
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
-            log.debug("connection %s: receive failed: %s", connection.id, reader.exception())
+            log.debug(
+                "connection %s: receive failed: %s",
+                connection.id,
+                reader.exception(),
+                extra=connection.log_ids,
+            )
         room.leave(connection)
         if not connection.closing.is_set():  # the peer left; else keep the server's code
             connection.close(close_codes.NORMAL, "bye")
-        await _closed(connection)
+        await _closed(connection, services.metrics)
 
 
 async def _read(websocket: WebSocket, room: Room, connection: Connection, limits: Limits) -> None:
@@ -135,11 +142,20 @@ def _close_on_expiry(
     )
 
 
-async def _closed(connection: Connection) -> None:
+async def _closed(connection: Connection, metrics: ServerMetrics) -> None:
     try:
         await asyncio.wait_for(connection.closed.wait(), CLOSE_WAIT_S)
     except TimeoutError:
         pass
+    metrics.observe_close(connection.close_code)
+    if connection.close_code in REFUSALS:
+        log.info(
+            "connection %s closed: %s %s",
+            connection.id,
+            connection.close_code,
+            REFUSALS[connection.close_code],
+            extra=connection.log_ids,
+        )
 
 
 routes = [WebSocketRoute("/sync/{project_id}", sync_endpoint)]

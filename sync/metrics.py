@@ -1,0 +1,162 @@
+"""Server health as Prometheus metrics: an Extension plus hooks on the log and compactor.
+
+Counters move on events (room hooks, log batches, compactions, closes); gauges that
+describe the current state (connections, rooms, queued bytes) are read only when
+scraped, so the hot path pays nothing for them. Every server (app) has its own
+`CollectorRegistry`, so several servers in one process never share numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from persistence.compaction import CompactionResult
+from sync import close_codes
+from sync.extensions import Extension
+from sync.origin import Origin
+
+if TYPE_CHECKING:
+    from persistence.compaction_worker import CompactionWorker
+    from persistence.update_log import UpdateLog
+    from sync.connection import Connection
+    from sync.room import Room
+    from sync.rooms import RoomManager
+
+# Close codes that refuse or cut off a client (not a normal goodbye), by name.
+REFUSALS = {
+    close_codes.TOO_BIG: "message_too_big",
+    close_codes.INTERNAL_ERROR: "internal_error",
+    close_codes.TRY_AGAIN_LATER: "try_again_later",
+    close_codes.MALFORMED: "malformed",
+    close_codes.UNAUTHORIZED: "unauthorized",
+    close_codes.FORBIDDEN: "forbidden",
+    close_codes.UNKNOWN_PROJECT: "unknown_project",
+    close_codes.DOCUMENT_TOO_LARGE: "document_too_large",
+    close_codes.RATE_LIMITED: "rate_limited",
+}
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _LiveState(Collector):
+    """Gauges computed at scrape time from the rooms and the log."""
+
+    def __init__(self, rooms: RoomManager, update_log: UpdateLog) -> None:
+        self._rooms = rooms
+        self._log = update_log
+
+    def collect(self) -> Iterator[Metric]:
+        rooms = list(self._rooms.rooms.values())
+        connections = [c for room in rooms for c in room.connections]
+        yield GaugeMetricFamily(
+            "blackboard_connections", "Open client sockets in rooms", value=len(connections)
+        )
+        yield GaugeMetricFamily("blackboard_rooms_loaded", "Rooms in memory", value=len(rooms))
+        yield GaugeMetricFamily(
+            "blackboard_send_queue_bytes",
+            "Bytes waiting in client outboxes (delivery queue depth)",
+            value=sum(c.queued_bytes for c in connections),
+        )
+        yield GaugeMetricFamily(
+            "blackboard_log_pending_updates",
+            "Accepted updates waiting for their commit",
+            value=self._log.pending,
+        )
+        yield CounterMetricFamily(
+            "blackboard_log_commit_failures",
+            "Log batch commits that failed and were retried",
+            value=self._log.stats.failures,
+        )
+
+
+class ServerMetrics(Extension):
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.updates_in = Counter(
+            "blackboard_updates_in",
+            "Updates that changed a live document, by where they came from",
+            ["source"],
+            registry=r,
+        )
+        self.update_bytes_in = Counter(
+            "blackboard_update_bytes_in", "Bytes of those updates", ["source"], registry=r
+        )
+        self.updates_out = Counter(
+            "blackboard_updates_out", "Update messages queued to clients (fan-out)", registry=r
+        )
+        self.update_bytes_out = Counter(
+            "blackboard_update_bytes_out", "Bytes of update messages queued to clients", registry=r
+        )
+        self.awareness_in = Counter(
+            "blackboard_awareness_in", "Awareness updates accepted and relayed", registry=r
+        )
+        self.joins = Counter("blackboard_joins", "Connections that joined a room", registry=r)
+        self.refusals = Counter(
+            "blackboard_refusals",
+            "Sockets closed by the server with a refusal code",
+            ["code", "reason"],
+            registry=r,
+        )
+        self.log_batch_rows = Histogram(
+            "blackboard_log_batch_rows",
+            "Updates per group commit",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+            registry=r,
+        )
+        self.log_commit_seconds = Histogram(
+            "blackboard_log_commit_seconds",
+            "Duration of one group commit",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.compaction_seconds = Histogram(
+            "blackboard_compaction_seconds",
+            "Duration of one compaction (its count is the number of runs)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.compacted_rows = Counter(
+            "blackboard_compacted_rows", "Log rows folded into snapshots", registry=r
+        )
+
+    def watch(self, rooms: RoomManager, update_log: UpdateLog, compactor: CompactionWorker) -> None:
+        """Read the live state at scrape time; count every commit and compaction."""
+        self.registry.register(_LiveState(rooms, update_log))
+        update_log.on_batch.append(self.observe_batch)
+        compactor.on_done.append(self.observe_compaction)
+
+    # --- hooks ----------------------------------------------------------------------
+
+    def observe_batch(self, rows: int, seconds: float) -> None:
+        self.log_batch_rows.observe(rows)
+        self.log_commit_seconds.observe(seconds)
+
+    def observe_compaction(self, result: CompactionResult, seconds: float) -> None:
+        self.compaction_seconds.observe(seconds)
+        self.compacted_rows.inc(result.merged_rows)
+
+    def observe_close(self, code: int | None) -> None:
+        """A socket the server closed (or saw close) with `code`; counts refusals only."""
+        reason = REFUSALS.get(code) if code is not None else None
+        if reason is not None:
+            self.refusals.labels(str(code), reason).inc()
+
+    def on_update(self, room: Room, update: bytes, origin: Origin) -> None:
+        source = origin.source.value
+        self.updates_in.labels(source).inc()
+        self.update_bytes_in.labels(source).inc(len(update))
+        recipients = len(room.connections) - (origin.connection in room.connections)
+        if recipients > 0:
+            self.updates_out.inc(recipients)
+            self.update_bytes_out.inc(recipients * len(update))
+
+    def on_awareness(self, room: Room, payload: bytes, origin: Origin) -> None:
+        self.awareness_in.inc()
+
+    def on_join(self, room: Room, connection: Connection) -> None:
+        self.joins.inc()
