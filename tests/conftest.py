@@ -38,6 +38,19 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             await drop_database(url)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend_env(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
+    """Environment for `start_server` on each backend (embedded SQLite, then Postgres)."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    url = await create_database()
+    try:
+        yield {"BLACKBOARD_DATABASE_URL": url}
+    finally:
+        await drop_database(url)
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start real server processes: `start_server(env={...}, data_dir=...)`."""

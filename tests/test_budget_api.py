@@ -1,0 +1,254 @@
+"""The budget through real server processes, on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from pycrdt import Map
+
+from sync.client import BlackboardClient
+from tests.support.api import create_project, eventually
+from tests.support.budget_workload import check_outcome, run_workload
+from tests.support.server import ServerProcess
+
+Reply = tuple[int, dict[str, Any]]
+
+
+def _client(server: ServerProcess) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=server.http, timeout=30, limits=httpx.Limits(max_connections=128)
+    )
+
+
+async def _op(http: httpx.AsyncClient, project_id: str, body: dict[str, Any]) -> Reply:
+    response = await http.post(f"/api/projects/{project_id}/budget/ops", json=body)
+    return response.status_code, response.json()
+
+
+async def _ledger(http: httpx.AsyncClient, project_id: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        page = await http.get(
+            f"/api/projects/{project_id}/budget/ledger", params={"limit": 500, "cursor": cursor}
+        )
+        assert page.status_code == 200, page.text
+        rows.extend(page.json()["items"])
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return rows
+
+
+async def _balances(http: httpx.AsyncClient, project_id: str) -> dict[str, Any]:
+    response = await http.get(f"/api/projects/{project_id}/budget")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_64_clients_with_concurrent_duplicates(
+    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+) -> None:
+    server = start_server(env=backend_env)
+    await create_project(server, "hot", budget_total=400, currency="EUR")
+    async with _client(server) as http:
+        outcome = await run_workload(lambda body: _op(http, "hot", body), workers=64, rounds=6)
+        assert len(outcome.replies) >= 384 and outcome.duplicated > 50
+        check_outcome(outcome, await _ledger(http, "hot"), await _balances(http, "hot"), 400)
+
+
+async def test_bad_input_is_refused_and_stores_nothing(server: ServerProcess) -> None:
+    await create_project(server, "p", budget_total=100)
+    bad: list[tuple[dict[str, Any] | bytes, str]] = [
+        ({"op": "charge", "amount": -1}, "must not be negative"),
+        ({"op": "charge", "amount": "1.00001"}, "more than 4 decimal places"),
+        ({"op": "charge", "amount": 1e-5}, "more than 4 decimal places"),
+        ({"op": "charge", "amount": 0.12345}, "more than 4 decimal places"),
+        ({"op": "charge", "amount": "Infinity"}, "finite"),
+        ({"op": "charge", "amount": "ten"}, "must be a number"),
+        ({"op": "charge", "amount": True}, "must be a number"),
+        ({"op": "charge", "amount": 1e12}, "exceeds"),
+        ({"op": "charge"}, "amount must be a number"),
+        ({"op": "reserve", "amount": 0}, "above 0"),
+        ({"op": "reserve", "amount": 1, "ttl_s": 0}, "ttl_s"),
+        ({"op": "charge", "amount": 1, "ttl_s": 5}, "ttl_s applies to reserve only"),
+        ({"op": "steal", "amount": 1}, "op must be one of"),
+        ({"op": "commit", "amount": 1}, "needs a reservation_id"),
+        ({"op": "release", "reservation_id": "r", "amount": 1}, "takes no amount"),
+        ({"op": "charge", "amount": 1, "reservation_id": "r"}, "does not apply"),
+        ({"op": "charge", "amount": 1, "ref": "a\x00b"}, "NUL"),
+        (b'{"op": "charge", "amount": NaN, "idempotency_key": "k"}', "finite"),
+    ]
+    async with _client(server) as http:
+        for body, detail in bad:
+            if isinstance(body, bytes):
+                response = await http.post("/api/projects/p/budget/ops", content=body)
+            else:
+                response = await http.post(
+                    "/api/projects/p/budget/ops", json={**body, "idempotency_key": "k"}
+                )
+            assert response.status_code == 422, (body, response.text)
+            assert detail in response.json()["detail"], (body, response.text)
+        missing_key = await http.post("/api/projects/p/budget/ops", json={"op": "charge"})
+        assert missing_key.status_code == 422
+        assert "idempotency_key" in missing_key.json()["detail"]
+        # Nothing was stored under "k": a valid request with it now takes effect.
+        status, body = await _op(
+            http, "p", {"op": "charge", "amount": "0.5", "idempotency_key": "k"}
+        )
+        assert (status, body["balances"]["spent"]) == (200, 0.5)
+        assert len(await _ledger(http, "p")) == 1
+
+
+async def test_unknown_project_and_reservation(server: ServerProcess) -> None:
+    await create_project(server, "p", budget_total=10)
+    async with _client(server) as http:
+        status, body = await _op(
+            http, "nope", {"op": "charge", "amount": 1, "idempotency_key": "k"}
+        )
+        assert (status, body["error"]) == (404, "not_found")
+        for path in ("/api/projects/nope/budget", "/api/projects/nope/budget/ledger"):
+            assert (await http.get(path)).status_code == 404
+        commit = {"op": "commit", "reservation_id": "rsv-none", "idempotency_key": "c"}
+        status, body = await _op(http, "p", commit)
+        assert (status, body["error"]) == (404, "not_found")
+        assert "rsv-none" in body["detail"]
+        bad_cursor = await http.get("/api/projects/p/budget/ledger", params={"cursor": "x"})
+        assert bad_cursor.status_code == 422
+
+
+async def test_project_creation_refuses_bad_budgets(server: ServerProcess) -> None:
+    async with _client(server) as http:
+        for total in (-5, "12.34567", "NaN", None):
+            body = {"project_id": "p", "title": "p", "budget_total": total}
+            response = await http.post("/api/projects", json=body)
+            assert response.status_code == 422, response.text
+            assert "budget_total" in response.json()["detail"]
+        assert (await http.get("/api/projects/p")).status_code == 404
+        await create_project(server, "p", budget_total="1999.95", currency="JPY")
+        balances = await _balances(http, "p")
+        assert balances["total"] == 1999.95 and balances["currency"] == "JPY"
+        assert balances["version"] == 0
+
+
+async def test_budget_root_follows_the_ledger_live(
+    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+) -> None:
+    server = start_server(env=backend_env)
+    await create_project(server, "live", budget_total=100)
+    agent = BlackboardClient(server.ws, "live")
+    await agent.connect()
+    budget = agent.doc.get("budget", type=Map)
+    assert budget.to_py()["total"] == 100
+    async with _client(server) as http:
+        await _op(http, "live", {"op": "charge", "amount": "12.5", "idempotency_key": "a"})
+        _, reserved = await _op(
+            http, "live", {"op": "reserve", "amount": 30, "ttl_s": 0.5, "idempotency_key": "b"}
+        )
+
+        def shows(expected: dict[str, Any]) -> Callable[[], None]:
+            def check() -> None:
+                shown = budget.to_py()
+                assert {k: shown.get(k) for k in expected} == expected, shown
+
+            return check
+
+        await eventually(
+            shows({"spent": 12.5, "reserved": 30.0, "available": 57.5, "version": 2.0})
+        )
+        # No client acts: the server releases the reservation when it expires, logs it
+        # as its own op, and the document shows it.
+        await eventually(shows({"reserved": 0.0, "available": 87.5, "version": 3.0}))
+        expired = (await _ledger(http, "live"))[-1]
+        assert expired["op"] == "expire" and expired["actor"] == "server"
+        assert expired["reservation_id"] == reserved["reservation_id"]
+        assert expired["amount"] == 30
+        balances = await _balances(http, "live")
+        assert {k: budget.to_py()[k] for k in ("total", "reserved", "spent", "available")} == {
+            k: float(balances[k]) for k in ("total", "reserved", "spent", "available")
+        }
+    await agent.close()
+
+
+async def _burst_then_kill(
+    server: ServerProcess,
+    waiting: list[str],
+    sent: dict[str, dict[str, Any]],
+    answered: dict[str, Reply],
+    replies_before_kill: int,
+) -> None:
+    """64 clients send `waiting`; SIGKILL the server once enough replies came back."""
+    target = len(answered) + replies_before_kill
+    enough = asyncio.Event()
+    async with _client(server) as http:
+
+        async def worker() -> None:
+            while waiting:
+                key = waiting.pop()
+                try:
+                    answered[key] = await _op(http, "crash", sent[key])
+                except httpx.HTTPError:
+                    return
+                if len(answered) >= target:
+                    enough.set()
+
+        workers = [asyncio.create_task(worker()) for _ in range(64)]
+        await asyncio.wait_for(enough.wait(), 60)
+        server.kill()
+        await asyncio.gather(*workers)
+
+
+async def test_kill_9_mid_burst_then_every_key_retried(
+    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+) -> None:
+    server = start_server(env=backend_env)
+    await create_project(server, "crash", budget_total=1_000_000)
+    sent: dict[str, dict[str, Any]] = {}
+    answered: dict[str, Reply] = {}
+    lost: dict[str, dict[str, Any]] = {}  # committed, but the reply never arrived
+    rng = random.Random(5)
+    # Kill during a burst until some op is caught between its commit and its reply.
+    for burst in range(12):
+        waiting = []
+        for i in range(300):
+            key = f"b{burst}-{i}"
+            sent[key] = {
+                "op": "charge",
+                "amount": rng.choice([1, "0.25", 3]),
+                "idempotency_key": key,
+            }
+            waiting.append(key)
+        await _burst_then_kill(server, waiting, sent, answered, 150)
+        server.restart()
+        async with _client(server) as http:
+            committed = {row["idempotency_key"]: row for row in await _ledger(http, "crash")}
+        lost = {key: row for key, row in committed.items() if key not in answered}
+        if lost:
+            break
+    assert lost, "no op was ever caught between its commit and its reply"
+
+    # Every client retries every key it sent, answered or not, 64 at a time.
+    retried: dict[str, Reply] = {}
+    async with _client(server) as http:
+        keys = list(sent)
+
+        async def retry() -> None:
+            while keys:
+                key = keys.pop()
+                retried[key] = await _op(http, "crash", sent[key])
+
+        await asyncio.gather(*(retry() for _ in range(64)))
+        ledger = await _ledger(http, "crash")
+        balances = await _balances(http, "crash")
+    for key, reply in answered.items():
+        assert retried[key] == reply, key
+    for key, row in lost.items():
+        assert retried[key] == (200, row), key
+    # Exactly one effect per key: the committed ones were not applied again.
+    assert sorted(row["idempotency_key"] for row in ledger) == sorted(sent)
+    assert all(status == 200 for status, _ in retried.values())
+    spent = sum(float(body["amount"]) for body in sent.values())
+    assert balances["spent"] == spent and balances["reserved"] == 0
