@@ -27,6 +27,7 @@ from persistence.records import (
 )
 
 _NO_LIMIT = 2**62
+_IDS_PER_QUERY = 500  # bound on parameters in one IN (...) list
 
 
 class DocumentStore:
@@ -164,6 +165,17 @@ class DocumentStore:
             limit,
         )
         return [_entry(r) for r in rows]
+
+    async def latest_seqs(self, project_ids: Sequence[str]) -> dict[str, int]:
+        latest: dict[str, int] = {}
+        for start in range(0, len(project_ids), _IDS_PER_QUERY):
+            chunk = project_ids[start : start + _IDS_PER_QUERY]
+            marks = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+            rows = await self.db.fetch(
+                f"SELECT project_id, seq FROM projects WHERE project_id IN ({marks})", *chunk
+            )
+            latest.update((row[0], row[1]) for row in rows)
+        return latest
 
     async def save_snapshot(
         self, project_id: str, snapshot: Snapshot, *, lease_epoch: int | None = None

@@ -67,6 +67,9 @@ class Store(Protocol):
     async def read_log(self, project_id: str, after_seq: int, limit: int) -> list[LogEntry]:
         """Log rows with seq > after_seq, oldest first (catch-up)."""
 
+    async def latest_seqs(self, project_ids: Sequence[str]) -> dict[str, int]:
+        """The last committed seq of each of these projects (unknown ids are left out)."""
+
     async def save_snapshot(
         self, project_id: str, snapshot: Snapshot, *, lease_epoch: int | None = None
     ) -> bool:

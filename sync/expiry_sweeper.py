@@ -1,15 +1,20 @@
 """The server's own clean-up of authoritative state, no client needed: reservations past
 their expiry are released (a ledger op by actor "server"), expired task leases are freed,
 and idempotency keys past their retention are forgotten. Every change is mirrored into
-the document. Several instances may sweep at once: each change is decided under the
-database lock, so it happens once."""
+the document. One instance sweeps at a time: the one holding the `expiry-sweep` fence
+(`persistence.fence`, decided in the database), which it renews every round; if it dies,
+another takes over once the fence expires. Each change is also decided under the
+database lock with the database clock, so even a holder that paused past its fence and
+wakes mid-round cannot apply an expiry that is no longer due."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 
+from persistence.fence import Fences, FenceToken
 from persistence.leases import LeaseStore
 from persistence.ledger import BudgetLedger
 from sync.mirror import AuthorityMirror
@@ -18,13 +23,19 @@ log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
 PRUNE_INTERVAL_S = 600.0
+SWEEP_FENCE = "expiry-sweep"
+FENCE_TTL = timedelta(seconds=10)
 
 
 class ExpirySweeper:
-    def __init__(self, ledger: BudgetLedger, leases: LeaseStore, mirror: AuthorityMirror) -> None:
+    def __init__(
+        self, ledger: BudgetLedger, leases: LeaseStore, mirror: AuthorityMirror, fences: Fences
+    ) -> None:
         self._ledger = ledger
         self._leases = leases
         self._mirror = mirror
+        self._fences = fences
+        self._fence: FenceToken | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -35,6 +46,9 @@ class ExpirySweeper:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._fence is not None:  # let another instance take over at once
+            with contextlib.suppress(Exception):
+                await self._fences.release(self._fence)
 
     async def sweep(self) -> None:
         """One pass: expire what is due now and mirror it."""
@@ -49,10 +63,18 @@ class ExpirySweeper:
         next_prune = loop.time()
         while True:
             try:
-                await self.sweep()
-                if loop.time() >= next_prune:
-                    next_prune = loop.time() + PRUNE_INTERVAL_S
-                    await self._ledger.prune_keys()
+                if await self._my_turn():
+                    await self.sweep()
+                    if loop.time() >= next_prune:
+                        next_prune = loop.time() + PRUNE_INTERVAL_S
+                        await self._ledger.prune_keys()
             except Exception as exc:  # the database is down: try again next round
                 log.warning("expiry sweep failed: %s", exc)
             await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    async def _my_turn(self) -> bool:
+        """Whether this instance sweeps this round: keep the fence, or take a free one."""
+        if self._fence is not None and await self._fences.renew(self._fence, FENCE_TTL):
+            return True
+        self._fence = await self._fences.acquire(SWEEP_FENCE, FENCE_TTL)
+        return self._fence is not None

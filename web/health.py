@@ -27,10 +27,14 @@ async def readyz(request: Request) -> JSONResponse:
         checks[svc.store.backend] = f"down: {exc}"
     checks["update_log"] = "ok" if svc.update_log.healthy else "retrying"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    status = "ready" if ready else "unavailable"
+    if svc.cross_instance is not None:
+        # Redis down only slows delivery between instances (they poll the log); each
+        # instance still serves its clients, so it is reported but keeps it ready.
+        checks["redis"] = svc.cross_instance.state
+        if ready and checks["redis"] != "ok":
+            status = "degraded"
+    return JSONResponse({"status": status, "checks": checks}, status_code=200 if ready else 503)
 
 
 routes = [Route("/healthz", healthz), Route("/readyz", readyz)]

@@ -9,10 +9,13 @@ from datetime import timedelta
 
 from persistence.compaction_worker import CompactionWorker
 from persistence.factory import make_store
+from persistence.fence import Fences
 from persistence.leases import LeaseStore
 from persistence.ledger import BudgetLedger
+from persistence.redis_bus import RedisBus
 from persistence.store import Store
 from persistence.update_log import UpdateLog
+from sync.cross_instance import CrossInstance, CrossInstancePolicy, new_instance_id
 from sync.expiry_sweeper import ExpirySweeper
 from sync.extensions import Extension
 from sync.metrics import ServerMetrics
@@ -35,6 +38,7 @@ class Services:
     mirror: AuthorityMirror
     sweeper: ExpirySweeper
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    cross_instance: CrossInstance | None = None  # with BLACKBOARD_REDIS_URL
 
     @classmethod
     def build(cls, settings: Settings, extensions: list[Extension] | None = None) -> Services:
@@ -45,6 +49,8 @@ class Services:
         leases = LeaseStore(store.db)
         mirror = AuthorityMirror(ledger, leases)
         metrics = ServerMetrics()
+        instance_id = settings.instance_id or new_instance_id()
+        cross_instance = _cross_instance(settings, store, update_log, instance_id)
         rooms = RoomManager(
             store,
             update_log,
@@ -56,11 +62,11 @@ class Services:
                 flush_timeout_s=settings.shutdown_timeout_s,
                 max_document_bytes=settings.limits.max_document_bytes,
             ),
-            [metrics, *(extensions or []), mirror],
+            [metrics, *(extensions or []), *([cross_instance] if cross_instance else []), mirror],
         )
         metrics.watch(rooms, update_log, compactor)
         mirror.bind(rooms)
-        sweeper = ExpirySweeper(ledger, leases, mirror)
+        sweeper = ExpirySweeper(ledger, leases, mirror, Fences(store.db, holder=instance_id))
         return cls(
             settings,
             store,
@@ -72,6 +78,7 @@ class Services:
             mirror,
             sweeper,
             metrics=metrics,
+            cross_instance=cross_instance,
         )
 
     async def start(self) -> None:
@@ -81,6 +88,8 @@ class Services:
         self.update_log.start()
         self.compactor.start()
         self.rooms.start()
+        if self.cross_instance is not None:
+            await self.cross_instance.start()
         self.ledger.start()
         self.sweeper.start()
 
@@ -91,6 +100,23 @@ class Services:
         await self.mirror.close(timeout)
         await self.rooms.close()
         await self.update_log.stop(timeout)
+        if self.cross_instance is not None:
+            await self.cross_instance.stop()
         await self.compactor.stop()
         await self.store.close()
         log.info("stopped: every accepted update is committed")
+
+
+def _cross_instance(
+    settings: Settings, store: Store, update_log: UpdateLog, instance_id: str
+) -> CrossInstance | None:
+    """Fan-out to the other instances through Redis, when Redis is configured."""
+    if not settings.redis_url:
+        return None
+    bus = RedisBus(settings.redis_url, settings.redis_prefix, timeout_s=settings.redis_timeout_s)
+    policy = CrossInstancePolicy(
+        check_s=settings.catchup_check_s,
+        poll_s=settings.catchup_poll_s,
+        instance_ttl_s=settings.instance_ttl_s,
+    )
+    return CrossInstance(bus, store, update_log, instance_id=instance_id, policy=policy)

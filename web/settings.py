@@ -50,6 +50,11 @@ class Settings:
     database_pool_size: int = 10
     redis_url: str | None = None
     redis_prefix: str = "bb:"
+    redis_timeout_s: float = 2.0  # every Redis call
+    instance_id: str | None = None  # default: host-pid-random, new on every start
+    catchup_check_s: float = 2.0  # read missed log rows this often while Redis is up
+    catchup_poll_s: float = 0.5  # and this often while Redis is down
+    instance_ttl_s: float = 10.0  # a silent instance counts as dead after this long
     auth_secret: str | None = None
     allowed_origins: tuple[str, ...] = ()  # browser Origins allowed on sockets; empty: all
     log_format: str = "human"
@@ -73,6 +78,11 @@ class Settings:
             database_pool_size=_int(env, "BLACKBOARD_DATABASE_POOL_SIZE", d.database_pool_size),
             redis_url=env.get("BLACKBOARD_REDIS_URL") or None,
             redis_prefix=env.get("BLACKBOARD_REDIS_PREFIX", d.redis_prefix),
+            redis_timeout_s=_float(env, "BLACKBOARD_REDIS_TIMEOUT_S", d.redis_timeout_s),
+            instance_id=env.get("BLACKBOARD_INSTANCE_ID") or None,
+            catchup_check_s=_float(env, "BLACKBOARD_CATCHUP_CHECK_S", d.catchup_check_s),
+            catchup_poll_s=_float(env, "BLACKBOARD_CATCHUP_POLL_S", d.catchup_poll_s),
+            instance_ttl_s=_float(env, "BLACKBOARD_INSTANCE_TTL_S", d.instance_ttl_s),
             auth_secret=env.get("BLACKBOARD_AUTH_SECRET") or None,
             allowed_origins=tuple(
                 origin.strip().rstrip("/")

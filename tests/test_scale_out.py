@@ -1,0 +1,448 @@
+"""Several server processes sharing one Postgres database and Redis (DESIGN.md section 3):
+clients on any instance see every edit, presence is global, and an instance that missed
+Redis messages (killed, paused, Redis restarted or down) catches up from the log."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from pycrdt import Map
+
+from persistence.factory import make_store
+from persistence.replay import replay
+from sync import peer_messages
+from sync.client import BlackboardClient
+from tests.support.api import create_project, eventually, project_json
+from tests.support.backends import REDIS_URL, redis_prefix
+from tests.support.js import JsClients
+from tests.support.private_redis import PrivateRedis
+from tests.support.server import ServerProcess
+
+Cluster = Callable[..., list[ServerProcess]]
+
+
+@pytest.fixture
+def prefix() -> str:
+    return redis_prefix()
+
+
+@pytest.fixture
+def cluster(start_server: Callable[..., ServerProcess], pg_url: str, prefix: str) -> Cluster:
+    """`cluster(n, redis_url=..., **env)`: n instances on one database and one Redis."""
+
+    def start(count: int, redis_url: str = REDIS_URL, **env: str) -> list[ServerProcess]:
+        base = {
+            "BLACKBOARD_DATABASE_URL": pg_url,
+            "BLACKBOARD_REDIS_URL": redis_url,
+            "BLACKBOARD_REDIS_PREFIX": prefix,
+            "BLACKBOARD_CATCHUP_CHECK_S": "1",
+            "BLACKBOARD_CATCHUP_POLL_S": "0.25",
+            "BLACKBOARD_INSTANCE_TTL_S": "3",
+            "BLACKBOARD_REDIS_TIMEOUT_S": "1",
+        }
+        return [start_server(env={**base, **env}) for _ in range(count)]
+
+    return start
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[PrivateRedis]:
+    server = PrivateRedis().start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+class ChannelTap:
+    """Counts the peer messages published on one project's channel, by kind."""
+
+    def __init__(self, pubsub: Any) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._pubsub = pubsub
+        self._task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, redis_url: str, channel: str) -> ChannelTap:
+        pubsub = aioredis.Redis.from_url(redis_url).pubsub()
+        await pubsub.subscribe(channel)
+        while (await pubsub.get_message(timeout=5))["type"] != "subscribe":
+            pass
+        return cls(pubsub)
+
+    async def _read(self) -> None:
+        async for message in self._pubsub.listen():
+            if message["type"] == "message":
+                self.counts[chr(peer_messages.decode(message["data"]).kind)] += 1
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._pubsub.aclose()
+
+
+async def http_get(server: ServerProcess, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+        return await http.get(path)
+
+
+async def same_document(servers: list[ServerProcess], project_id: str) -> dict:
+    """Every instance serves the same document; returns it."""
+    docs = [(await project_json(s, project_id))["doc"] for s in servers]
+    for doc in docs[1:]:
+        assert doc == docs[0]
+    return docs[0]
+
+
+def shot(index: int) -> str:
+    return f"S{index:03d}"
+
+
+async def test_edits_on_every_instance_reach_every_client_one_message_each(
+    cluster: Cluster, js: JsClients, prefix: str
+) -> None:
+    a, b = cluster(2)
+    await create_project(a, "film")
+    tap = await ChannelTap.open(REDIS_URL, f"{prefix}doc:film")
+    await js.connect("on_a", a.ws, "film")
+    await js.connect("on_b", b.ws, "film")
+    agent = BlackboardClient(b.ws, "film")
+    await agent.connect()
+    await asyncio.sleep(0.5)
+    baseline = tap.counts["u"]
+
+    expected: dict[str, dict[str, Any]] = {}
+    for i in range(10):
+        writer = "on_a" if i % 2 == 0 else "on_b"
+        await js.call("set", name=writer, path=["shots", shot(i)], value={"title": f"t{i}"})
+        expected[shot(i)] = {"title": f"t{i}"}
+    for i in range(10, 15):
+        with agent.doc.transaction():
+            agent.doc.get("shots", type=Map)[shot(i)] = Map({"title": f"t{i}"})
+        expected[shot(i)] = {"title": f"t{i}"}
+    await agent.flush()
+
+    for name in ("on_a", "on_b"):
+        await js.call("waitFor", name=name, path=["shots"], value=expected)
+    await eventually(lambda: _equal(agent.doc.get("shots", type=Map).to_py(), expected))
+    assert (await same_document([a, b], "film"))["shots"] == expected
+
+    # One Redis message per update, whichever instance took it.
+    await eventually(lambda: _equal(tap.counts["u"] - baseline, 15))
+    # A late joiner syncs (server step 2 and its own empty step 2): nothing is published.
+    await js.connect("late", a.ws, "film")
+    await js.call("waitFor", name="late", path=["shots"], value=expected)
+    await asyncio.sleep(0.5)
+    assert tap.counts["u"] - baseline == 15
+    await agent.close()
+    await tap.close()
+
+
+async def test_presence_is_global(cluster: Cluster, js: JsClients) -> None:
+    a, b = cluster(2)
+    await create_project(a, "pres")
+    await js.connect("ana", a.ws, "pres")
+    await js.connect("bo", b.ws, "pres")
+    await js.connect("cy", b.ws, "pres")
+    await js.call("setAwareness", name="ana", state={"user": "ana", "shot": "S03"})
+    await js.call("setAwareness", name="bo", state={"user": "bo"})
+
+    async def everyone_sees_everyone() -> None:
+        assert {"user": "ana", "shot": "S03"} in (await js.call("awareness", name="bo")).values()
+        assert {"user": "ana", "shot": "S03"} in (await js.call("awareness", name="cy")).values()
+        assert {"user": "bo"} in (await js.call("awareness", name="ana")).values()
+
+    await eventually(everyone_sees_everyone)
+
+    async def listing_shows_both_instances(server: ServerProcess) -> None:
+        body = (await http_get(server, "/api/projects/pres/presence")).json()
+        assert body["complete"] and body["connections"] == 3
+        per_instance = sorted(i["connections"] for i in body["instances"])
+        assert per_instance == [1, 2]
+        states = [c["state"] for i in body["instances"] for c in i["clients"]]
+        assert {"user": "ana", "shot": "S03"} in states and {"user": "bo"} in states
+
+    for server in (a, b):
+        await eventually(lambda s=server: listing_shows_both_instances(s))
+
+    # ana's socket closes: her state is removed on the other instance too, within a second.
+    await js.call("destroy", name="ana")
+
+    async def ana_gone() -> None:
+        for name in ("bo", "cy"):
+            assert {"user": "ana", "shot": "S03"} not in (
+                await js.call("awareness", name=name)
+            ).values()
+
+    await eventually(ana_gone, timeout=1.5)
+
+    async def listing_without_ana() -> None:
+        body = (await http_get(b, "/api/projects/pres/presence")).json()
+        assert [i["connections"] for i in body["instances"]] == [2]
+
+    await eventually(listing_without_ana)
+    unknown = await http_get(a, "/api/projects/nope/presence")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+
+
+async def test_dead_instance_disappears_from_presence(cluster: Cluster, js: JsClients) -> None:
+    a, b = cluster(2)
+    await create_project(a, "crash")
+    await js.connect("on_a", a.ws, "crash")
+    await js.connect("on_b", b.ws, "crash")
+    await js.call("setAwareness", name="on_b", state={"user": "bo"})
+    await eventually(lambda: _has_state(js, "on_a", {"user": "bo"}, present=True))
+    b.kill()  # no goodbye: its presence entry and bo's state must expire by themselves
+    await eventually(lambda: _has_state(js, "on_a", {"user": "bo"}, present=False), timeout=10)
+
+    async def only_a_listed() -> None:
+        body = (await http_get(a, "/api/projects/crash/presence")).json()
+        assert [i["connections"] for i in body["instances"]] == [1]
+
+    await eventually(only_a_listed, timeout=10)
+
+
+async def test_killed_instance_restarts_and_catches_up(cluster: Cluster, js: JsClients) -> None:
+    a, b = cluster(2)
+    await create_project(a, "kill")
+    await js.connect("on_a", a.ws, "kill")
+    await js.connect("on_b", b.ws, "kill")
+    await js.call("set", name="on_b", path=["shots", "S1"], value={"title": "before"})
+    await js.call("waitFor", name="on_a", path=["shots", "S1", "title"], value="before")
+
+    b.kill()
+    # Edits while b is gone: on a, and offline on b's client.
+    for i in range(20):
+        await js.call("set", name="on_a", path=["tasks", f"T{i}"], value={"kind": "render"})
+    await js.call("set", name="on_b", path=["shots", "S2"], value={"title": "offline"})
+    b.restart()
+
+    expected_tasks = {f"T{i}": {"kind": "render"} for i in range(20)}
+    expected_shots = {"S1": {"title": "before"}, "S2": {"title": "offline"}}
+    for name in ("on_a", "on_b"):  # the stock client reconnects to b by itself
+        await js.call("waitFor", name=name, path=["tasks"], value=expected_tasks, timeoutMs=15000)
+        await js.call("waitFor", name=name, path=["shots"], value=expected_shots, timeoutMs=15000)
+    doc = await same_document([a, b], "kill")
+    assert doc["tasks"] == expected_tasks and doc["shots"] == expected_shots
+
+    # An instance that starts with no clients and then gets one serves everything.
+    (c,) = cluster(1)
+    fresh = BlackboardClient(c.ws, "kill")
+    await fresh.connect()
+    assert fresh.doc.get("tasks", type=Map).to_py() == expected_tasks
+    assert fresh.doc.get("shots", type=Map).to_py() == expected_shots
+    await fresh.close()
+
+
+async def test_paused_instance_that_missed_messages_converges_from_the_log(
+    cluster: Cluster, js: JsClients, private_redis: PrivateRedis
+) -> None:
+    a, b = cluster(2, redis_url=private_redis.url)
+    await create_project(a, "pause")
+    await js.connect("on_b", b.ws, "pause")
+    writer = BlackboardClient(a.ws, "pause")
+    await writer.connect()
+    with writer.doc.transaction():
+        writer.doc.get("spec", type=Map)["style"] = "noir"
+    await js.call("waitFor", name="on_b", path=["spec", "style"], value="noir")
+
+    assert b.proc is not None
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    try:
+        # Redis restarts while b sleeps: a resubscribes, b cannot, so every message
+        # published from now on is lost for b; only the log has them.
+        private_redis.restart()
+        await eventually(lambda: _redis_ok(a), timeout=10)
+        notes = writer.doc.get("dna_bank", type=Map)
+        for i in range(100):
+            with writer.doc.transaction():
+                notes[f"C{i}"] = Map({"description": f"character {i}"})
+        await writer.flush()
+    finally:
+        os.kill(b.proc.pid, signal.SIGCONT)
+
+    expected = writer.doc.get("dna_bank", type=Map).to_py()
+    # Within seconds of waking up, b's document and its client have everything.
+    await eventually(lambda: _same_roots(b, "pause", "dna_bank", expected), timeout=5)
+    await js.call("waitFor", name="on_b", path=["dna_bank"], value=expected, timeoutMs=5000)
+    await same_document([a, b], "pause")
+    assert "falling back to polling the log" in b.logs()  # b did notice the lost link
+    await writer.close()
+
+
+async def test_redis_down_falls_back_to_the_log_and_recovers(
+    cluster: Cluster, js: JsClients, private_redis: PrivateRedis
+) -> None:
+    a, b = cluster(2, redis_url=private_redis.url)
+    await create_project(a, "outage")
+    await js.connect("on_a", a.ws, "outage")
+    await js.connect("on_b", b.ws, "outage")
+    await js.call("set", name="on_a", path=["shots", "S0"], value={"title": "fast path"})
+    await js.call("waitFor", name="on_b", path=["shots", "S0", "title"], value="fast path")
+    for server in (a, b):
+        ready = await http_get(server, "/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "ok"
+
+    private_redis.kill()
+
+    async def degraded(server: ServerProcess) -> None:
+        ready = await http_get(server, "/readyz")
+        body = ready.json()
+        assert ready.status_code == 200, body  # each instance still serves its clients
+        assert body["status"] == "degraded" and body["checks"]["redis"].startswith("down")
+
+    for server in (a, b):
+        await eventually(lambda s=server: degraded(s), timeout=10)
+
+    # Edits on both sides keep flowing between instances through the log.
+    for i in range(1, 6):
+        await js.call("set", name="on_a", path=["shots", f"S{i}"], value={"title": f"a{i}"})
+        await js.call("set", name="on_b", path=["tasks", f"T{i}"], value={"kind": f"b{i}"})
+    await js.call("waitFor", name="on_b", path=["shots", "S5", "title"], value="a5")
+    await js.call("waitFor", name="on_a", path=["tasks", "T5", "kind"], value="b5")
+
+    private_redis.start()
+    for server in (a, b):
+        await eventually(
+            lambda s=server: _redis_ok(s),  # reconnects by itself
+            timeout=10,
+        )
+    await js.call("set", name="on_b", path=["shots", "S9"], value={"title": "back"})
+    await js.call("waitFor", name="on_a", path=["shots", "S9", "title"], value="back")
+    doc = await same_document([a, b], "outage")
+    assert len(doc["shots"]) == 7 and len(doc["tasks"]) == 5  # nothing lost
+
+
+async def test_update_of_an_instance_that_died_before_commit_is_stored_by_a_peer(
+    cluster: Cluster, js: JsClients, pg_url: str
+) -> None:
+    a, b = cluster(2)
+    await create_project(a, "orphan")
+    await js.connect("on_a", a.ws, "orphan")
+    await js.connect("on_b", b.ws, "orphan")
+    await js.call("set", name="on_a", path=["shots", "S1"], value={"title": "stored"})
+    await js.call("waitFor", name="on_b", path=["shots", "S1", "title"], value="stored")
+
+    # The database stalls (a lock on the log), so a cannot commit what it accepts now...
+    blocker = await asyncpg.connect(pg_url)
+    stall = blocker.transaction()
+    await stall.start()
+    await blocker.execute("LOCK TABLE doc_updates IN EXCLUSIVE MODE")
+    try:
+        await js.call("set", name="on_a", path=["shots", "S2"], value={"title": "orphan"})
+        # ...yet b got it through Redis, before any commit.
+        await js.call("waitFor", name="on_b", path=["shots", "S2", "title"], value="orphan")
+        waiting: list[int] = []
+
+        async def a_is_committing() -> None:
+            waiting[:] = (
+                await blocker.fetchval(
+                    "SELECT array_agg(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+                or []
+            )
+            assert len(waiting) == 1
+
+        await eventually(a_is_committing)
+        await js.call("destroy", name="on_a")
+        a.kill()  # a dies with the update uncommitted, and its statement is cancelled:
+        await blocker.execute("SELECT pg_terminate_backend($1)", waiting[0])  # only b has it
+    finally:
+        await stall.rollback()
+        await blocker.close()
+
+    async def stored_in_the_log() -> None:
+        store = make_store(pg_url, a.data_dir)
+        await store.open(migrate_schema=False)
+        try:
+            stored = await store.load("orphan")
+        finally:
+            await store.close()
+        shots = replay(stored).get("shots", type=Map).to_py()
+        assert shots == {"S1": {"title": "stored"}, "S2": {"title": "orphan"}}
+
+    await eventually(stored_in_the_log, timeout=15)
+    # A fresh instance (nothing in memory) serves it from the database.
+    (c,) = cluster(1)
+    assert (await project_json(c, "orphan"))["doc"]["shots"]["S2"] == {"title": "orphan"}
+
+
+async def test_a_compaction_lease_held_elsewhere_stops_every_instance_compacting(
+    cluster: Cluster, pg_url: str
+) -> None:
+    a, b = cluster(2, BLACKBOARD_COMPACT_AFTER_ROWS="10")
+    await create_project(a, "compact")
+    other_instance = make_store(pg_url, a.data_dir)
+    await other_instance.open(migrate_schema=False)
+    writers = [BlackboardClient(s.ws, "compact") for s in (a, b)]
+    try:
+        epoch = await other_instance.acquire_compaction_lease(
+            "compact", "other-instance", timedelta(seconds=4)
+        )
+        assert epoch is not None
+        for w in writers:
+            await w.connect()
+        for round_ in range(3):
+            for i, w in enumerate(writers):
+                for j in range(15):
+                    with w.doc.transaction():
+                        w.doc.get("tasks", type=Map)[f"T{round_}-{i}-{j}"] = Map({"kind": "k"})
+                await w.flush()
+        # Both instances passed their threshold, yet neither compacted: the lease is held.
+        assert await _snapshot_count(other_instance, "compact") == 0
+        await asyncio.sleep(4)  # the lease expires: the next instance to pass takes it
+        for w in writers:
+            for j in range(15):
+                with w.doc.transaction():
+                    w.doc.get("tasks", type=Map)[f"late-{id(w)}-{j}"] = Map({"kind": "k"})
+            await w.flush()
+        await eventually(lambda: _snapshot_count_at_least(other_instance, "compact", 1), timeout=10)
+        doc = await same_document([a, b], "compact")
+        assert len(doc["tasks"]) == 3 * 2 * 15 + 2 * 15
+    finally:
+        for w in writers:
+            await w.close()
+        await other_instance.close()
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+def _equal(actual: object, expected: object) -> None:
+    assert actual == expected
+
+
+async def _has_state(js: JsClients, name: str, state: dict, *, present: bool) -> None:
+    assert (state in (await js.call("awareness", name=name)).values()) == present
+
+
+async def _same_roots(server: ServerProcess, project_id: str, root: str, expected: dict) -> None:
+    assert (await project_json(server, project_id))["doc"][root] == expected
+
+
+async def _redis_ok(server: ServerProcess) -> None:
+    body = (await http_get(server, "/readyz")).json()
+    assert body["status"] == "ready" and body["checks"]["redis"] == "ok"
+
+
+async def _snapshot_count(store: Any, project_id: str) -> int:
+    return await store.db.fetchval(
+        "SELECT count(*) FROM doc_snapshots WHERE project_id = $1", project_id
+    )
+
+
+async def _snapshot_count_at_least(store: Any, project_id: str, n: int) -> None:
+    assert await _snapshot_count(store, project_id) >= n
