@@ -1,0 +1,58 @@
+"""The group-commit log on both backends: seqs resolve after commit, a missing project
+cannot hold the others back, and the byte bound is an admission check."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from persistence.document_store import DocumentStore
+from persistence.errors import LogFull, ProjectNotFound
+from persistence.update_log import UpdateLog
+from sync.projects import initial_update
+
+
+async def test_batches_commit_and_a_missing_project_is_refused_alone(
+    store: DocumentStore,
+) -> None:
+    for project_id in ("a", "b"):
+        await store.create_project(project_id, project_id, initial_update("t", 1, "USD", {}), "t")
+    log = UpdateLog(store)
+    log.start()
+    try:
+        futures = [
+            log.append("a", b"\x01", "t"),
+            log.append("ghost", b"\x02", "t"),
+            log.append("b", b"\x03", "t"),
+            log.append("a", b"\x04", "t"),
+        ]
+        done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
+        assert done[0] == 2 and done[2] == 2 and done[3] == 3
+        assert isinstance(done[1], ProjectNotFound)
+        assert log.pending == 0
+        # The log keeps working after dropping the poison rows.
+        assert await asyncio.wait_for(log.append("b", b"\x05", "t"), 10) == 3
+        stored = await store.history("a", 0, 10)
+        assert [(h.seq, h.size) for h in stored[1:]] == [(2, 1), (3, 1)]
+    finally:
+        await log.stop(5)
+
+
+async def test_the_byte_bound_is_checked_before_applying_not_after(
+    store: DocumentStore,
+) -> None:
+    await store.create_project("a", "a", initial_update("t", 1, "USD", {}), "t")
+    log = UpdateLog(store, max_pending_bytes=10)  # not started: nothing drains
+    log.check_room(10)
+    with pytest.raises(LogFull):
+        log.check_room(11)
+    # An update already applied to a live document is always queued (a refusal here
+    # would leave it applied but never stored); the next admission check refuses.
+    queued = log.append("a", b"\x00" * 20, "t")
+    with pytest.raises(LogFull):
+        log.check_room(1)
+    log.start()
+    assert await asyncio.wait_for(queued, 10) == 2
+    log.check_room(10)
+    await log.stop(5)
