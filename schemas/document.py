@@ -1,57 +1,56 @@
 """The one description of a project document (DESIGN.md section 1).
 
-The JSON views, the validator and the repair rules all read this module; nothing
-else spells out root names or field types.
+The JSON views, the validator and the repair rules (`sync.repair`) all read this module;
+nothing else spells out root names, field types, lattices or who may write what.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 class Kind(Enum):
-    """The type a field must hold."""
+    """The type a field must hold. `null` is allowed in every field (it means unset)."""
 
-    TEXT = "text"
-    NUMBER = "number"
-    ARRAY = "array"
-    MAP = "map"
+    TEXT = "text"  # a string
+    NUMBER = "number"  # a JSON number (pycrdt reads numbers back as floats)
+    ARRAY = "array"  # a shared Array
+    MAP = "map"  # a shared Map
     ANY = "any"  # any JSON value (task `result`)
 
 
 @dataclass(frozen=True)
 class Lattice:
-    """A status whose value may only move up; `replaces` lists the extra allowed moves."""
+    """A status that only moves up: the merge of two values is the higher one.
 
-    ranks: tuple[str, ...]
-    replaces: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # Field whose higher value wins outright, resetting the lattice (task `attempt`).
+    `order` runs from the bottom up. A value not in it ranks below all of them. With an
+    `epoch_field` (task `attempt`), the order applies within one epoch and a higher epoch
+    wins outright: a retry restarts the status from `order[0]`.
+    """
+
+    field: str
+    order: tuple[str, ...]
     epoch_field: str | None = None
 
-    def rank(self, value: object) -> int:
-        """The rank of `value`; unknown values rank below everything."""
-        if isinstance(value, str) and value in self.ranks:
-            return self.ranks.index(value)
-        for replacement, replaced in self.replaces.items():
-            if value == replacement:
-                return max(self.ranks.index(r) for r in replaced)
-        return -1
+    @property
+    def bottom(self) -> str:
+        return self.order[0]
 
-    def join(self, a: object, b: object) -> object:
-        """The lattice maximum of two values (deterministic whatever the order)."""
+    def rank(self, value: object) -> int:
+        return self.order.index(value) if value in self.order else -1
+
+    def join(self, a: str | None, b: str | None) -> str | None:
+        """The higher of two values; the same whatever the argument order."""
+        if a is None or b is None:
+            return b if a is None else a
         ra, rb = self.rank(a), self.rank(b)
         if ra != rb:
             return a if ra > rb else b
-        # Equal rank: a replacement (e.g. `rejected`) beats what it replaces.
-        if a in self.replaces:
-            return a
-        if b in self.replaces:
-            return b
-        return a if str(a) >= str(b) else b
+        return max(a, b)  # two unknown values: any fixed choice will do
 
 
 @dataclass(frozen=True)
@@ -60,20 +59,21 @@ class Root:
 
     name: str
     # Fields of each entry, for id-keyed roots (entries are nested Maps), or of the
-    # root itself for `spec` and `budget`.
+    # root itself for `spec` and `budget`. Unknown extra fields are kept.
     fields: dict[str, Kind]
     keyed_by_id: bool
-    lattice_field: str | None = None
     lattice: Lattice | None = None
-    server_only: bool = False
+    server_only: bool = False  # the whole root is written by the server alone
+    # Fields of each entry that only the server writes (mirrors of its own decisions).
+    server_fields: frozenset[str] = frozenset()
 
 
 TASK_STATUS = Lattice(
-    ranks=("pending", "claimed", "running", "done", "failed"), epoch_field="attempt"
+    "status", ("pending", "claimed", "running", "done", "failed"), epoch_field="attempt"
 )
+# `rejected` may replace `review` only: it sits right above it, below `approved`.
 SHOT_STATUS = Lattice(
-    ranks=("draft", "planned", "generating", "review", "approved"),
-    replaces={"rejected": ("review",)},
+    "status", ("draft", "planned", "generating", "review", "rejected", "approved")
 )
 
 T, N, A, M, ANY = Kind.TEXT, Kind.NUMBER, Kind.ARRAY, Kind.MAP, Kind.ANY
@@ -101,7 +101,6 @@ ROOTS: tuple[Root, ...] = (
             "notes": T,
         },
         keyed_by_id=True,
-        lattice_field="status",
         lattice=SHOT_STATUS,
     ),
     Root(
@@ -133,8 +132,8 @@ ROOTS: tuple[Root, ...] = (
             "lease_expires_at": T,
         },
         keyed_by_id=True,
-        lattice_field="status",
         lattice=TASK_STATUS,
+        server_fields=frozenset({"lease_holder", "lease_expires_at"}),
     ),
     Root(
         "artifacts",

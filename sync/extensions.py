@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import asyncio
+
     from sync.connection import Connection
     from sync.origin import Origin
+    from sync.repair import Correction
     from sync.room import Room
 
 
@@ -24,6 +27,19 @@ class Extension:
 
     def on_committed(self, room: Room, seq: int, size: int) -> None:
         """An update of this room is durable at `seq`."""
+
+    def on_repair(
+        self,
+        room: Room,
+        corrections: list[Correction],
+        committed: asyncio.Future[int] | None,
+        origin: Origin,
+    ) -> None:
+        """The server repaired what an update of `origin` broke (sync.repair).
+
+        `committed` resolves with the seq of that update (or of the repair itself, when
+        the update was not stored here, e.g. from another instance).
+        """
 
     def on_awareness(self, room: Room, payload: bytes, origin: Origin) -> None:
         """An awareness update was accepted and relayed to local clients."""

@@ -37,6 +37,7 @@ from sync.protocol import (
     sync_step2,
     sync_update,
 )
+from sync.repair import DocumentRules, write_corrections
 from sync.validation import MalformedUpdate, ShadowValidator
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Room:
         self._extensions = extensions
         self._on_tail_grown = on_tail_grown
         self._validator = ShadowValidator(doc)
+        self.rules = DocumentRules(doc)  # repairs of rule-breaking updates (sync.repair)
         self.size = DocumentSize(max_document_bytes, lambda: len(doc.get_update()), size_estimate)
         self._captured: list[bytes] = []
         self._subscription: Subscription = doc.observe(self._capture)
@@ -196,15 +198,27 @@ class Room:
         self.size.check(len(update))
         self._validator.check(update)
         changes = self._apply_live(update, origin)
-        return self._publish(changes, origin)
+        committed = self._publish(changes, origin)
+        self._repair(update, origin, committed)
+        return committed
 
     def apply_peer_update(self, update: bytes) -> None:
         """An update another instance already stored: apply and fan out, do not store."""
         self._validator.check(update)
-        changes = self._apply_live(update, Origin(Source.PEER, SERVER_ACTOR))
+        origin = Origin(Source.PEER, SERVER_ACTOR)
+        changes = self._apply_live(update, origin)
         for change in changes:
             self.size.grew(len(change))
             self._broadcast(sync_update(change), exclude=None)
+        self._repair(update, origin, None)
+
+    def _repair(self, update: bytes, origin: Origin, committed: asyncio.Future[int] | None) -> None:
+        """Fix at once, as the server, what the update just applied broke (sync.repair)."""
+        corrections = self.rules.review(update, origin)
+        if corrections:
+            repaired = self.server_write(lambda doc: write_corrections(corrections, doc))
+            for ext in self._extensions:
+                ext.on_repair(self, corrections, committed or repaired, origin)
 
     def server_write(
         self, write: Callable[[Doc], None], actor: str = SERVER_ACTOR
@@ -288,5 +302,6 @@ class Room:
 
     def dispose(self) -> None:
         self._subscription and self.doc.unobserve(self._subscription)
+        self.rules.close()
         for ext in self._extensions:
             ext.on_unloaded(self)

@@ -37,6 +37,11 @@ def structless_delete_ranges(update: bytes) -> list[DeleteRange] | None:
     reader = Reader(update)
     if reader.varuint() != 0:
         return None
+    return read_delete_ranges(reader)
+
+
+def read_delete_ranges(reader: Reader) -> list[DeleteRange]:
+    """A delete set (the end of every update): per client, ranges of deleted clocks."""
     ranges = []
     for _ in range(reader.varuint()):
         client = reader.varuint()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from persistence.compaction_worker import CompactionWorker
+from persistence.corrections import CorrectionStore
 from persistence.factory import make_store
 from persistence.fence import Fences
 from persistence.leases import LeaseStore
@@ -15,6 +16,7 @@ from persistence.ledger import BudgetLedger
 from persistence.redis_bus import RedisBus
 from persistence.store import Store
 from persistence.update_log import UpdateLog
+from sync.correction_recorder import CorrectionRecorder
 from sync.cross_instance import CrossInstance, CrossInstancePolicy, new_instance_id
 from sync.expiry_sweeper import ExpirySweeper
 from sync.extensions import Extension
@@ -37,8 +39,9 @@ class Services:
     leases: LeaseStore
     mirror: AuthorityMirror
     sweeper: ExpirySweeper
-    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    corrections: CorrectionRecorder
     cross_instance: CrossInstance | None = None  # with BLACKBOARD_REDIS_URL
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
 
     @classmethod
     def build(cls, settings: Settings, extensions: list[Extension] | None = None) -> Services:
@@ -49,6 +52,7 @@ class Services:
         leases = LeaseStore(store.db)
         mirror = AuthorityMirror(ledger, leases)
         metrics = ServerMetrics()
+        corrections = CorrectionRecorder(CorrectionStore(store.db))
         instance_id = settings.instance_id or new_instance_id()
         cross_instance = _cross_instance(settings, store, update_log, instance_id)
         rooms = RoomManager(
@@ -62,7 +66,13 @@ class Services:
                 flush_timeout_s=settings.shutdown_timeout_s,
                 max_document_bytes=settings.limits.max_document_bytes,
             ),
-            [metrics, *(extensions or []), *([cross_instance] if cross_instance else []), mirror],
+            [
+                metrics,
+                *(extensions or []),
+                *([cross_instance] if cross_instance else []),
+                mirror,
+                corrections,
+            ],
         )
         metrics.watch(rooms, update_log, compactor)
         mirror.bind(rooms)
@@ -77,8 +87,9 @@ class Services:
             leases,
             mirror,
             sweeper,
-            metrics=metrics,
+            corrections,
             cross_instance=cross_instance,
+            metrics=metrics,
         )
 
     async def start(self) -> None:
@@ -86,6 +97,7 @@ class Services:
         # so a server never starts on a database that is behind its code.
         await self.store.open(migrate_schema=self.store.backend == "sqlite")
         self.update_log.start()
+        self.corrections.start()
         self.compactor.start()
         self.rooms.start()
         if self.cross_instance is not None:
@@ -100,6 +112,7 @@ class Services:
         await self.mirror.close(timeout)
         await self.rooms.close()
         await self.update_log.stop(timeout)
+        await self.corrections.stop(timeout)
         if self.cross_instance is not None:
             await self.cross_instance.stop()
         await self.compactor.stop()

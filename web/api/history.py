@@ -15,19 +15,10 @@ from starlette.routing import Route
 
 from persistence.errors import HistoryPruned
 from persistence.history import seq_at_time
-from persistence.records import ProjectRecord
 from persistence.replay import CorruptDocument, replay
 from schemas.views import doc_to_json
-from web.api.requests import page_params, project_id_param, services
+from web.api.requests import page_params, project_record, services
 from web.errors import ApiError
-
-
-async def _project(request: Request) -> ProjectRecord:
-    project_id = project_id_param(request)
-    record = await services(request).store.get_project(project_id)
-    if record is None:
-        raise ApiError(404, "not_found", f"project {project_id!r} does not exist")
-    return record
 
 
 def _cursor_seq(cursor: str) -> int:
@@ -40,7 +31,7 @@ def _cursor_seq(cursor: str) -> int:
 
 async def read_history(request: Request) -> JSONResponse:
     """`{items: [{seq, actor, created_at, size}], next_cursor}`, oldest first."""
-    record = await _project(request)
+    record = await project_record(request)
     limit, cursor = page_params(request)
     entries = await services(request).store.history(
         record.project_id, _cursor_seq(cursor), limit + 1
@@ -78,7 +69,7 @@ def _at_time(raw: str) -> datetime:
 
 async def read_state(request: Request) -> JSONResponse:
     """`{project_id, seq, doc}`: every root as of `?at_seq=N` or `?at_time=ISO`."""
-    record = await _project(request)
+    record = await project_record(request)
     params = request.query_params
     if ("at_seq" in params) == ("at_time" in params):
         raise ApiError(422, "invalid", "give exactly one of at_seq and at_time")

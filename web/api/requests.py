@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from persistence.errors import ProjectNotFound
 from persistence.idempotency import MAX_KEY_LENGTH
+from persistence.records import ProjectRecord
 from persistence.replay import CorruptDocument
 from schemas.document import is_valid_id
 from schemas.money import BadAmount, parse_amount
@@ -99,6 +100,15 @@ def page_params(request: Request, *, default: int = 100, maximum: int = 1000) ->
     if not 1 <= limit <= maximum:
         raise ApiError(422, "invalid", f"limit must be between 1 and {maximum}")
     return limit, request.query_params.get("cursor", "")
+
+
+async def project_record(request: Request) -> ProjectRecord:
+    """The project the path names, read from storage (it is not loaded); 404 if unknown."""
+    project_id = project_id_param(request)
+    record = await services(request).store.get_project(project_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"project {project_id!r} does not exist")
+    return record
 
 
 async def room_of(request: Request) -> Room:

@@ -1,0 +1,414 @@
+"""The lattice maximum of every status field, from every value ever written to it.
+
+A Y.Map keeps the last writer's value only, so the maximum must be remembered. And not
+only values the Doc showed: of two concurrent writes the one from the higher client id
+wins the map key, whatever their order of arrival, and the loser is never visible. If
+the loser was the higher status, a server that only looked at the Doc would keep it or
+not depending on arrival order. So this tracker reads the structs of each update
+(`sync.yjs_structs`) and folds every written value into its entry's maximum. The result
+depends only on the set of updates, never on their order.
+
+Entries are tracked per instance: the nested Map an entry key holds (replacing it
+starts a new entry). For a lattice with an epoch (task `attempt`), a status value counts
+for the epoch it was written in: the attempt its writer set in the same update, else
+the epoch of the status it overwrote (its origin), else the entry's current epoch. The
+server's own writes count for the current epoch. After a reload, only the shown status
+has a known epoch; a write based on an older one counts as stale.
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from schemas.document import ROOTS, Kind, Lattice, Root
+from sync.field_rules import conform
+from sync.protocol import ProtocolError
+from sync.yjs_encoding import DeleteRange
+from sync.yjs_structs import ANY, JSON_CONTENT, NO_VALUE, TYPE, TYPE_MAP, Id, Item, decode_update
+
+log = logging.getLogger(__name__)
+
+Epoch = float
+_UNKNOWN: Epoch | None = None
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One value an entry key of a lattice root has held (a nested Map, or not)."""
+
+    root: Root
+    key: str
+    item: Id
+    is_map: bool
+    deleted: bool = False
+    epoch: Epoch = 0.0
+    best: dict[Epoch, str] = field(default_factory=dict)  # lattice maximum per epoch
+    statuses: list[_Field] = field(default_factory=list)  # every status write in it
+    attempts: list[_Field] = field(default_factory=list)  # every epoch write in it
+
+    @property
+    def lattice(self) -> Lattice:
+        assert self.root.lattice is not None
+        return self.root.lattice
+
+
+@dataclass(eq=False)
+class _Field:
+    """One write of a status or epoch field inside a slot."""
+
+    slot: _Slot
+    key: str
+    item: Id
+    origin: Id | None
+    written: Item | None = None  # the struct as integrated, until settled
+    deleted: bool = False
+    settled: bool = False  # its value (if any) and epoch are folded in
+    epoch: Epoch | None = _UNKNOWN
+
+
+_Ref = _Slot | _Field
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an entry's lattice fields must show: its maximum."""
+
+    status: str | None
+    epoch: Epoch | None  # None for lattices without an epoch
+    # The status shown was written for another epoch (maybe with the same value): it
+    # must be written again, or writes based on it would count for that epoch.
+    stale: bool = False
+
+
+class _Ranges:
+    """Item ids of one client -> the slot or field they belong to (sorted by clock)."""
+
+    __slots__ = ("ends", "refs", "starts")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.refs: list[_Ref] = []
+
+    def add(self, start: int, end: int, ref: _Ref) -> None:
+        i = bisect_right(self.starts, start)
+        self.starts.insert(i, start)
+        self.ends.insert(i, end)
+        self.refs.insert(i, ref)
+
+    def find(self, clock: int) -> _Ref | None:
+        i = bisect_right(self.starts, clock) - 1
+        return self.refs[i] if i >= 0 and clock < self.ends[i] else None
+
+    def overlapping(self, start: int, end: int) -> Iterable[_Ref]:
+        i = max(bisect_right(self.starts, start) - 1, 0)
+        while i < len(self.starts) and self.starts[i] < end:
+            if self.ends[i] > start:
+                yield self.refs[i]
+            i += 1
+
+
+class LatticeTracker:
+    def __init__(self) -> None:
+        self._lattice_roots = {root.name: root for root in ROOTS if root.lattice}
+        self._ids: dict[int, _Ranges] = {}
+        self._slots: dict[tuple[str, str], list[_Slot]] = {}
+        self.dirty: set[tuple[str, str]] = set()  # (root, entry key) to check
+
+    # --- reading updates ---------------------------------------------------------
+
+    def load(self, state: bytes, shown: dict[tuple[str, str], tuple[object, object]]) -> None:
+        """Index a loaded document; `shown` is each Map entry's (status, epoch) on screen.
+
+        The shown values are the maxima (every earlier write was repaired up to them).
+        Older status writes get the shown epoch when they are known to belong to it (see
+        `_epoch_at_load`), else none: a write based on one of them then counts as stale.
+        """
+        for f in self.index(state):
+            f.settled, f.written = True, None
+        for (root_name, key), (status, epoch) in shown.items():
+            slot = self.visible(root_name, key)
+            if slot is None:
+                continue
+            slot.epoch = (_epoch_value(epoch) or 0.0) if slot.lattice.epoch_field else 0.0
+            if isinstance(status, str):
+                slot.best[slot.epoch] = status
+            self._epoch_at_load(slot)
+        self.dirty.clear()
+
+    @staticmethod
+    def _epoch_at_load(slot: _Slot) -> None:
+        """Status writes of the shown epoch: those its attempt's author wrote after it
+        (or with it, when both were the entry's first), and those based on them."""
+        attempts = [f for f in slot.attempts if not f.deleted]
+        if not slot.attempts:  # no attempt ever written: one epoch only
+            roots = set(map(id, slot.statuses))
+        elif attempts:
+            shown = max(attempts, key=lambda f: f.item)
+            author, clock = shown.item
+            roots = {
+                id(f)
+                for f in slot.statuses
+                if f.item[0] == author
+                and (f.item[1] > clock or (f.origin is None and shown.origin is None))
+            }
+        else:
+            roots = set()
+        by_item = {f.item: f for f in slot.statuses}
+        known: dict[int, bool] = {}
+        for f in slot.statuses:
+            chain = [f]
+            while id(chain[-1]) not in known and id(chain[-1]) not in roots:
+                origin = by_item.get(chain[-1].origin) if chain[-1].origin else None
+                if origin is None or origin in chain:
+                    break
+                chain.append(origin)
+            last = chain[-1]
+            ours = id(last) in roots or known.get(id(last), False)
+            for g in chain:
+                known[id(g)] = ours
+            f.epoch = slot.epoch if ours or not f.deleted else _UNKNOWN
+
+    def index(self, update: bytes) -> list[_Field]:
+        """Place the new structs of an update the Doc integrated (a transaction's update),
+        mark what it deleted; return its new status and epoch writes (not yet settled)."""
+        try:
+            decoded = decode_update(update)
+        except ProtocolError as exc:
+            log.warning("lattice: cannot read a transaction update: %s", exc)
+            return []
+        local = _LocalItems(decoded.items)
+        memo: dict[int, _Ref | None] = {}
+        fields: dict[int, _Field] = {}
+        for item in decoded.items:
+            ref = self._place(item, local, memo)
+            if isinstance(ref, _Field) and not ref.settled:
+                fields[id(ref)] = ref
+        self._delete(decoded.deleted)
+        return list(fields.values())
+
+    def settle(self, fields: list[_Field], sent: bytes | None, *, server: bool) -> None:
+        """Fold the values of new writes in, with the epoch each belongs to.
+
+        `sent` is the update as its author sent it: it still holds the values of writes
+        that lost a race, which the transaction's own update has dropped.
+        """
+        if not fields:
+            return
+        sent_items = self._items_of(sent) if sent is not None else {}
+        values: dict[int, object] = {}
+        attempts: dict[tuple[int, int], tuple[int, Epoch]] = {}  # (slot, client) -> newest
+        for f in fields:
+            value = _value(sent_items.get(f.item) or f.written)
+            values[id(f)] = value
+            f.written = None
+            if f.key == f.slot.lattice.epoch_field:
+                f.settled = True
+                if value is NO_VALUE:
+                    continue
+                epoch = _epoch_value(value)
+                if epoch is None:
+                    continue
+                newest = attempts.get((id(f.slot), f.item[0]))
+                if newest is None or newest[0] < f.item[1]:
+                    attempts[(id(f.slot), f.item[0])] = (f.item[1], epoch)
+                self._raise_epoch(f.slot, epoch)
+        for f in fields:
+            if not f.settled:
+                self._settle_status(f, values, attempts, server=server)
+
+    def _settle_status(
+        self,
+        f: _Field,
+        values: dict[int, object],
+        attempts: dict[tuple[int, int], tuple[int, Epoch]],
+        *,
+        server: bool,
+    ) -> None:
+        # The epoch of a write may come from the one it overwrote: settle that first.
+        chain = [f]
+        while True:
+            origin = self._lookup(chain[-1].origin)
+            if not isinstance(origin, _Field) or origin.settled or origin in chain:
+                break
+            chain.append(origin)
+        for g in reversed(chain):
+            g.epoch = self._epoch_of(g, attempts, server=server)
+            g.settled = True
+            value = values.get(id(g), NO_VALUE)
+            if isinstance(value, str) and g.epoch is not None:
+                slot = g.slot
+                slot.best[g.epoch] = slot.lattice.join(slot.best.get(g.epoch), value) or value
+                self.dirty.add((slot.root.name, slot.key))
+
+    def _epoch_of(
+        self, f: _Field, attempts: dict[tuple[int, int], tuple[int, Epoch]], *, server: bool
+    ) -> Epoch | None:
+        slot = f.slot
+        if not slot.lattice.epoch_field:
+            return 0.0
+        if server:
+            return slot.epoch
+        written = attempts.get((id(slot), f.item[0]))
+        if written is not None:
+            return written[1]
+        origin = self._lookup(f.origin)
+        if isinstance(origin, _Field):
+            return origin.epoch
+        return slot.epoch
+
+    def _raise_epoch(self, slot: _Slot, epoch: Epoch) -> None:
+        if epoch > slot.epoch:
+            slot.epoch = epoch
+            self.dirty.add((slot.root.name, slot.key))
+
+    # --- what entries must show --------------------------------------------------
+
+    def visible(self, root_name: str, key: str) -> _Slot | None:
+        """The Map an entry key shows now (the one slot of that key not deleted)."""
+        shown = [s for s in self._slots.get((root_name, key), ()) if not s.deleted]
+        if not shown:
+            return None
+        slot = max(shown, key=lambda s: s.item)
+        return slot if slot.is_map else None
+
+    def target(self, root_name: str, key: str) -> Target | None:
+        slot = self.visible(root_name, key)
+        if slot is None:
+            return None
+        has_epoch = slot.lattice.epoch_field is not None
+        status = slot.best.get(slot.epoch)
+        if status is None and has_epoch and slot.best:
+            status = slot.lattice.bottom  # a retry with no status yet restarts it
+        if not has_epoch:
+            return Target(status, None)
+        shown = [f for f in slot.statuses if not f.deleted]
+        stale = bool(shown) and max(shown, key=lambda f: f.item).epoch != slot.epoch
+        return Target(status, slot.epoch, stale)
+
+    # --- the index -----------------------------------------------------------------
+
+    def _lookup(self, id_: Id | None) -> _Ref | None:
+        """The slot or field whose struct holds `id_`."""
+        if id_ is None:
+            return None
+        ranges = self._ids.get(id_[0])
+        return ranges.find(id_[1]) if ranges else None
+
+    def _add(self, item: Item, ref: _Ref) -> None:
+        self._ids.setdefault(item.client, _Ranges()).add(item.clock, item.clock + item.length, ref)
+
+    def _place(self, item: Item, local: _LocalItems, memo: dict[int, _Ref | None]) -> _Ref | None:
+        """The slot or field `item` belongs to (None if it is none of ours); dependencies
+        inside the same update are placed first, without recursion."""
+        stack = [item]
+        on_stack = {id(item)}
+        while stack:
+            current = stack[-1]
+            if id(current) in memo:
+                on_stack.discard(id(stack.pop()))
+                continue
+            known = self._lookup((current.client, current.clock))
+            if known is not None:
+                memo[id(current)] = known
+                continue
+            dependency = current.origin or current.right_origin or current.parent_id
+            parent = self._lookup(dependency)
+            if dependency is not None and parent is None:
+                other = local.find(dependency)
+                if other is not None and id(other) not in memo and id(other) not in on_stack:
+                    stack.append(other)
+                    on_stack.add(id(other))
+                    continue
+                parent = memo.get(id(other)) if other is not None else None
+            memo[id(current)] = self._new_ref(current, parent)
+        return memo[id(item)]
+
+    def _new_ref(self, item: Item, parent: _Ref | None) -> _Ref | None:
+        ref: _Ref | None = None
+        if item.parent_root is not None:
+            root = self._lattice_roots.get(item.parent_root)
+            if root is not None and item.key is not None:
+                ref = self._new_slot(root, item.key, item)
+        elif item.parent_id is not None:
+            if isinstance(parent, _Slot) and parent.is_map and parent.item == item.parent_id:
+                lattice = parent.lattice
+                if item.key in (lattice.field, lattice.epoch_field):
+                    ref = self._new_field(parent, item.key, item)
+        elif isinstance(parent, _Slot):  # a newer value of the same entry key
+            ref = self._new_slot(parent.root, parent.key, item)
+        elif isinstance(parent, _Field):  # a newer write of the same field
+            ref = self._new_field(parent.slot, parent.key, item)
+        if ref is not None:
+            self._add(item, ref)
+        return ref
+
+    @staticmethod
+    def _new_field(slot: _Slot, key: str, item: Item) -> _Field:
+        written = _Field(slot, key, (item.client, item.clock), item.origin, item)
+        (slot.statuses if key == slot.lattice.field else slot.attempts).append(written)
+        return written
+
+    def _new_slot(self, root: Root, key: str, item: Item) -> _Slot:
+        is_map = item.kind == TYPE and item.type_ref == TYPE_MAP
+        slot = _Slot(root, key, (item.client, item.clock), is_map)
+        self._slots.setdefault((root.name, key), []).append(slot)
+        self.dirty.add((root.name, key))
+        return slot
+
+    def _delete(self, ranges: list[DeleteRange]) -> None:
+        for r in ranges:
+            client_ranges = self._ids.get(r.client)
+            if client_ranges is None:
+                continue
+            for ref in client_ranges.overlapping(r.clock, r.end):
+                if not ref.deleted:
+                    ref.deleted = True
+                    if isinstance(ref, _Slot):
+                        self.dirty.add((ref.root.name, ref.key))
+
+    @staticmethod
+    def _items_of(update: bytes) -> dict[Id, Item]:
+        try:
+            return {(i.client, i.clock): i for i in decode_update(update).items}
+        except ProtocolError as exc:
+            log.warning("lattice: cannot read a client update: %s", exc)
+            return {}
+
+
+class _LocalItems:
+    """The items of one update by id, to place dependencies within the same update."""
+
+    def __init__(self, items: list[Item]) -> None:
+        self._by_client: dict[int, tuple[list[int], list[Item]]] = {}
+        for item in sorted(items, key=lambda i: (i.client, i.clock)):
+            starts, found = self._by_client.setdefault(item.client, ([], []))
+            starts.append(item.clock)
+            found.append(item)
+
+    def find(self, id_: Id) -> Item | None:
+        entry = self._by_client.get(id_[0])
+        if entry is None:
+            return None
+        starts, items = entry
+        i = bisect_right(starts, id_[1]) - 1
+        if i >= 0 and id_[1] < items[i].clock + items[i].length:
+            return items[i]
+        return None
+
+
+def _value(item: Item | None) -> object:
+    if item is None or item.kind not in (ANY, JSON_CONTENT):
+        return NO_VALUE
+    return item.value
+
+
+def _epoch_value(value: object) -> Epoch | None:
+    """An epoch written as a number (or as text that converts to one, see field_rules)."""
+    fix = conform(Kind.NUMBER, value)
+    if value is None or (fix is not None and fix.value is None):
+        return None
+    return float(fix.value if fix is not None else value)  # type: ignore[arg-type]

@@ -1,0 +1,367 @@
+"""Repairing well-formed updates that break the document rules (DESIGN.md section 2).
+
+A CRDT client cannot un-apply its own edit, so the server accepts every well-formed
+update and then, at once, writes the fix with a server origin, which reaches every
+replica like any other edit. Each fix is a deterministic function of the merged state
+(and of the values ever written, for lattices), so whatever order concurrent updates
+arrive in, every replica ends on the same repaired document. The rules come from
+`schemas.document`:
+
+- `server_only`: a client value in the `budget` root or in a server field (task leases)
+  is replaced by the server's own last value, or removed if it never wrote one;
+- `wrong_type`: a known field holding the wrong type is converted when that loses
+  nothing (`"12"` -> `12`), else removed;
+- `plain_entry`: a plain JSON object where an entry's nested Map belongs becomes a Map
+  with the same fields;
+- `bad_id`: an entry whose id breaks `ID_PATTERN` is removed (its content stays in the
+  correction);
+- `lattice`: a status below its lattice maximum gets the maximum back
+  (`sync.lattice`).
+
+Which entries to check comes from the type-level events of each root (they carry the
+real transaction origin, so the server's own writes are never "repaired").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import Doc, Map, MapEvent, Subscription, TransactionEvent
+
+from schemas.document import ROOTS, ROOTS_BY_NAME, Root, is_valid_id
+from sync import close_codes
+from sync.connection import Connection
+from sync.field_rules import conform, json_value
+from sync.lattice import LatticeTracker, _Field
+from sync.origin import Origin, Source
+from sync.shape import to_shared
+
+log = logging.getLogger(__name__)
+
+SERVER_ONLY = "server_only"
+WRONG_TYPE = "wrong_type"
+PLAIN_ENTRY = "plain_entry"
+BAD_ID = "bad_id"
+LATTICE = "lattice"
+
+Path = tuple[str, ...]  # (root, key) or (root, entry, field)
+_MISSING: Any = object()
+_MAX_UNSETTLED = 16  # client transactions waiting for their review (normally one)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One repair: the value at `path` went from `before` to `after` (None: removed)."""
+
+    path: Path
+    rule: str
+    before: Any
+    after: Any
+    write: bool = True  # False when a repair of the enclosing entry writes it
+    record: bool = True  # False for a rewrite of the same value (see lattice.Target)
+
+    @property
+    def path_text(self) -> str:
+        """`shots/S1/duration_s` (JSON Pointer escaping, so a bad id with `/` reads back)."""
+        return "/".join(p.replace("~", "~0").replace("/", "~1") for p in self.path)
+
+
+@dataclass(frozen=True)
+class RepairPolicy:
+    """A client whose edits keep needing repairs (say, fighting the server in a loop) is
+    closed once it passes `max_repaired_updates` within `window_s`."""
+
+    max_repaired_updates: int = 100
+    window_s: float = 10.0
+
+
+def write_corrections(corrections: list[Correction], doc: Doc) -> None:
+    """Apply repairs (inside a server transaction); a path that is gone is skipped."""
+    for correction in corrections:
+        if not correction.write:
+            continue
+        *parents, last = correction.path
+        container: Any = doc.get(parents[0], type=Map)
+        for key in parents[1:]:
+            container = container.get(key)
+            if not isinstance(container, Map):
+                break
+        else:
+            if correction.after is not None:
+                container[last] = to_shared(correction.after)
+            elif last in container:
+                del container[last]
+
+
+class DocumentRules:
+    """The rules of one live document: what changed, what the server wrote, the lattice
+    maxima; `review` lists the repairs an accepted client update calls for."""
+
+    def __init__(self, doc: Doc, policy: RepairPolicy | None = None) -> None:
+        self._doc = doc
+        self._policy = policy or RepairPolicy()
+        self._roots = {root.name: doc.get(root.name, type=Map) for root in ROOTS}
+        # Values only the server writes, as it last wrote them: (budget, key) or
+        # (tasks, entry, lease field).
+        self._truth: dict[Path, Any] = {}
+        self._touched: dict[Path, None] = {}  # an ordered set
+        self._lattice = LatticeTracker()
+        self._origin: Any = None  # the running transaction's origin (type-level events)
+        self._unsettled: deque[tuple[Any, list[_Field]]] = deque()
+        self._repaired: weakref.WeakKeyDictionary[Connection, deque[float]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._load()
+        self._subscriptions: list[tuple[Map, Subscription]] = [
+            (shared, shared.observe_deep(self._events_of(ROOTS_BY_NAME[name])))
+            for name, shared in self._roots.items()
+        ]
+        self._doc_subscription = doc.observe(self._on_transaction)
+
+    def close(self) -> None:
+        for shared, subscription in self._subscriptions:
+            shared.unobserve(subscription)
+        self._doc.unobserve(self._doc_subscription)
+
+    # --- what the document holds now -----------------------------------------------
+
+    def _load(self) -> None:
+        shown: dict[tuple[str, str], tuple[object, object]] = {}
+        for root in ROOTS:
+            shared = self._roots[root.name]
+            if root.server_only:
+                for key in shared.keys():
+                    self._truth[(root.name, key)] = json_value(shared[key])
+            if not root.keyed_by_id:
+                continue
+            for key, entry in shared.items():
+                if not isinstance(entry, Map):
+                    continue
+                for name in root.server_fields & set(entry.keys()):
+                    self._truth[(root.name, key, name)] = json_value(entry[name])
+                if root.lattice:
+                    epoch = entry.get(root.lattice.epoch_field) if root.lattice.epoch_field else 0
+                    shown[(root.name, key)] = (entry.get(root.lattice.field), epoch)
+        self._lattice.load(self._doc.get_update(), shown)
+
+    # --- observers (they must never raise: a raise would surface in the transaction) --
+
+    def _events_of(self, root: Root) -> Callable[[list[Any], Any], None]:
+        def on_events(events: list[Any], txn: Any) -> None:
+            try:
+                self._origin = txn.origin
+                source = self._origin.source if isinstance(self._origin, Origin) else None
+                for event in events:
+                    self._take_event(root, event, source)
+            except Exception:
+                log.exception("repair: reading the events of %s failed", root.name)
+
+        return on_events
+
+    def _take_event(self, root: Root, event: Any, source: Source | None) -> None:
+        # A path is (root, key) or (root, entry, field); deeper changes count for the
+        # field (or root key) they happened in.
+        depth = 2 if root.keyed_by_id else 1
+        inside = [str(p) for p in event.path]
+        if len(inside) >= depth:
+            paths: list[Path] = [(root.name, *inside[:depth])]
+        else:
+            keys = event.keys if isinstance(event, MapEvent) else {}
+            paths = [(root.name, *inside, key) for key in keys]
+        for path in paths:
+            if source in (Source.SERVER, Source.PEER):
+                self._learn_truth(root, path)
+            if source is not Source.SERVER:
+                self._touched[path] = None
+
+    def _learn_truth(self, root: Root, path: Path) -> None:
+        """The server (or another instance) wrote `path`: that is the true value."""
+        if root.server_only:
+            self._remember(path[:2], self._value_at(path[:2]))
+        elif root.server_fields and len(path) == 3 and path[2] in root.server_fields:
+            self._remember(path, self._value_at(path))
+        elif root.server_fields and len(path) == 2:  # a whole entry written
+            for name in root.server_fields:
+                self._remember((*path, name), self._value_at((*path, name)))
+
+    def _remember(self, path: Path, value: Any) -> None:
+        if value is _MISSING:
+            self._truth.pop(path, None)
+        else:
+            self._truth[path] = json_value(value)
+
+    def _value_at(self, path: Path) -> Any:
+        container: Any = self._roots[path[0]]
+        for key in path[1:]:
+            if not isinstance(container, Map) or key not in container:
+                return _MISSING
+            container = container[key]
+        return container
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        try:
+            origin, self._origin = self._origin, None
+            if origin is not None and hash(origin) != event.transaction.origin():
+                origin = None  # no type-level event ran for this transaction
+            fields = self._lattice.index(event.update)
+            source = origin.source if isinstance(origin, Origin) else None
+            if source in (Source.CLIENT, Source.PEER):
+                # Settled by `review`, with the update as sent (it keeps lost values).
+                self._unsettled.append((origin, fields))
+                while len(self._unsettled) > _MAX_UNSETTLED:
+                    self._lattice.settle(self._unsettled.popleft()[1], None, server=False)
+            else:
+                self._lattice.settle(fields, None, server=source is Source.SERVER)
+        except Exception:
+            log.exception("repair: reading a transaction failed")
+
+    # --- review --------------------------------------------------------------------
+
+    def review(self, update: bytes, origin: Origin) -> list[Correction]:
+        """The repairs the update `origin` just applied calls for (possibly none).
+
+        Closes the sender if its edits have needed repairs too often lately.
+        """
+        while self._unsettled:
+            owner, fields = self._unsettled.popleft()
+            self._lattice.settle(fields, update if owner is origin else None, server=False)
+        fixes: dict[Path, Correction] = {}
+        peer = origin.source is Source.PEER
+        touched, self._touched = list(self._touched), {}
+        lattice_entries = dict.fromkeys(self._lattice.dirty)
+        self._lattice.dirty.clear()
+        for path in touched:
+            root = ROOTS_BY_NAME[path[0]]
+            if len(path) == 2 and root.keyed_by_id:
+                self._check_entry(root, path[1], fixes, peer=peer)
+            else:
+                self._check_field(root, path, fixes, peer=peer)
+            if root.lattice:
+                lattice_entries[(root.name, path[1])] = None
+        for root_name, key in lattice_entries:
+            self._check_lattice(ROOTS_BY_NAME[root_name], key, fixes)
+        corrections = list(fixes.values())
+        if corrections and origin.connection is not None:
+            self._count_repair(origin.connection)
+        return corrections
+
+    def _count_repair(self, connection: Connection) -> None:
+        now = asyncio.get_running_loop().time()
+        times = self._repaired.setdefault(connection, deque())
+        times.append(now)
+        while times and times[0] < now - self._policy.window_s:
+            times.popleft()
+        if len(times) > self._policy.max_repaired_updates:
+            connection.close(
+                close_codes.RATE_LIMITED,
+                f"more than {self._policy.max_repaired_updates} edits needed repairs"
+                f" within {self._policy.window_s:g} s",
+            )
+
+    # --- the rules -----------------------------------------------------------------
+
+    def _check_entry(
+        self, root: Root, key: str, fixes: dict[Path, Correction], *, peer: bool
+    ) -> None:
+        shared = self._roots[root.name]
+        if key not in shared:
+            return
+        value = shared[key]
+        path = (root.name, key)
+        if not is_valid_id(key):
+            fixes[path] = Correction(path, BAD_ID, json_value(value), None)
+        elif isinstance(value, dict):
+            self._convert_entry(root, path, value, fixes, peer=peer)
+        elif not isinstance(value, Map):
+            fixes[path] = Correction(path, WRONG_TYPE, json_value(value), None)
+        else:
+            for name in sorted(set(value.keys()) | root.server_fields):
+                self._check_field(root, (*path, name), fixes, peer=peer)
+
+    def _convert_entry(
+        self,
+        root: Root,
+        path: Path,
+        value: dict[str, Any],
+        fixes: dict[Path, Correction],
+        *,
+        peer: bool,
+    ) -> None:
+        """A plain object becomes a Map with its fields (themselves repaired)."""
+        fields = dict(value)
+        field_fixes = []
+        for name in sorted(set(fields) | root.server_fields):
+            fix = self._field_fix(root, (*path, name), fields.get(name, _MISSING), peer=peer)
+            if fix is None:
+                continue
+            field_fixes.append(fix)
+            if fix.after is None:
+                fields.pop(name, None)
+            else:
+                fields[name] = fix.after
+        fixes[path] = Correction(path, PLAIN_ENTRY, json_value(value), json_value(fields))
+        for fix in field_fixes:  # recorded; the entry's new Map already holds them
+            fixes[fix.path] = Correction(fix.path, fix.rule, fix.before, fix.after, write=False)
+
+    def _check_field(
+        self, root: Root, path: Path, fixes: dict[Path, Correction], *, peer: bool
+    ) -> None:
+        if len(path) == 3 and not isinstance(self._value_at(path[:2]), Map):
+            return  # the entry itself is checked (or gone)
+        fix = self._field_fix(root, path, self._value_at(path), peer=peer)
+        if fix is not None:
+            fixes[path] = fix
+
+    def _field_fix(self, root: Root, path: Path, value: Any, *, peer: bool) -> Correction | None:
+        name = path[-1]
+        if root.server_only or name in root.server_fields:
+            if peer:
+                return None  # another instance's value: it checked its own clients
+            truth = self._truth.get(path, _MISSING)
+            if truth is _MISSING and value is _MISSING:
+                return None
+            shown = None if value is _MISSING else json_value(value)
+            if truth is not _MISSING and value is not _MISSING and shown == truth:
+                return None
+            return Correction(path, SERVER_ONLY, shown, None if truth is _MISSING else truth)
+        kind = root.fields.get(name)
+        if kind is None or value is _MISSING:
+            return None
+        fix = conform(kind, value)
+        if fix is None:
+            return None
+        return Correction(path, WRONG_TYPE, json_value(value), json_value(fix.value))
+
+    def _check_lattice(self, root: Root, key: str, fixes: dict[Path, Correction]) -> None:
+        lattice = root.lattice
+        assert lattice is not None
+        entry = self._roots[root.name].get(key)
+        target = self._lattice.target(root.name, key)
+        if not isinstance(entry, Map) or target is None or not is_valid_id(key):
+            return
+        if target.epoch is not None and lattice.epoch_field:
+            shown = entry.get(lattice.epoch_field)
+            if _epoch(shown) != target.epoch or (shown is not None and not _is_number(shown)):
+                path = (root.name, key, lattice.epoch_field)
+                fixes[path] = Correction(path, LATTICE, json_value(shown), target.epoch)
+        shown = entry.get(lattice.field)
+        if target.status is not None and (shown != target.status or target.stale):
+            path = (root.name, key, lattice.field)
+            changed = shown != target.status
+            fixes[path] = Correction(
+                path, LATTICE, json_value(shown), target.status, record=changed
+            )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _epoch(value: Any) -> float:
+    return float(value) if _is_number(value) else 0.0

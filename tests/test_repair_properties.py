@@ -1,0 +1,338 @@
+"""Property: whatever the interleaving of concurrent client edits through a real Room,
+every replica converges on one repaired document, and every status ends at the lattice
+maximum of what was written in the highest attempt.
+
+Clients are pycrdt Docs speaking the sync protocol to a Room (SQLite store, group-commit
+log) through in-memory connections. Hypothesis chooses their client ids (which decide
+last-writer-wins races), their edits, when each message is delivered, who goes offline
+and edits there, when stale replicas rejoin (sync step 1/2 as y-websocket does it) and
+when the room is unloaded and loaded again.
+
+What "written" means: a value a client published, i.e. one that reached the server in an
+update: online edits are sent one update per transaction; a replica that was offline
+sends, when it rejoins, its document's difference, which holds the last value it wrote
+to each field (earlier ones it overwrote itself were never published). A status counts
+for the attempt its writer saw (or set, for a retry). Clients are well-behaved agents: a
+retry writes `attempt` and `status: pending` together, and a client applies what the
+server sent only once its own edits are delivered (so it never builds on a mixed state
+the server is about to repair).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pycrdt import Doc, Map
+
+from schemas.document import SHOT_STATUS, TASK_STATUS, Lattice
+from schemas.views import doc_to_json
+from sync.connection import Connection
+from sync.origin import Origin, Source
+from sync.protocol import (
+    SyncMessage,
+    SyncType,
+    decode_message,
+    sync_step1,
+    sync_step2,
+    sync_update,
+)
+from sync.room import Room
+from tests.support.live_room import LiveRoom, MemoryChannel, drained, live_room, memory_connection
+
+TASKS = ("T1", "T2")
+SHOTS = ("S1",)
+REMOTE = "from-server"
+
+
+@dataclass(frozen=True)
+class Write:
+    root: str
+    entry: str
+    name: str
+    value: Any
+    epoch: float  # the attempt its writer saw (tasks)
+
+
+@dataclass
+class SimClient:
+    name: str
+    doc: Doc
+    connection: Connection | None = None
+    online: bool = False
+    inflight: deque[tuple[bytes, list[Write]]] = field(default_factory=deque)
+    unsent: list[Write] = field(default_factory=list)  # written while cut off
+    _writing: list[Write] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._subscription = self.doc.observe(self._captured)
+
+    def _captured(self, event: Any) -> None:
+        if event.transaction.origin() == hash(REMOTE):
+            return
+        if self.online:
+            self.inflight.append((event.update, self._writing))
+        else:
+            self.unsent.extend(self._writing)
+
+    @property
+    def channel(self) -> MemoryChannel:
+        assert self.connection is not None
+        return self.connection.channel  # type: ignore[return-value]
+
+    def edit(self, writes: list[Write]) -> None:
+        self._writing = writes
+        with self.doc.transaction():
+            for w in writes:
+                entry = self.doc.get(w.root, type=Map)[w.entry]
+                entry[w.name] = w.value
+        self._writing = []
+
+    def view_epoch(self, task: str) -> float:
+        attempt = self.doc.get("tasks", type=Map)[task].get("attempt")
+        return float(attempt) if isinstance(attempt, int | float) else 0.0
+
+    def apply_remote(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            message = decode_message(frame)
+            if isinstance(message, SyncMessage) and message.kind != SyncType.STEP1:
+                with self.doc.transaction(origin=REMOTE):
+                    self.doc.apply_update(message.payload)
+
+
+class World:
+    """The server room, the clients, and the model of what was published."""
+
+    def __init__(self, live: LiveRoom, client_ids: list[int]) -> None:
+        self.live = live
+        self.clients = [SimClient(f"c{i}", Doc(client_id=cid)) for i, cid in enumerate(client_ids)]
+        self.published: list[Write] = []
+
+    @property
+    def room(self) -> Room:  # a new one after each reload
+        return self.live.room
+
+    async def setup(self) -> None:
+        author = Doc(client_id=1)
+        author.apply_update(self.room.doc.get_update())
+        initial = [Write("shots", s, "status", "draft", 0.0) for s in SHOTS]
+        with author.transaction():
+            for s in SHOTS:
+                author.get("shots", type=Map)[s] = Map({"title": s, "status": "draft"})
+            for t in TASKS:
+                author.get("tasks", type=Map)[t] = Map({"status": "pending", "attempt": 1})
+                initial += [Write("tasks", t, "status", "pending", 1.0)]
+                initial += [Write("tasks", t, "attempt", 1, 1.0)]
+        self.room.apply_update(author.get_update(), Origin(Source.CLIENT, "setup"))
+        self.published += initial
+        for client in self.clients:
+            await self.rejoin(client)
+            await self.deliver_down(client)
+
+    # --- client actions ---------------------------------------------------------------
+
+    def write_status(self, client: SimClient, entry: str, value: Any) -> None:
+        root = "tasks" if entry in TASKS else "shots"
+        epoch = client.view_epoch(entry) if root == "tasks" else 0.0
+        client.edit([Write(root, entry, "status", value, epoch)])
+
+    def retry(self, client: SimClient, task: str) -> None:
+        epoch = client.view_epoch(task) + 1
+        client.edit(
+            [
+                Write("tasks", task, "attempt", epoch, epoch),
+                Write("tasks", task, "status", "pending", epoch),
+            ]
+        )
+
+    def junk(self, client: SimClient, kind: int) -> None:
+        """Edits that break the other rules (they must not disturb the lattices)."""
+        doc = client.doc
+        with doc.transaction():
+            if kind == 0:
+                doc.get("shots", type=Map)["S1"]["duration_s"] = "12"
+            elif kind == 1:
+                doc.get("shots", type=Map)["S1"]["title"] = 42
+            elif kind == 2:
+                doc.get("budget", type=Map)["total"] = 1e9
+            elif kind == 3:
+                doc.get("dna_bank", type=Map)["C1"] = {"name": "Ana", "version": "2"}
+            elif kind == 4:
+                doc.get("artifacts", type=Map)["no good id"] = Map({"key": "k"})
+            else:
+                doc.get("tasks", type=Map)["T1"]["lease_holder"] = client.name
+
+    # --- the network --------------------------------------------------------------------
+
+    def deliver_up(self, client: SimClient) -> None:
+        if client.online and client.inflight and client.connection is not None:
+            update, writes = client.inflight.popleft()
+            self.room.receive(client.connection, sync_update(update))
+            self.published += writes
+
+    async def deliver_down(self, client: SimClient) -> bool:
+        if not client.online or client.inflight or client.connection is None:
+            return False
+        await drained(client.connection)
+        frames = client.channel.take()
+        client.apply_remote(frames)
+        return bool(frames)
+
+    def go_offline(self, client: SimClient) -> None:
+        if not client.online or client.connection is None:
+            return
+        self.room.leave(client.connection)
+        client.connection.close(1000, "bye")
+        client.online = False
+        for _, writes in client.inflight:  # lost on the wire; they go in the rejoin diff
+            client.unsent += writes
+        client.inflight.clear()
+
+    async def rejoin(self, client: SimClient) -> None:
+        """y-websocket's handshake: the server's step 1 is answered with the client's
+        difference; the client's step 1 with the server's."""
+        if client.online:
+            return
+        client.connection = memory_connection(client.name)
+        client.online = True
+        self.room.join(client.connection)
+        await drained(client.connection)
+        for frame in client.channel.take():
+            message = decode_message(frame)
+            if isinstance(message, SyncMessage) and message.kind == SyncType.STEP1:
+                diff = client.doc.get_update(message.payload)
+                self.room.receive(client.connection, sync_step2(diff))
+        last: dict[tuple[str, str, str], Write] = {}
+        for w in client.unsent:
+            last[(w.root, w.entry, w.name)] = w
+        self.published += last.values()
+        client.unsent = []
+        self.room.receive(client.connection, sync_step1(client.doc.get_state()))
+
+    async def reload(self) -> None:
+        """Unload the room (flush, compact) and load it again; everyone reconnects."""
+        online = [c for c in self.clients if c.online]
+        for client in online:
+            self.go_offline(client)
+        await self.live.reload()
+        for client in online:
+            await self.rejoin(client)
+
+    async def settle(self) -> None:
+        for client in self.clients:
+            await self.rejoin(client)
+        for _ in range(50):
+            for client in self.clients:
+                while client.inflight:
+                    self.deliver_up(client)
+            moved = [await self.deliver_down(client) for client in self.clients]
+            if not any(moved):
+                return
+        raise AssertionError("the replicas kept exchanging updates")
+
+    # --- the model ------------------------------------------------------------------------
+
+    def expected_status(self, root: str, entry: str) -> tuple[Any, float | None]:
+        writes = [w for w in self.published if w.root == root and w.entry == entry]
+        if root == "shots":
+            return _join(SHOT_STATUS, [w.value for w in writes if w.name == "status"]), None
+        epoch = max(float(w.value) for w in writes if w.name == "attempt")
+        statuses = [w.value for w in writes if w.name == "status" and w.epoch == epoch]
+        # A retry restarts from the bottom until a status of its own is written.
+        return _join(TASK_STATUS, statuses) or TASK_STATUS.bottom, epoch
+
+
+def _join(lattice: Lattice, values: list[Any]) -> Any:
+    best = None
+    for value in values:
+        if isinstance(value, str):
+            best = lattice.join(best, value)
+    return best
+
+
+client_ids = st.lists(st.integers(2, 2**40), min_size=3, max_size=3, unique=True)
+entries = st.sampled_from(TASKS + SHOTS)
+# Every status of both lattices, one unknown to both, and a wrong type.
+statuses = st.sampled_from([*sorted({*TASK_STATUS.order, *SHOT_STATUS.order, "bogus"}), 7])
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.integers(0, 2), entries, statuses),
+        st.tuples(st.just("retry"), st.integers(0, 2), st.sampled_from(TASKS)),
+        st.tuples(st.just("junk"), st.integers(0, 2), st.integers(0, 5)),
+        st.tuples(st.just("up"), st.integers(0, 2)),
+        st.tuples(st.just("down"), st.integers(0, 2)),
+        st.tuples(st.just("offline"), st.integers(0, 2)),
+        st.tuples(st.just("online"), st.integers(0, 2)),
+        st.tuples(st.just("reload")),
+    ),
+    max_size=40,
+)
+
+
+async def run_world(ids: list[int], steps: list[tuple[Any, ...]]) -> None:
+    with tempfile.TemporaryDirectory() as data_dir:
+        async with live_room(Path(data_dir)) as live:
+            world = World(live, ids)
+            await world.setup()
+            for step in steps:
+                name, *args = step
+                client = world.clients[args[0]] if args else None
+                if name == "write":
+                    world.write_status(client, args[1], args[2])
+                elif name == "retry":
+                    world.retry(client, args[1])
+                elif name == "junk":
+                    world.junk(client, args[1])
+                elif name == "up":
+                    world.deliver_up(client)
+                elif name == "down":
+                    await world.deliver_down(client)
+                elif name == "offline":
+                    world.go_offline(client)
+                elif name == "online":
+                    await world.rejoin(client)
+                else:
+                    await world.reload()
+            await world.settle()
+            check(world)
+
+
+def check(world: World) -> None:
+    server = doc_to_json(world.room.doc)
+    for client in world.clients:
+        assert doc_to_json(client.doc) == server, f"{client.name} diverged"
+    for entry in TASKS + SHOTS:
+        root = "tasks" if entry in TASKS else "shots"
+        status, epoch = world.expected_status(root, entry)
+        shown = server[root][entry]
+        assert shown["status"] == status, (entry, shown, world.published)
+        if epoch is not None:
+            assert shown["attempt"] == epoch, (entry, shown)
+    # The other rules held too, on the same converged document.
+    assert server["budget"]["total"] == 10.0
+    assert "no good id" not in server["artifacts"]
+    assert "lease_holder" not in server["tasks"]["T1"]
+    s1 = server["shots"]["S1"]
+    assert isinstance(s1["title"], str)
+    assert isinstance(s1.get("duration_s", 0.0), float)
+    dna = world.room.doc.get("dna_bank", type=Map)
+    assert all(isinstance(dna[key], Map) for key in dna.keys())
+
+
+@settings(
+    max_examples=int(os.environ.get("BLACKBOARD_PROPERTY_EXAMPLES", "120")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(ids=client_ids, steps=actions)
+def test_concurrent_edits_converge_on_the_lattice_maximum(
+    ids: list[int], steps: list[tuple[Any, ...]]
+) -> None:
+    asyncio.run(run_world(ids, steps))

@@ -1,0 +1,62 @@
+"""`GET /api/projects/{id}/corrections`: the repairs the server made (sync.repair), oldest
+first, paged like every list: `{items: [...], next_cursor}`."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from persistence.corrections import CorrectionRecord
+from web.api.requests import page_params, project_record, services
+from web.errors import ApiError
+
+_CURSOR = re.compile(r"(\d+)\.(\d+)")  # seq.n of the last item of the previous page
+FLUSH_WAIT_S = 2.0
+
+
+def _position(cursor: str) -> tuple[int, int] | None:
+    if not cursor:
+        return None
+    match = _CURSOR.fullmatch(cursor)
+    if match is None:
+        raise ApiError(422, "invalid", "cursor must be a next_cursor this endpoint returned")
+    return int(match[1]), int(match[2])
+
+
+def _item(record: CorrectionRecord) -> dict[str, object]:
+    return {
+        "seq": record.seq,
+        "actor": record.actor,
+        "path": record.path,
+        "rule": record.rule,
+        "before": record.before,
+        "after": record.after,
+        "created_at": record.created_at.isoformat(),
+    }
+
+
+async def list_corrections(request: Request) -> JSONResponse:
+    record = await project_record(request)
+    limit, cursor = page_params(request)
+    recorder = services(request).corrections
+    try:  # repairs of updates already committed are listed too
+        await asyncio.wait_for(recorder.flush(), FLUSH_WAIT_S)
+    except TimeoutError:
+        pass
+    found = await recorder.store.page(record.project_id, _position(cursor), limit + 1)
+    more = len(found) > limit
+    found = found[:limit]
+    last = found[-1] if found else None
+    return JSONResponse(
+        {
+            "items": [_item(r) for r in found],
+            "next_cursor": f"{last.seq}.{last.n}" if more and last else None,
+        }
+    )
+
+
+routes = [Route("/api/projects/{project_id}/corrections", list_corrections, methods=["GET"])]
