@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
 import time
 from array import array
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.machine import describe
 from persistence.document_store import DocumentStore
 from persistence.factory import make_store
 from persistence.update_log import UpdateLog
@@ -125,17 +125,6 @@ async def _server_version(url: str) -> str:
         await conn.close()
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 async def run(rates: list[int], seconds: float, projects: int, private: bool) -> list[RateResult]:
     cluster = PrivatePostgres().init_and_start() if private else None
     url = await cluster.create_database("bench") if cluster else await create_database()
@@ -145,10 +134,13 @@ async def run(rates: list[int], seconds: float, projects: int, private: bool) ->
         ids = await _create_projects(store, projects)
         log = UpdateLog(store)
         log.start()
+        machine = describe()
         print(
-            f"machine: {os.cpu_count()} CPUs, {_cpu_model()}; Python {platform.python_version()},"
+            f"machine: {machine['cores']} cores, {machine['cpu']}, {machine['ram']},"
+            f" {machine['kernel']}; Python {machine['python']},"
             f" PostgreSQL {await _server_version(url)}, asyncpg {version('asyncpg')},"
-            f" event loop {type(asyncio.get_running_loop()).__module__.split('.')[0]}"
+            f" event loop {type(asyncio.get_running_loop()).__module__.split('.')[0]};"
+            f" load average {os.getloadavg()[0]:.2f} at start"
         )
         where = "a private cluster" if private else "the shared cluster"
         print(
@@ -168,6 +160,7 @@ async def run(rates: list[int], seconds: float, projects: int, private: bool) ->
                 flush=True,
             )
         await log.stop(30)
+        print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
         return results
     finally:
         await store.close()
