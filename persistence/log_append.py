@@ -26,7 +26,7 @@ WITH locked AS MATERIALIZED (
     -- a join, not `= ANY($1)`: a parameter array is searched linearly for every row
     SELECT p.project_id FROM projects AS p JOIN unnest($1::text[]) AS w(project_id)
         ON p.project_id = w.project_id
-    ORDER BY p.project_id FOR UPDATE OF p
+    ORDER BY p.project_id FOR NO KEY UPDATE OF p  -- what the UPDATE takes; FK checks pass
 ), bumped AS (
     UPDATE projects AS p SET seq = p.seq + r.n
     FROM unnest($1::text[], $2::bigint[]) AS r(project_id, n)
@@ -48,6 +48,8 @@ _EXISTING = "SELECT project_id FROM projects WHERE project_id = ANY($1::text[])"
 async def append_batch(db: Database, batch: Sequence[PendingAppend]) -> list[int]:
     """Commit `batch` (each project's rows contiguous); return the seqs in batch order."""
     runs = [(project_id, len(list(run))) for project_id, run in groupby(batch, _project_of)]
+    if len({project_id for project_id, _ in runs}) != len(runs):
+        raise ValueError("the rows of one project must be contiguous in a batch")
     if db.dialect == "postgres":
         lasts = await _append_postgres(db, batch, runs)
     else:

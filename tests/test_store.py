@@ -111,6 +111,15 @@ async def test_append_to_a_missing_project_stores_nothing(store: DocumentStore) 
     assert len(await store.history("real", 0, 10)) == 1
 
 
+async def test_append_refuses_a_project_split_across_a_batch(store: DocumentStore) -> None:
+    await create(store, "p1")
+    await create(store, "p2")
+    split = [PendingAppend(p, b"\x00", ACTOR) for p in ("p1", "p2", "p1")]
+    with pytest.raises(ValueError, match="contiguous"):
+        await store.append(split)
+    assert (await store.get_project("p1")).seq == 1  # type: ignore[union-attr]
+
+
 async def test_load_replays_to_the_same_document(store: DocumentStore) -> None:
     await create(store)
     updates = shot_updates(20)
