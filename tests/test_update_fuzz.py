@@ -19,33 +19,20 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
+from pycrdt import Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from schemas.views import doc_to_json
 from sync.origin import Origin, Source
 from sync.protocol import encode_varbytes, encode_varuint, sync_update
 from sync.validation import MalformedUpdate
 from tests.support.live_room import LiveRoom, drained, live_room, memory_connection
+from tests.support.regressions import REGRESSIONS, base_doc
 
-REGRESSIONS = {
-    path.stem: path.read_bytes()
-    for path in sorted((Path(__file__).parent / "regressions").glob("*.bin"))
-}
 CLIENT = Origin(Source.CLIENT, "fuzzer")
 
 
-def _base_doc() -> Doc:
-    """The content every fuzzed update is applied on top of (regressions assume it)."""
-    doc = Doc(client_id=3)
-    with doc.transaction():
-        doc.get("shots", type=Map)["S1"] = Map(
-            {"title": "x", "status": "draft", "n": 1, "arr": Array([1, "a", {"k": None}])}
-        )
-    return doc
-
-
 def _real_updates() -> list[bytes]:
-    doc = _base_doc()
+    doc = base_doc()
     updates = [doc.get_update()]
     subscription = doc.observe(lambda event: updates.append(event.update))
     shots = doc.get("shots", type=Map)
@@ -220,7 +207,7 @@ async def _fuzz(updates: list[tuple[bytes, bool]]) -> None:
 async def _fuzz_room(updates: list[tuple[bytes, bool]]) -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         async with live_room(Path(data_dir)) as live:
-            live.room.apply_update(_base_doc().get_update(), CLIENT)
+            live.room.apply_update(base_doc().get_update(), CLIENT)
             for update, by_socket in updates:
                 await _send(live, update, by_socket)
             # The room still works, and what it stored rebuilds exactly what it shows.
@@ -252,7 +239,7 @@ async def test_kept_crashers_are_refused_cleanly(
     name: str, by_socket: bool, tmp_path: Path
 ) -> None:
     async with live_room(tmp_path) as live:
-        live.room.apply_update(_base_doc().get_update(), CLIENT)
+        live.room.apply_update(base_doc().get_update(), CLIENT)
         assert not await _send(live, REGRESSIONS[name], by_socket)
 
 
@@ -260,7 +247,7 @@ def test_the_kept_crashers_are_real() -> None:
     """Each one panics yrs or leaves a plain Doc part-modified (why the shadow exists)."""
     assert REGRESSIONS
     for name, update in REGRESSIONS.items():
-        doc = _base_doc()
+        doc = base_doc()
         before = doc.get_update()
         with pytest.raises(BaseException) as caught:  # PanicException is no Exception
             doc.apply_update(update)
@@ -271,6 +258,6 @@ def test_the_kept_crashers_are_real() -> None:
 @pytest.mark.parametrize("shape", range(len(SHAPES)))
 async def test_y_octo_shapes(shape: int, tmp_path: Path) -> None:
     async with live_room(tmp_path) as live:
-        live.room.apply_update(_base_doc().get_update(), CLIENT)
+        live.room.apply_update(base_doc().get_update(), CLIENT)
         for by_socket in (False, True):
             await _send(live, SHAPES[shape], by_socket)
