@@ -39,6 +39,8 @@ from sync.protocol import (
 )
 from sync.repair import DocumentRules, write_corrections
 from sync.validation import MalformedUpdate, ShadowValidator
+from sync.yjs_encoding import decode_state_vector
+from sync.yjs_structs import decode_update
 
 log = logging.getLogger(__name__)
 STEP2_CACHE_ENTRIES = 32
@@ -198,9 +200,22 @@ class Room:
         self.size.check(len(update))
         self._validator.check(update)
         changes = self._apply_live(update, origin)
+        if changes != [update] and self._held_past_a_gap(update):
+            changes.append(update)
         committed = self._publish(changes, origin)
         self._repair(update, origin, committed)
         return committed
+
+    def _held_past_a_gap(self, update: bytes) -> bool:
+        """Whether `update` has structs past a gap in their client's clocks. yrs keeps
+        them (and may even show them) but no transaction update carries them, so the
+        update itself must be stored, or a reload would not rebuild this document."""
+        try:
+            items = decode_update(update).items
+        except ProtocolError:
+            return True  # cannot tell: storing it again is harmless
+        have = decode_state_vector(self.doc.get_state())
+        return any(item.clock + item.length > have.get(item.client, 0) for item in items)
 
     def apply_peer_update(self, update: bytes) -> None:
         """An update another instance already stored: apply and fan out, do not store."""

@@ -261,3 +261,19 @@ async def test_y_octo_shapes(shape: int, tmp_path: Path) -> None:
         live.room.apply_update(base_doc().get_update(), CLIENT)
         for by_socket in (False, True):
             await _send(live, SHAPES[shape], by_socket)
+
+
+async def test_structs_past_a_gap_are_stored_as_sent(tmp_path: Path) -> None:
+    """Found by the fuzzer: client 3's struct at clock 25 when the document has its
+    clocks up to 8. yrs shows it, but its transaction update is empty; the room stores
+    the update as sent, so a reload rebuilds what was shown (and repaired)."""
+    past_a_gap = (
+        b"\x01\x01\x03\x19(\x01\x05tasks\x02T1\x01v\x02\x07attemptw\x012\x04kindw\x06render\x00"
+    )
+    async with live_room(tmp_path) as live:
+        live.room.apply_update(base_doc().get_update(), CLIENT)
+        assert await _send(live, past_a_gap, by_socket=False)
+        shown = doc_to_json(live.room.doc)
+        assert shown["tasks"] == {"T1": {"kind": "render", "attempt": 2.0}}
+        assert isinstance(live.room.doc.get("tasks", type=Map)["T1"], Map)  # repaired
+        assert doc_to_json((await live.reload()).doc) == shown
