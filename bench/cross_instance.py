@@ -1,0 +1,254 @@
+"""Cross-instance delivery: two Blackboard instances sharing one Postgres and one Redis.
+
+One room. One writer on instance A sends stamped updates (`bench.loadgen.updates`) at a
+fixed rate (1,000/s by default); readers on A (single-process delivery) and readers on B
+(delivery through Redis) receive them at the same time, under the same load, so the
+difference between the two groups is what crossing instances adds. Also counts Redis
+messages per update: PUBLISH calls (INFO commandstats of a private redis-server started
+for the run) and update messages seen by a subscriber on the room's channel.
+
+    python -m bench.cross_instance            # 10 s measured
+    python -m bench.cross_instance --quick    # 3 s measured
+
+Writes its table under "Cross-instance delivery" in bench/RESULTS.md (`--no-write` to
+only print it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import redis.asyncio as aioredis
+
+from bench.loadgen.client import BenchClient
+from bench.loadgen.stats import summary_ms
+from bench.loadgen.updates import UpdateStream
+from bench.loadgen.wire import Framing
+from bench.procstat import cpu_seconds
+from sync import peer_messages
+from tests.support.backends import create_database, drop_database
+from tests.support.private_redis import PrivateRedis
+from tests.support.server import ServerProcess
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADING = "## Cross-instance delivery"
+PROJECT = "bench-cross"
+PREFIX = "bench:"
+WARMUP_S = 1.0
+DRAIN_S = 1.0
+
+
+@dataclass
+class Outcome:
+    rate: int
+    seconds: float
+    sent: int
+    local: dict[str, float | int | None]
+    remote: dict[str, float | int | None]
+    local_readers: int
+    remote_readers: int
+    publishes: int
+    update_messages: int
+    cpu: dict[str, float]  # share of one core during the measured window, per process
+
+
+class Group:
+    """Delivery latencies to one group of readers, for updates sent in the window."""
+
+    def __init__(self) -> None:
+        self.samples: list[int] = []
+        self.window = (0, 0)
+
+    def record(self, found: list[tuple[int, int]], now: int) -> None:
+        for _tag, sent_ns in found:
+            if self.window[0] <= sent_ns < self.window[1]:
+                self.samples.append(now - sent_ns)
+
+
+async def _count_update_messages(url: str, counts: list[int]) -> None:
+    pubsub = aioredis.Redis.from_url(url).pubsub()
+    await pubsub.subscribe(f"{PREFIX}doc:{PROJECT}")
+    try:
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                if peer_messages.decode(message["data"]).kind == peer_messages.UPDATE:
+                    counts[0] += 1
+    finally:
+        await pubsub.aclose()
+
+
+async def _publish_calls(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+
+
+async def measure(rate: int, seconds: float, readers_per_instance: int) -> Outcome:
+    redis_server = PrivateRedis().start()
+    url = await create_database()
+    folder = Path(tempfile.mkdtemp(prefix="bb-bench-cross-"))
+    env = {
+        "BLACKBOARD_DATABASE_URL": url,
+        "BLACKBOARD_REDIS_URL": redis_server.url,
+        "BLACKBOARD_REDIS_PREFIX": PREFIX,
+        "BLACKBOARD_RATE_LIMIT": str(rate * 4),  # the writer is far above a typist
+    }
+    a = ServerProcess(folder, env).start()
+    b = ServerProcess(folder, env).start()
+    redis_client = aioredis.Redis.from_url(redis_server.url)
+    counts = [0]
+    counter = asyncio.create_task(_count_update_messages(redis_server.url, counts))
+    clients: list[BenchClient] = []
+    try:
+        async with httpx.AsyncClient(base_url=a.http, timeout=10) as http:
+            body = {"project_id": PROJECT, "title": "bench", "budget_total": 1}
+            assert (await http.post("/api/projects", json=body)).status_code == 201
+        local, remote = Group(), Group()
+        for server, group in ((a, local), (b, remote)):
+            for _ in range(readers_per_instance):
+                reader = BenchClient(f"{server.ws}/sync/{PROJECT}", Framing(), group.record)
+                clients.append(reader)
+        writer = BenchClient(f"{a.ws}/sync/{PROJECT}", Framing())
+        clients.append(writer)
+        for client in clients:
+            await client.connect()
+        total = int(rate * (WARMUP_S + seconds)) + 1
+        stream = UpdateStream(tag=1, count=total)
+
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        warm_end_ns = time.monotonic_ns() + int(WARMUP_S * 1e9)
+        end_ns = warm_end_ns + int(seconds * 1e9)
+        local.window = remote.window = (warm_end_ns, end_ns)
+        publishes_before, messages_before, sent = 0, 0, 0
+        pids = {"instance A": _pid(a), "instance B": _pid(b), "redis": _pid(redis_server)}
+        pids["load generator"] = os.getpid()
+        cpu_before: dict[str, float] = {}
+        for index in range(total):
+            await asyncio.sleep(max(0.0, start + index / rate - loop.time()))
+            now = time.monotonic_ns()
+            if now >= warm_end_ns and not publishes_before:
+                publishes_before = await _publish_calls(redis_client)
+                messages_before = counts[0]
+                cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                now = time.monotonic_ns()
+            if now >= end_ns:
+                break
+            await writer.send_update(stream.stamped(index, now))
+            if now >= warm_end_ns:
+                sent += 1
+        cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / seconds for name, pid in pids.items()}
+        await asyncio.sleep(DRAIN_S)
+        publishes = await _publish_calls(redis_client) - publishes_before
+        return Outcome(
+            rate=rate,
+            seconds=seconds,
+            sent=sent,
+            local=summary_ms(local.samples),
+            remote=summary_ms(remote.samples),
+            local_readers=readers_per_instance,
+            remote_readers=readers_per_instance,
+            publishes=publishes,
+            update_messages=counts[0] - messages_before,
+            cpu=cpu,
+        )
+    finally:
+        for client in clients:
+            await client.close()
+        counter.cancel()
+        await asyncio.gather(counter, return_exceptions=True)
+        await redis_client.aclose()
+        a.stop()
+        b.stop()
+        redis_server.kill()
+        await drop_database(url)
+
+
+def _pid(process: ServerProcess | PrivateRedis) -> int:
+    assert process.proc is not None
+    return process.proc.pid
+
+
+def render(outcome: Outcome) -> str:
+    def row(name: str, readers: int, figures: dict[str, float | int | None]) -> str:
+        expected = outcome.sent * readers
+        return (
+            f"| {name} | {readers} | {figures['count']:,} / {expected:,} | {figures['p50_ms']}"
+            f" | {figures['p99_ms']} | {figures['max_ms']} |"
+        )
+
+    added_p50 = _minus(outcome.remote["p50_ms"], outcome.local["p50_ms"])
+    added_p99 = _minus(outcome.remote["p99_ms"], outcome.local["p99_ms"])
+    per_update = outcome.publishes / outcome.sent if outcome.sent else 0.0
+    return "\n".join(
+        [
+            HEADING,
+            "",
+            f"`python -m bench.cross_instance` ({time.strftime('%Y-%m-%d')}): 2 instances"
+            f" (uvicorn processes) on one Postgres and a private redis-server, 1 room, 1"
+            f" writer on instance A at {outcome.rate:,} updates/s for {outcome.seconds:g} s"
+            f" (after {WARMUP_S:g} s warm-up), readers on both instances at once; latency"
+            " from send to receipt at each reader. Machine: "
+            f"{os.cpu_count()} CPUs shared by Postgres, Redis, both servers and the load"
+            f" generator; Python {platform.python_version()}.",
+            "",
+            "| readers | clients | delivered | p50 ms | p99 ms | max ms |",
+            "|---|---:|---:|---:|---:|---:|",
+            row("on A (single-process delivery)", outcome.local_readers, outcome.local),
+            row("on B (across instances, via Redis)", outcome.remote_readers, outcome.remote),
+            "",
+            f"Added by crossing instances: p50 {added_p50} ms, p99 {added_p99} ms"
+            " (goal: p99 within 1 ms).",
+            f"Redis messages per update: {per_update:.3f} ({outcome.publishes:,} PUBLISH calls"
+            f" for {outcome.sent:,} updates; {outcome.update_messages:,} update messages"
+            " seen on the room's channel).",
+            "CPU during the measured window (share of one core): "
+            + ", ".join(f"{name} {share:.0%}" for name, share in outcome.cpu.items())
+            + ".",
+            "",
+        ]
+    )
+
+
+def _minus(a: float | int | None, b: float | int | None) -> str:
+    return "n/a" if a is None or b is None else f"{a - b:.3f}"
+
+
+def write(section: str, path: Path = RESULTS) -> None:
+    """Replace this benchmark's section of RESULTS.md (or append it)."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if HEADING in text:
+        before, _, rest = text.partition(HEADING)
+        following = rest.find("\n## ")
+        after = rest[following + 1 :] if following >= 0 else ""
+        text = before + section + ("\n" + after if after else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.cross_instance", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="3 s measured")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=int, default=1000, help="updates per second")
+    parser.add_argument("--readers", type=int, default=2, help="readers on each instance")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    seconds = 3.0 if args.quick else args.seconds
+    outcome = asyncio.run(measure(args.rate, seconds, args.readers))
+    section = render(outcome)
+    print(section)
+    if not args.no_write:
+        write(section)
+
+
+if __name__ == "__main__":
+    main()
