@@ -34,14 +34,7 @@ class LeaseRequest:
     fencing_token: int | None = None
 
     def request_hash(self) -> str:
-        return request_hash(
-            {
-                "action": self.action,
-                "holder": self.holder,
-                "ttl_s": self.ttl_s,
-                "fencing_token": self.fencing_token,
-            }
-        )
+        return request_hash((self.action, self.holder, self.ttl_s, self.fencing_token))
 
 
 @dataclass(frozen=True)

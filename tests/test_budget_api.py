@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import random
-from collections.abc import Callable
+import signal
+import sqlite3
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import httpx
 from pycrdt import Map
 
@@ -173,62 +178,86 @@ async def test_budget_root_follows_the_ledger_live(
     await agent.close()
 
 
-async def _burst_then_kill(
+class _CommittedOps:
+    """How many ops of `project_id` are committed, read from the database behind the
+    server's back (so a kill can aim at a batch that is committed but not answered)."""
+
+    def __init__(self, server: ServerProcess, env: dict[str, str], project_id: str) -> None:
+        self.sql = (
+            f"SELECT coalesce(max(op_id), 0) FROM budget_ledger WHERE project_id = '{project_id}'"
+        )
+        self.url = env.get("BLACKBOARD_DATABASE_URL")
+        self.path = server.data_dir / "blackboard.db"
+
+    async def __aenter__(self) -> Callable[[], Awaitable[int]]:
+        if self.url:
+            self._pg = await asyncpg.connect(self.url)
+            return lambda: self._pg.fetchval(self.sql)
+        self._lite = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        return lambda: asyncio.to_thread(lambda: self._lite.execute(self.sql).fetchone()[0])
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.url:
+            await self._pg.close()
+        else:
+            self._lite.close()
+
+
+async def _kill_between_commit_and_reply(
     server: ServerProcess,
-    waiting: list[str],
+    env: dict[str, str],
     sent: dict[str, dict[str, Any]],
     answered: dict[str, Reply],
-    replies_before_kill: int,
 ) -> None:
-    """64 clients send `waiting`; SIGKILL the server once enough replies came back."""
-    target = len(answered) + replies_before_kill
-    enough = asyncio.Event()
-    async with _client(server) as http:
+    """32 clients send charges with fresh keys, while the server is frozen (SIGSTOP) now
+    and then. Once every reply it wrote before freezing has arrived, more committed ops
+    than replies means a batch sits between its commit and its replies: SIGKILL then.
+    Otherwise it thaws (SIGCONT) and the burst goes on."""
+    assert server.proc is not None
+    rng = random.Random(5)
+    killed = asyncio.Event()
+    async with _client(server) as http, _CommittedOps(server, env, "crash") as committed:
 
-        async def worker() -> None:
-            while waiting:
-                key = waiting.pop()
+        async def worker(index: int) -> None:
+            for n in itertools.count():
+                key = f"w{index}-{n}"
+                amount = rng.choice([1, "0.25", 3])
+                sent[key] = {"op": "charge", "amount": amount, "idempotency_key": key}
                 try:
                     answered[key] = await _op(http, "crash", sent[key])
                 except httpx.HTTPError:
                     return
-                if len(answered) >= target:
-                    enough.set()
+                if killed.is_set():
+                    return
 
-        workers = [asyncio.create_task(worker()) for _ in range(64)]
-        await asyncio.wait_for(enough.wait(), 60)
-        server.kill()
+        workers = [asyncio.create_task(worker(i)) for i in range(32)]
+        for _ in range(200):
+            await asyncio.sleep(rng.uniform(0.005, 0.05))
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            await asyncio.sleep(0.25)  # what the server wrote before freezing arrives
+            if await committed() > len(answered):
+                killed.set()
+                server.kill()
+                break
+            os.kill(server.proc.pid, signal.SIGCONT)
+        else:
+            server.kill()
         await asyncio.gather(*workers)
 
 
-async def test_kill_9_mid_burst_then_every_key_retried(
+async def test_kill_9_between_commit_and_reply_then_every_key_retried(
     backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
 ) -> None:
     server = start_server(env=backend_env)
     await create_project(server, "crash", budget_total=1_000_000)
     sent: dict[str, dict[str, Any]] = {}
     answered: dict[str, Reply] = {}
-    lost: dict[str, dict[str, Any]] = {}  # committed, but the reply never arrived
-    rng = random.Random(5)
-    # Kill during a burst until some op is caught between its commit and its reply.
-    for burst in range(12):
-        waiting = []
-        for i in range(300):
-            key = f"b{burst}-{i}"
-            sent[key] = {
-                "op": "charge",
-                "amount": rng.choice([1, "0.25", 3]),
-                "idempotency_key": key,
-            }
-            waiting.append(key)
-        await _burst_then_kill(server, waiting, sent, answered, 150)
-        server.restart()
-        async with _client(server) as http:
-            committed = {row["idempotency_key"]: row for row in await _ledger(http, "crash")}
-        lost = {key: row for key, row in committed.items() if key not in answered}
-        if lost:
-            break
-    assert lost, "no op was ever caught between its commit and its reply"
+    await _kill_between_commit_and_reply(server, backend_env, sent, answered)
+    server.restart()
+    async with _client(server) as http:
+        committed = {row["idempotency_key"]: row for row in await _ledger(http, "crash")}
+    lost = {key: row for key, row in committed.items() if key not in answered}
+    assert lost, "the server was never caught between a commit and its reply"
 
     # Every client retries every key it sent, answered or not, 64 at a time.
     retried: dict[str, Reply] = {}
