@@ -120,6 +120,16 @@ const commands = {
     await waitUntil(() => provider.synced && provider.wsconnected, timeoutMs, `${name} to resync`)
   },
   async closes ({ name }) { return client(name).closes },
+  // The shared type (or JS type) at a path: 'YMap', 'YArray', 'YText', 'object', 'string'...
+  async kind ({ name, path }) {
+    const [root, ...keys] = path
+    let value = client(name).doc.getMap(root)
+    for (const key of keys) value = value instanceof Y.Map ? value.get(key) : undefined
+    if (value instanceof Y.AbstractType) return value.constructor.name
+    return value === null ? 'null' : typeof value
+  },
+  // Send raw bytes (base64) on the client's socket, as a broken client would.
+  async sendRaw ({ name, base64 }) { client(name).provider.ws.send(Buffer.from(base64, 'base64')) },
   async state ({ name }) {
     const { provider } = client(name)
     return { synced: provider.synced, connected: provider.wsconnected }
