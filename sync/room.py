@@ -18,6 +18,7 @@ from pycrdt import Doc, Subscription, TransactionEvent
 from persistence.update_log import UpdateLog
 from sync import close_codes
 from sync.awareness import AwarenessStates
+from sync.awareness_fanout import AwarenessFanout
 from sync.connection import Connection
 from sync.doc_size import DocumentSize, DocumentTooLarge
 from sync.extensions import Extension
@@ -66,6 +67,7 @@ class Room:
         self.tail_bytes = 0
         self.connections: set[Connection] = set()
         self.awareness = AwarenessStates()
+        self._presence_out = AwarenessFanout(self.connections)  # batched per tick
         self.idle_since = asyncio.get_running_loop().time()
         self.closing = False
         self._update_log = update_log
@@ -103,7 +105,7 @@ class Room:
         removals = self.awareness.remove(connection.awareness_ids)
         if removals:
             payload = encode_awareness(removals)
-            self._broadcast(awareness_message(payload), exclude=None)
+            self._presence_out.queue(removals, None)
             for ext in self._extensions:
                 ext.on_awareness(self, payload, Origin(Source.CLIENT, connection.actor, connection))
         if not self.connections:
@@ -182,7 +184,7 @@ class Room:
                 connection.awareness_ids.add(entry.client_id)
         if accepted:
             relayed = encode_awareness(accepted)
-            self._broadcast(awareness_message(relayed), exclude=connection)
+            self._presence_out.queue(accepted, connection)
             for ext in self._extensions:
                 ext.on_awareness(self, relayed, origin)
 
@@ -304,7 +306,7 @@ class Room:
         except ProtocolError:
             return
         if accepted:
-            self._broadcast(awareness_message(encode_awareness(accepted)), exclude=None)
+            self._presence_out.queue(accepted, None)
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -316,6 +318,7 @@ class Room:
         self.connections.clear()
 
     def dispose(self) -> None:
+        self._presence_out.close()
         self._subscription and self.doc.unobserve(self._subscription)
         self.rules.close()
         for ext in self._extensions:

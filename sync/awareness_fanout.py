@@ -1,0 +1,80 @@
+"""Presence fan-out, batched per tick: the room's accepted awareness entries go out at
+most once per `tick_s`, one encoding for every subscriber.
+
+Relaying each awareness message to every other client costs N² frames a second when N
+clients send at 1 Hz (500 users: 250,000 frames/s). Batched, it costs N frames per tick
+whatever the rate, and entries of one client within a tick collapse to the newest. A
+quiet room pays no delay: a batch after a pause goes out on the next loop iteration.
+A client never receives its own entries back: a client that contributed to the batch
+gets it without them (encoded once per contributor; past `MAX_EXCLUSION_PARTS` the
+contributors get the full batch, whose entries of their own stock clients ignore, since
+they carry a clock they already have).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+
+from sync.connection import Connection
+from sync.protocol import AwarenessEntry, awareness_message, encode_varbytes, encode_varuint
+
+AWARENESS_TICK_S = 0.05
+MAX_EXCLUSION_PARTS = 100_000  # contributors x entries encoded per tick, at most
+
+
+def _encode_entry(entry: AwarenessEntry) -> bytes:
+    return (
+        encode_varuint(entry.client_id)
+        + encode_varuint(entry.clock)
+        + encode_varbytes(entry.state_json.encode())
+    )
+
+
+def _message(parts: list[bytes]) -> bytes:
+    return awareness_message(encode_varuint(len(parts)) + b"".join(parts))
+
+
+class AwarenessFanout:
+    def __init__(self, connections: Collection[Connection], tick_s: float = AWARENESS_TICK_S):
+        self._connections = connections
+        self._tick_s = tick_s
+        self._loop = asyncio.get_running_loop()
+        # client id -> (entry, the connection that sent it, or None for the server/peers)
+        self._pending: dict[int, tuple[AwarenessEntry, Connection | None]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_flush = float("-inf")
+
+    def queue(self, entries: list[AwarenessEntry], sender: Connection | None) -> None:
+        """Relay `entries` (already accepted by the room) with the next batch."""
+        for entry in entries:
+            self._pending.pop(entry.client_id, None)  # keep arrival order: newest last
+            self._pending[entry.client_id] = (entry, sender)
+        if self._timer is None and self._pending:
+            delay = max(0.0, self._last_flush + self._tick_s - self._loop.time())
+            self._timer = self._loop.call_later(delay, self.flush)
+
+    def flush(self) -> None:
+        self._timer = None
+        self._last_flush = self._loop.time()
+        pending, self._pending = self._pending, {}
+        if not pending or not self._connections:
+            return
+        parts = [_encode_entry(entry) for entry, _ in pending.values()]
+        senders = [sender for _, sender in pending.values()]
+        everyone = _message(parts)
+        contributors = {s for s in senders if s is not None}
+        exclude = len(contributors) * len(parts) <= MAX_EXCLUSION_PARTS
+        for connection in list(self._connections):
+            if exclude and connection in contributors:
+                others = [p for p, s in zip(parts, senders, strict=True) if s is not connection]
+                if others:
+                    connection.send(_message(others))
+            else:
+                connection.send(everyone)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._pending.clear()
