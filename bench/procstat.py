@@ -8,13 +8,18 @@ from pathlib import Path
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of `pid` so far."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of `pid` so far."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     # The command name may hold spaces; fields after it are fixed.
     fields = stat[stat.rindex(")") + 2 :].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / _TICKS
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far."""
+    user, system = cpu_times(pid)
+    return user + system
 
 
 def _status_kb(pid: int, key: str) -> int:

@@ -79,6 +79,7 @@ class PhaseResult:
     phase: str
     wall_s: float
     cpu_s: float
+    system_s: float  # the kernel's part of cpu_s (socket writes and reads)
     rss_start: int
     rss_end: int
     rss_peak: int
@@ -137,8 +138,8 @@ async def run_phases(
                     await w.say("skip")
                 continue
             procstat.reset_peak_rss(server_pid)
-            cpu0, rss0, t0 = (
-                procstat.cpu_seconds(server_pid),
+            (user0, sys0), rss0, t0 = (
+                procstat.cpu_times(server_pid),
                 procstat.rss_bytes(server_pid),
                 time.monotonic(),
             )
@@ -148,16 +149,17 @@ async def run_phases(
                 await w.say("go")
             if window_s is not None:
                 await asyncio.sleep(window_s)
-                cpu1, t1 = procstat.cpu_seconds(server_pid), time.monotonic()
+                (user1, sys1), t1 = procstat.cpu_times(server_pid), time.monotonic()
             done = [await w.event(phase_timeout) for w in workers]
             if window_s is None:
-                cpu1, t1 = procstat.cpu_seconds(server_pid), time.monotonic()
+                (user1, sys1), t1 = procstat.cpu_times(server_pid), time.monotonic()
             sampler.cancel()
             rss1 = procstat.rss_bytes(server_pid)
             result = PhaseResult(
                 phase=phase,
                 wall_s=t1 - t0,
-                cpu_s=cpu1 - cpu0,
+                cpu_s=(user1 + sys1) - (user0 + sys0),
+                system_s=sys1 - sys0,
                 rss_start=rss0,
                 rss_end=rss1,
                 rss_peak=max(procstat.peak_rss_bytes(server_pid), rss1),

@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 import threading
+import time
 from typing import Any
 
 GO, SKIP = "go", "skip"
@@ -21,6 +22,7 @@ GO, SKIP = "go", "skip"
 class Control:
     def __init__(self) -> None:
         self._lines: asyncio.Queue[str] = asyncio.Queue()
+        self._cpu_at_go = time.process_time()
         # stdin is read in a daemon thread: the runner writes a line per phase, nothing more.
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._read_stdin, args=(loop,), daemon=True).start()
@@ -38,7 +40,13 @@ class Control:
     async def ready(self, phase: str) -> bool:
         """Announce `phase`; True if the runner says go, False if it says skip."""
         self.emit("ready", phase=phase)
-        return await self._lines.get() == GO
+        go = await self._lines.get() == GO
+        self._cpu_at_go = time.process_time()
+        return go
 
     def done(self, phase: str, data: dict[str, Any]) -> None:
+        """Report `phase`, with this process's own CPU time since `go` (load generator
+        saturation shows up there: near one core means the clients, not the server,
+        set the pace)."""
+        data = {**data, "loadgen_cpu_s": round(time.process_time() - self._cpu_at_go, 3)}
         self.emit("done", phase=phase, data=data)

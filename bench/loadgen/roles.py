@@ -139,7 +139,7 @@ def writer_task(
 
 
 def closed(clients: Iterable[BenchClient]) -> int:
-    return sum(1 for c in clients if c.ws is None or c.close_code is not None)
+    return sum(1 for c in clients if not c.open)
 
 
 # --- roles ----------------------------------------------------------------------------
