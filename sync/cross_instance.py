@@ -34,8 +34,11 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from persistence.errors import LogFull
 from persistence.records import LogEntry
@@ -477,6 +480,30 @@ class CrossInstance(Extension):
         task = asyncio.create_task(work)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
+
+    # --- metrics (a Prometheus collector, read when scraped) -----------------
+
+    def collect(self) -> Iterator[Metric]:
+        bus = self.bus
+        yield GaugeMetricFamily(
+            "blackboard_redis_up", "1 if the Redis bus is up", value=bus.healthy
+        )
+        for name, help_text, value in (
+            ("published", "Peer messages sent to Redis", bus.published),
+            ("dropped", "Peer messages not sent (Redis down or queue full)", bus.dropped),
+            ("received", "Peer messages received from Redis", bus.received),
+        ):
+            yield CounterMetricFamily(f"blackboard_peer_messages_{name}", help_text, value=value)
+        yield CounterMetricFamily(
+            "blackboard_peer_updates_caught_up",
+            "Log rows applied that Redis had not delivered",
+            value=self.caught_up,
+        )
+        yield CounterMetricFamily(
+            "blackboard_peer_updates_adopted",
+            "Updates stored on behalf of an instance that died before storing them",
+            value=self.adopted,
+        )
 
     # --- presence for the API ------------------------------------------------
 

@@ -312,6 +312,10 @@ async def test_redis_down_falls_back_to_the_log_and_recovers(
         await js.call("set", name="on_b", path=["tasks", f"T{i}"], value={"kind": f"b{i}"})
     await js.call("waitFor", name="on_b", path=["shots", "S5", "title"], value="a5")
     await js.call("waitFor", name="on_a", path=["tasks", "T5", "kind"], value="b5")
+    for server in (a, b):  # they came from the log: Redis carried none of them
+        metrics = await _metrics(server)
+        assert metrics["blackboard_redis_up"] == 0
+        assert metrics["blackboard_peer_updates_caught_up_total"] >= 5
 
     private_redis.start()
     for server in (a, b):
@@ -436,6 +440,15 @@ async def _same_roots(server: ServerProcess, project_id: str, root: str, expecte
 async def _redis_ok(server: ServerProcess) -> None:
     body = (await http_get(server, "/readyz")).json()
     assert body["status"] == "ready" and body["checks"]["redis"] == "ok"
+
+
+async def _metrics(server: ServerProcess) -> dict[str, float]:
+    text = (await http_get(server, "/metrics")).text
+    return {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in text.splitlines())
+        if name.startswith("blackboard_") and "{" not in name
+    }
 
 
 async def _snapshot_count(store: Any, project_id: str) -> int:

@@ -75,6 +75,8 @@ class Services:
             ],
         )
         metrics.watch(rooms, update_log, compactor)
+        if cross_instance is not None:
+            metrics.registry.register(cross_instance)
         mirror.bind(rooms)
         sweeper = ExpirySweeper(ledger, leases, mirror, Fences(store.db, holder=instance_id))
         return cls(
