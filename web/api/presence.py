@@ -7,18 +7,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from sync.presence import local_presence
-from web.api.requests import project_id_param, services
-from web.errors import ApiError
+from web.api.requests import project_record, services
 
 
 async def read_presence(request: Request) -> JSONResponse:
     """`{project_id, connections, instances: [{instance_id, connections, clients:
     [{client_id, state}]}], complete}`; `complete` is false when Redis could not be
     asked, and the answer then covers this instance only."""
-    project_id = project_id_param(request)
+    project_id = (await project_record(request)).project_id
     svc = services(request)
-    if await svc.store.get_project(project_id) is None:
-        raise ApiError(404, "not_found", f"project {project_id!r} does not exist")
     room = svc.rooms.rooms.get(project_id)  # presence never loads a project
     if svc.cross_instance is not None:
         found = await svc.cross_instance.presence_of(project_id, room)
