@@ -89,8 +89,13 @@ def check_outcome(
         assert by_key[key] == outcome.first(key)[1], key
     statuses = {replies[0][0] for replies in outcome.replies.values()}
     assert statuses <= {200, 409}, statuses
-    # op_ids are gap-free, and replaying the rows gives each row's balances and the
-    # final ones: the ledger sums exactly to the balances, at every moment.
+    check_ledger(ledger, balances, total)
+
+
+def check_ledger(ledger: list[dict[str, Any]], balances: dict[str, Any], total: Any) -> None:
+    """op_ids are gap-free, and replaying the rows from `total` gives each row's
+    balances and the final ones: the ledger sums exactly to the balances, and no row
+    shows `reserved + spent > total`."""
     assert [row["op_id"] for row in ledger] == list(range(1, len(ledger) + 1))
     state = {"total": _units(total), "reserved": 0, "spent": 0}
     for row in ledger:
