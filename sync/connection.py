@@ -68,10 +68,15 @@ class Connection:
         return {"project_id": self.project_id, "connection_id": self.id}
 
     def send(self, message: bytes) -> None:
-        """Queue one frame; close the connection if its outbox is over the cap."""
+        """Queue one frame; close the connection if its outbox is already over the cap.
+
+        The cap bounds the backlog, not one message: a sync step 2 of a document bigger
+        than the cap (documents may reach `max_document_bytes`) still goes to a client
+        that keeps up, so an outbox holds at most the cap plus one message.
+        """
         if not self.open or self._drain_then_close:
             return
-        if self._queued_bytes + len(message) > self.max_queue_bytes:
+        if self._queued_bytes > self.max_queue_bytes:
             self.close(close_codes.TRY_AGAIN_LATER, "slow consumer: send queue full")
             return
         self._outbox.append(message)
