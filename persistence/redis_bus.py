@@ -135,7 +135,8 @@ class RedisBus:
                 count = min(len(self._outbox), MAX_PUBLISH_BATCH)
                 batch = [self._outbox.popleft() for _ in range(count)]
                 try:
-                    await asyncio.wait_for(_once_more(self._send, batch), self.timeout_s)
+                    async with asyncio.timeout(self.timeout_s):  # no extra task per send
+                        await _once_more(self._send, batch)
                     self.published += count
                 except FAILURES as exc:
                     self.dropped += count + len(self._outbox)

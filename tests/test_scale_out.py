@@ -255,8 +255,8 @@ async def test_paused_instance_that_missed_messages_converges_from_the_log(
     writer = BlackboardClient(a.ws, "pause")
     await writer.connect()
     with writer.doc.transaction():
-        writer.doc.get("spec", type=Map)["style"] = "noir"
-    await js.call("waitFor", name="on_b", path=["spec", "style"], value="noir")
+        writer.doc.get("spec", type=Map)["logline"] = "noir"
+    await js.call("waitFor", name="on_b", path=["spec", "logline"], value="noir")
 
     assert b.proc is not None
     os.kill(b.proc.pid, signal.SIGSTOP)
