@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JS_STAMP := tests/js/node_modules/.installed
+PEERS_STAMP := bench/peers/node_modules/.installed
 
 .PHONY: serve test lint bench services
 
@@ -15,6 +16,11 @@ $(STAMP): pyproject.toml
 
 $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --silent --no-audit --no-fund
+	touch $@
+
+# The peer servers bench/ compares with (y-websocket-server, Hocuspocus).
+$(PEERS_STAMP): bench/peers/package.json bench/peers/package-lock.json
+	cd bench/peers && npm ci --silent --no-audit --no-fund
 	touch $@
 
 serve: $(STAMP)
@@ -30,8 +36,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) $(JS_STAMP) services lint
+test: $(STAMP) $(JS_STAMP) $(PEERS_STAMP) services lint
 	$(BIN)/pytest -q
 
-bench: $(STAMP) $(JS_STAMP) services
+bench: $(STAMP) $(JS_STAMP) $(PEERS_STAMP) services
 	$(BIN)/python -m bench

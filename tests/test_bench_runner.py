@@ -1,0 +1,77 @@
+"""`python -m bench --quick` end to end, on a small subset: real servers (Blackboard and
+Hocuspocus, whose framing differs), real load generator processes, a RESULTS-style file
+whose other sections are left alone."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.server import ROOT
+
+OTHER_SECTION = "## Durable writes\n\nkeep me: 1,234 rows/s\n"
+
+
+def test_quick_run_writes_the_peer_comparison(tmp_path: Path) -> None:
+    peers = ROOT / "bench" / "peers" / "node_modules" / "@hocuspocus" / "server"
+    assert peers.exists(), "bench/peers/node_modules is missing: run `make bench` or `make test`"
+    results = tmp_path / "RESULTS.md"
+    results.write_text(f"# Benchmark results\n\n{OTHER_SECTION}")
+    run = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "bench", "--quick"),
+            *("--servers", "blackboard,hocuspocus"),
+            *("--scenarios", "echo,hot_room,cold_load"),
+            *("--output", str(results)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    text = results.read_text()
+    assert OTHER_SECTION in text  # another helper's section is untouched
+    section = text[text.index("<!-- peer-comparison:start -->") :]
+    assert section.rstrip().endswith("<!-- peer-comparison:end -->")
+    assert "Machine: " in section and "@hocuspocus/server" in section
+    assert "| case | figure | blackboard | hocuspocus |" in section
+
+    def row(case: str, figure: str) -> list[str]:
+        (line,) = [
+            line for line in section.splitlines() if line.startswith(f"| {case} | {figure} |")
+        ]
+        return [cell.strip() for cell in line.strip("|").split("|")][2:]
+
+    number = re.compile(r"^[\d,.]+( \(x[\d.e+-]+\))?$")
+    bb, hp = row("1 room, 2 clients, ping-pong", "round trips/s")
+    assert number.match(bb) and number.match(hp), (bb, hp)
+    assert float(bb.replace(",", "")) > 0
+    for mode in ("no", "with"):
+        bb, hp = row(f"20 observers, {mode} awareness", "CPU µs per update per observer")
+        assert number.match(bb) and number.match(hp), (bb, hp)
+        bb, hp = row(f"20 observers, {mode} awareness", "delivered %")
+        assert bb == "100" and hp.startswith("100"), (bb, hp)
+    bb, hp = row("100 KB, snapshot + 1 log rows", "first join (load) ms")
+    assert number.match(bb) and hp == "-"
+    assert "n/a: run without persistence" in section
+    assert "### Goals (Blackboard)" in section
+    # A second run replaces the section instead of adding another one.
+    again = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "bench", "--quick", "--servers", "blackboard"),
+            *("--scenarios", "echo", "--output", str(results)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    text = results.read_text()
+    assert text.count("<!-- peer-comparison:start -->") == 1
+    assert OTHER_SECTION in text and "hocuspocus" not in text.split(OTHER_SECTION)[1]
