@@ -8,7 +8,10 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,7 +21,7 @@ from pycrdt import Map
 from sync.client import BlackboardClient
 from tests.support.api import create_project, eventually
 from tests.support.budget_workload import check_outcome, run_workload
-from tests.support.server import ServerProcess
+from tests.support.server import ROOT, ServerProcess
 
 Reply = tuple[int, dict[str, Any]]
 
@@ -258,6 +261,17 @@ async def test_kill_9_between_commit_and_reply_then_every_key_retried(
         committed = {row["idempotency_key"]: row for row in await _ledger(http, "crash")}
     lost = {key: row for key, row in committed.items() if key not in answered}
     assert lost, "the server was never caught between a commit and its reply"
+    # The document may have missed the mirror of that batch: loading the project
+    # redoes it from the database.
+    async with _client(server) as http:
+        truth = await _balances(http, "crash")
+
+        async def document_shows_the_ledger() -> None:
+            shown = (await http.get("/api/projects/crash")).json()["doc"]["budget"]
+            names = ("total", "reserved", "spent", "available", "version")
+            assert {n: shown[n] for n in names} == {n: float(truth[n]) for n in names}
+
+        await eventually(document_shows_the_ledger)
 
     # Every client retries every key it sent, answered or not, 64 at a time.
     retried: dict[str, Reply] = {}
@@ -281,3 +295,26 @@ async def test_kill_9_between_commit_and_reply_then_every_key_retried(
     assert all(status == 200 for status, _ in retried.values())
     spent = sum(float(body["amount"]) for body in sent.values())
     assert balances["spent"] == spent and balances["reserved"] == 0
+
+
+async def test_cli_create_takes_an_exact_budget(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "cli"
+
+    def create(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "web.cli", "create", *args, "--data-dir", str(data_dir)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+    refused = create("film", "--title", "Film", "--budget", "10.00001")
+    assert refused.returncode != 0
+    assert "more than 4 decimal places" in refused.stderr
+    assert create("film", "--title", "Film", "--budget", "-3").returncode != 0
+    made = create("film", "--title", "Film", "--budget", "25000.5", "--currency", "EUR")
+    assert made.returncode == 0, made.stderr
+    server = start_server(data_dir=data_dir)
+    async with _client(server) as http:
+        balances = await _balances(http, "film")
+        assert (balances["total"], balances["currency"], balances["version"]) == (25000.5, "EUR", 0)
+        shown = (await http.get("/api/projects/film")).json()["doc"]["budget"]
+        assert (shown["total"], shown["available"]) == (25000.5, 25000.5)
