@@ -5,11 +5,12 @@ out of the way over delivering at all costs:
 
 - `publish` never blocks and never raises: messages queue in a bounded outbox that one
   task drains (several queued messages go out in one pipelined round trip, still one
-  PUBLISH each). While Redis is down, or past the bound, messages are dropped and
-  counted; receivers notice the gap and read the log.
+  PUBLISH each). While Redis is down, past the bound, or when a send fails, messages are
+  dropped and counted; receivers notice the gap and read the log.
 - One subscriber connection, rebuilt from scratch after any error (redis-py's own retries
   are off, so a reconnect is never silent): `on_connected` fires once every channel is
-  subscribed again, which is when callers catch up on what they missed.
+  subscribed again, which is when callers catch up on what they missed. `healthy` means
+  exactly this: subscribed and listening.
 - Every call has a timeout, and an idle subscriber pings, so a dead connection is noticed.
 """
 
@@ -76,7 +77,9 @@ class RedisBus:
         self._pubsub: PubSub | None = None
         self._outbox: deque[tuple[bytes, bytes]] = deque()
         self._wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._subscriber_task: asyncio.Task[None] | None = None
+        self._publisher_task: asyncio.Task[None] | None = None
+        self._publish_failing = False
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._backoff = RECONNECT_MIN_S
 
@@ -96,18 +99,19 @@ class RedisBus:
 
     async def start(self) -> None:
         """Start connecting in the background; a missing Redis is not an error."""
-        self._tasks = [
-            asyncio.create_task(self._subscribe_loop(), name="redis-subscriber"),
-            asyncio.create_task(self._publish_loop(), name="redis-publisher"),
-        ]
+        self._subscriber_task = asyncio.create_task(self._subscribe_loop(), name="redis-sub")
+        self._publisher_task = asyncio.create_task(self._publish_loop(), name="redis-pub")
 
     async def stop(self) -> None:
         """Send what is queued (within the timeout), then close."""
-        for task in [*self._tasks, *self._side_tasks]:
-            task.cancel()
-        for task in [*self._tasks, *self._side_tasks]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        tasks = [self._subscriber_task, self._publisher_task, *self._side_tasks]
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+        for task in tasks:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._outbox and self.healthy:  # e.g. the last awareness removals
             batch, self._outbox = list(self._outbox), deque()
             with contextlib.suppress(*FAILURES):
@@ -138,10 +142,15 @@ class RedisBus:
                     async with asyncio.timeout(self.timeout_s):  # no extra task per send
                         await _once_more(self._send, batch)
                     self.published += count
+                    self._publish_failing = False
                 except FAILURES as exc:
+                    # Lost for the fast path only: receivers see the counter jump and
+                    # read the log. If Redis itself is gone, the subscriber notices.
                     self.dropped += count + len(self._outbox)
                     self._outbox.clear()
-                    self._mark_down(f"publish failed: {exc or type(exc).__name__}")
+                    if not self._publish_failing:
+                        log.warning("redis: publish failed: %s", exc or type(exc).__name__)
+                    self._publish_failing = True
 
     async def _send(self, batch: list[tuple[bytes, bytes]]) -> None:
         if len(batch) == 1:
@@ -173,14 +182,21 @@ class RedisBus:
         async def run() -> None:
             try:
                 await asyncio.wait_for(work, self.timeout_s)
-            except FAILURES as exc:
-                self._mark_down(f"subscription change failed: {exc or type(exc).__name__}")
+            except FAILURES as exc:  # the subscription set is unknown now: start over
+                self._resubscribe(f"subscription change failed: {exc or type(exc).__name__}")
 
         task = asyncio.create_task(run())
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
+    def _resubscribe(self, reason: str) -> None:
+        self._mark_down(reason)
+        if self._subscriber_task is not None:
+            self._subscriber_task.cancel()
+        self._subscriber_task = asyncio.create_task(self._subscribe_loop(), name="redis-sub")
+
     async def _subscribe_loop(self) -> None:
+        await self._close_pubsub()  # a cancelled predecessor's
         while True:
             try:
                 await self._listen()
@@ -207,6 +223,9 @@ class RedisBus:
                 wanted.discard(message["channel"])
         for channel in self._channels - set(pubsub.channels):
             await asyncio.wait_for(pubsub.subscribe(channel), self.timeout_s)
+        # Pooled command connections may predate a Redis restart: drop them, so the
+        # next publish opens a live one instead of failing on a dead one.
+        await asyncio.wait_for(self._client.connection_pool.disconnect(), self.timeout_s)
         self.healthy, self.state = True, "ok"
         self._backoff = RECONNECT_MIN_S
         log.info("redis: subscribed to %d channels", len(self._channels))

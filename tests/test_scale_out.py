@@ -38,8 +38,9 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def cluster(start_server: Callable[..., ServerProcess], pg_url: str, prefix: str) -> Cluster:
-    """`cluster(n, redis_url=..., **env)`: n instances on one database and one Redis."""
+def cluster(pg_url: str, start_server: Callable[..., ServerProcess], prefix: str) -> Cluster:
+    """`cluster(n, redis_url=..., **env)`: n instances on one database and one Redis (the
+    servers stop before the database is dropped)."""
 
     def start(count: int, redis_url: str = REDIS_URL, **env: str) -> list[ServerProcess]:
         base = {
@@ -306,6 +307,8 @@ async def test_redis_down_falls_back_to_the_log_and_recovers(
     for server in (a, b):
         await eventually(lambda s=server: degraded(s), timeout=10)
 
+    # Presence set meanwhile reaches the other instance once Redis is back (below).
+    await js.call("setAwareness", name="on_a", state={"user": "ana", "during": "outage"})
     # Edits on both sides keep flowing between instances through the log.
     for i in range(1, 6):
         await js.call("set", name="on_a", path=["shots", f"S{i}"], value={"title": f"a{i}"})
@@ -323,6 +326,12 @@ async def test_redis_down_falls_back_to_the_log_and_recovers(
             lambda s=server: _redis_ok(s),  # reconnects by itself
             timeout=10,
         )
+    # Instances re-announce their clients' presence on reconnect (well before the 15 s
+    # in which a stock client would repeat it by itself).
+    await eventually(
+        lambda: _has_state(js, "on_b", {"user": "ana", "during": "outage"}, present=True),
+        timeout=5,
+    )
     await js.call("set", name="on_b", path=["shots", "S9"], value={"title": "back"})
     await js.call("waitFor", name="on_a", path=["shots", "S9", "title"], value="back")
     doc = await same_document([a, b], "outage")
