@@ -27,7 +27,17 @@ from schemas.document import ROOTS, Kind, Lattice, Root
 from sync.field_rules import conform
 from sync.protocol import ProtocolError
 from sync.yjs_encoding import DeleteRange
-from sync.yjs_structs import ANY, JSON_CONTENT, NO_VALUE, TYPE, TYPE_MAP, Id, Item, decode_update
+from sync.yjs_structs import (
+    ANY,
+    JSON_CONTENT,
+    NO_VALUE,
+    TYPE,
+    TYPE_MAP,
+    DecodedUpdate,
+    Id,
+    Item,
+    decode_update,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,7 @@ class _Slot:
     epoch: Epoch = 0.0
     best: dict[Epoch, str] = field(default_factory=dict)  # lattice maximum per epoch
     statuses: list[_Field] = field(default_factory=list)  # every status write in it
+    shown: dict[int, _Field] = field(default_factory=dict)  # those not deleted (one)
     attempts: list[_Field] = field(default_factory=list)  # every epoch write in it
 
     @property
@@ -70,6 +81,7 @@ class _Field:
 
 
 _Ref = _Slot | _Field
+_Written = list[tuple[int, object]]  # (clock, value) of each write a field holds
 
 
 @dataclass(frozen=True)
@@ -115,8 +127,9 @@ class LatticeTracker:
     def __init__(self) -> None:
         self._lattice_roots = {root.name: root for root in ROOTS if root.lattice}
         self._ids: dict[int, _Ranges] = {}
-        self._slots: dict[tuple[str, str], list[_Slot]] = {}
+        self._slots: dict[tuple[str, str], dict[int, _Slot]] = {}  # not deleted (one)
         self.dirty: set[tuple[str, str]] = set()  # (root, entry key) to check
+        self._last: tuple[bytes, DecodedUpdate] | None = None  # read once, used twice
 
     # --- reading updates ---------------------------------------------------------
 
@@ -176,7 +189,7 @@ class LatticeTracker:
         """Place the new structs of an update the Doc integrated (a transaction's update),
         mark what it deleted; return its new status and epoch writes (not yet settled)."""
         try:
-            decoded = decode_update(update)
+            decoded = self._decode(update)
         except ProtocolError as exc:
             log.warning("lattice: cannot read a transaction update: %s", exc)
             return []
@@ -198,32 +211,46 @@ class LatticeTracker:
         """
         if not fields:
             return
-        sent_items = self._items_of(sent) if sent is not None else {}
-        values: dict[int, object] = {}
+        values = self._values(fields, sent)
         attempts: dict[tuple[int, int], tuple[int, Epoch]] = {}  # (slot, client) -> newest
         for f in fields:
-            value = _value(sent_items.get(f.item) or f.written)
-            values[id(f)] = value
-            f.written = None
-            if f.key == f.slot.lattice.epoch_field:
-                f.settled = True
-                if value is NO_VALUE:
-                    continue
+            if f.key != f.slot.lattice.epoch_field:
+                continue
+            f.settled = True
+            for clock, value in values.get(id(f), ()):
                 epoch = _epoch_value(value)
                 if epoch is None:
                     continue
                 newest = attempts.get((id(f.slot), f.item[0]))
-                if newest is None or newest[0] < f.item[1]:
-                    attempts[(id(f.slot), f.item[0])] = (f.item[1], epoch)
+                if newest is None or newest[0] < clock:
+                    attempts[(id(f.slot), f.item[0])] = (clock, epoch)
                 self._raise_epoch(f.slot, epoch)
         for f in fields:
             if not f.settled:
                 self._settle_status(f, values, attempts, server=server)
 
+    def _values(self, fields: list[_Field], sent: bytes | None) -> dict[int, _Written]:
+        """The values written in each field, as (clock, value): from its own struct, and
+        from the update as sent (one field may hold several writes: yrs merges a run of
+        deleted ones into one struct)."""
+        values: dict[int, _Written] = {}
+        for f in fields:
+            if f.written is not None and _value(f.written) is not NO_VALUE:
+                values.setdefault(id(f), []).append((f.written.clock, _value(f.written)))
+            f.written = None
+        if sent is not None:
+            waiting = {id(f) for f in fields}
+            for item in self._items_of(sent).values():
+                value = _value(item)
+                ref = self._lookup((item.client, item.clock)) if value is not NO_VALUE else None
+                if isinstance(ref, _Field) and id(ref) in waiting:
+                    values.setdefault(id(ref), []).append((item.clock, value))
+        return values
+
     def _settle_status(
         self,
         f: _Field,
-        values: dict[int, object],
+        values: dict[int, _Written],
         attempts: dict[tuple[int, int], tuple[int, Epoch]],
         *,
         server: bool,
@@ -238,11 +265,13 @@ class LatticeTracker:
         for g in reversed(chain):
             g.epoch = self._epoch_of(g, attempts, server=server)
             g.settled = True
-            value = values.get(id(g), NO_VALUE)
-            if isinstance(value, str) and g.epoch is not None:
-                slot = g.slot
-                slot.best[g.epoch] = slot.lattice.join(slot.best.get(g.epoch), value) or value
-                self.dirty.add((slot.root.name, slot.key))
+            if g.epoch is None:
+                continue
+            slot = g.slot
+            for _, value in values.get(id(g), ()):
+                if isinstance(value, str):
+                    slot.best[g.epoch] = slot.lattice.join(slot.best.get(g.epoch), value) or value
+                    self.dirty.add((slot.root.name, slot.key))
 
     def _epoch_of(
         self, f: _Field, attempts: dict[tuple[int, int], tuple[int, Epoch]], *, server: bool
@@ -269,10 +298,10 @@ class LatticeTracker:
 
     def visible(self, root_name: str, key: str) -> _Slot | None:
         """The Map an entry key shows now (the one slot of that key not deleted)."""
-        shown = [s for s in self._slots.get((root_name, key), ()) if not s.deleted]
+        shown = self._slots.get((root_name, key))
         if not shown:
             return None
-        slot = max(shown, key=lambda s: s.item)
+        slot = max(shown.values(), key=lambda s: s.item)
         return slot if slot.is_map else None
 
     def target(self, root_name: str, key: str) -> Target | None:
@@ -285,7 +314,7 @@ class LatticeTracker:
             status = slot.lattice.bottom  # a retry with no status yet restarts it
         if not has_epoch:
             return Target(status, None)
-        shown = [f for f in slot.statuses if not f.deleted]
+        shown = slot.shown.values()
         stale = bool(shown) and max(shown, key=lambda f: f.item).epoch != slot.epoch
         return Target(status, slot.epoch, stale)
 
@@ -349,13 +378,17 @@ class LatticeTracker:
     @staticmethod
     def _new_field(slot: _Slot, key: str, item: Item) -> _Field:
         written = _Field(slot, key, (item.client, item.clock), item.origin, item)
-        (slot.statuses if key == slot.lattice.field else slot.attempts).append(written)
+        if key == slot.lattice.field:
+            slot.statuses.append(written)
+            slot.shown[id(written)] = written
+        else:
+            slot.attempts.append(written)
         return written
 
     def _new_slot(self, root: Root, key: str, item: Item) -> _Slot:
         is_map = item.kind == TYPE and item.type_ref == TYPE_MAP
         slot = _Slot(root, key, (item.client, item.clock), is_map)
-        self._slots.setdefault((root.name, key), []).append(slot)
+        self._slots.setdefault((root.name, key), {})[id(slot)] = slot
         self.dirty.add((root.name, key))
         return slot
 
@@ -368,28 +401,42 @@ class LatticeTracker:
                 if not ref.deleted:
                     ref.deleted = True
                     if isinstance(ref, _Slot):
+                        self._slots[(ref.root.name, ref.key)].pop(id(ref), None)
                         self.dirty.add((ref.root.name, ref.key))
+                    else:
+                        ref.slot.shown.pop(id(ref), None)
 
-    @staticmethod
-    def _items_of(update: bytes) -> dict[Id, Item]:
+    def _items_of(self, update: bytes) -> dict[Id, Item]:
         try:
-            return {(i.client, i.clock): i for i in decode_update(update).items}
+            return {(i.client, i.clock): i for i in self._decode(update).items}
         except ProtocolError as exc:
             log.warning("lattice: cannot read a client update: %s", exc)
             return {}
 
+    def _decode(self, update: bytes) -> DecodedUpdate:
+        # A client's update and its transaction's update are most often the same bytes.
+        if self._last is not None and self._last[0] == update:
+            return self._last[1]
+        decoded = decode_update(update)
+        self._last = (update, decoded)
+        return decoded
+
 
 class _LocalItems:
-    """The items of one update by id, to place dependencies within the same update."""
+    """The items of one update by id, to place dependencies within the same update
+    (sorted on first use: most updates never need it)."""
 
     def __init__(self, items: list[Item]) -> None:
-        self._by_client: dict[int, tuple[list[int], list[Item]]] = {}
-        for item in sorted(items, key=lambda i: (i.client, i.clock)):
-            starts, found = self._by_client.setdefault(item.client, ([], []))
-            starts.append(item.clock)
-            found.append(item)
+        self._items = items
+        self._by_client: dict[int, tuple[list[int], list[Item]]] | None = None
 
     def find(self, id_: Id) -> Item | None:
+        if self._by_client is None:
+            self._by_client = {}
+            for item in sorted(self._items, key=lambda i: (i.client, i.clock)):
+                starts, found = self._by_client.setdefault(item.client, ([], []))
+                starts.append(item.clock)
+                found.append(item)
         entry = self._by_client.get(id_[0])
         if entry is None:
             return None

@@ -25,10 +25,11 @@ real transaction origin, so the server's own writes are never "repaired").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +114,9 @@ class DocumentRules:
         self._touched: dict[Path, None] = {}  # an ordered set
         self._lattice = LatticeTracker()
         self._origin: Any = None  # the running transaction's origin (type-level events)
+        self._reviewing = False
+        self._reads: dict[Path, Any] = {}  # values read during one review
+        self._lattice_changed = False  # by the running transaction
         self._unsettled: deque[tuple[Any, list[_Field]]] = deque()
         self._repaired: weakref.WeakKeyDictionary[Connection, deque[float]] = (
             weakref.WeakKeyDictionary()
@@ -156,6 +160,7 @@ class DocumentRules:
         def on_events(events: list[Any], txn: Any) -> None:
             try:
                 self._origin = txn.origin
+                self._lattice_changed |= root.lattice is not None
                 source = self._origin.source if isinstance(self._origin, Origin) else None
                 for event in events:
                     self._take_event(root, event, source)
@@ -197,19 +202,23 @@ class DocumentRules:
             self._truth[path] = json_value(value)
 
     def _value_at(self, path: Path) -> Any:
-        container: Any = self._roots[path[0]]
-        for key in path[1:]:
-            if not isinstance(container, Map) or key not in container:
-                return _MISSING
-            container = container[key]
-        return container
+        """The value at `path` (`_MISSING` if none); read once per review."""
+        value = self._reads.get(path, _MISSING)
+        if value is _MISSING:
+            parent = self._roots[path[0]] if len(path) == 2 else self._value_at(path[:-1])
+            value = _get(parent, path[-1])
+            if self._reviewing:
+                self._reads[path] = value
+        return value
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         try:
             origin, self._origin = self._origin, None
             if origin is not None and hash(origin) != event.transaction.origin():
                 origin = None  # no type-level event ran for this transaction
-            fields = self._lattice.index(event.update)
+            # Reading the structs is only needed when a lattice root changed.
+            changed, self._lattice_changed = self._lattice_changed, False
+            fields = self._lattice.index(event.update) if changed else []
             source = origin.source if isinstance(origin, Origin) else None
             if source in (Source.CLIENT, Source.PEER):
                 # Settled by `review`, with the update as sent (it keeps lost values).
@@ -236,20 +245,30 @@ class DocumentRules:
         touched, self._touched = list(self._touched), {}
         lattice_entries = dict.fromkeys(self._lattice.dirty)
         self._lattice.dirty.clear()
-        for path in touched:
-            root = ROOTS_BY_NAME[path[0]]
-            if len(path) == 2 and root.keyed_by_id:
-                self._check_entry(root, path[1], fixes, peer=peer)
-            else:
-                self._check_field(root, path, fixes, peer=peer)
-            if root.lattice:
-                lattice_entries[(root.name, path[1])] = None
-        for root_name, key in lattice_entries:
-            self._check_lattice(ROOTS_BY_NAME[root_name], key, fixes)
+        with self._doc.transaction(), self._reading():  # one transaction for every read
+            for path in touched:
+                root = ROOTS_BY_NAME[path[0]]
+                if len(path) == 2 and root.keyed_by_id:
+                    self._check_entry(root, path[1], fixes, peer=peer)
+                else:
+                    self._check_field(root, path, fixes, peer=peer)
+                if root.lattice:
+                    lattice_entries[(root.name, path[1])] = None
+            for root_name, key in lattice_entries:
+                self._check_lattice(ROOTS_BY_NAME[root_name], key, fixes)
         corrections = list(fixes.values())
         if corrections and origin.connection is not None:
             self._count_repair(origin.connection)
         return corrections
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        self._reviewing = True
+        try:
+            yield
+        finally:
+            self._reviewing = False
+            self._reads.clear()
 
     def _count_repair(self, connection: Connection) -> None:
         now = asyncio.get_running_loop().time()
@@ -269,11 +288,10 @@ class DocumentRules:
     def _check_entry(
         self, root: Root, key: str, fixes: dict[Path, Correction], *, peer: bool
     ) -> None:
-        shared = self._roots[root.name]
-        if key not in shared:
-            return
-        value = shared[key]
         path = (root.name, key)
+        value = self._value_at(path)
+        if value is _MISSING:
+            return
         if not is_valid_id(key):
             fixes[path] = Correction(path, BAD_ID, json_value(value), None)
         elif isinstance(value, dict):
@@ -341,22 +359,38 @@ class DocumentRules:
     def _check_lattice(self, root: Root, key: str, fixes: dict[Path, Correction]) -> None:
         lattice = root.lattice
         assert lattice is not None
-        entry = self._roots[root.name].get(key)
         target = self._lattice.target(root.name, key)
-        if not isinstance(entry, Map) or target is None or not is_valid_id(key):
+        if target is None or not is_valid_id(key):
+            return
+        entry = self._value_at((root.name, key))
+        if not isinstance(entry, Map):
             return
         if target.epoch is not None and lattice.epoch_field:
-            shown = entry.get(lattice.epoch_field)
+            shown = _present(self._value_at((root.name, key, lattice.epoch_field)))
             if _epoch(shown) != target.epoch or (shown is not None and not _is_number(shown)):
                 path = (root.name, key, lattice.epoch_field)
                 fixes[path] = Correction(path, LATTICE, json_value(shown), target.epoch)
-        shown = entry.get(lattice.field)
+        shown = _present(self._value_at((root.name, key, lattice.field)))
         if target.status is not None and (shown != target.status or target.stale):
             path = (root.name, key, lattice.field)
             changed = shown != target.status
             fixes[path] = Correction(
                 path, LATTICE, json_value(shown), target.status, record=changed
             )
+
+
+def _get(container: Any, key: str) -> Any:
+    """`container[key]` if `container` is a Map holding `key` (one read, not two)."""
+    if not isinstance(container, Map):
+        return _MISSING
+    try:
+        return container[key]
+    except KeyError:
+        return _MISSING
+
+
+def _present(value: Any) -> Any:
+    return None if value is _MISSING else value
 
 
 def _is_number(value: Any) -> bool:

@@ -66,6 +66,14 @@ class DecodedUpdate:
 class _StructReader(Reader):
     __slots__ = ()
 
+    def varuint(self) -> int:
+        # Most varuints of an update are single bytes: skip the general loop for them.
+        pos = self.pos
+        if pos < len(self.data) and self.data[pos] < 0x80:
+            self.pos = pos + 1
+            return self.data[pos]
+        return super().varuint()
+
     def byte(self) -> int:
         if self.pos >= len(self.data):
             raise ProtocolError("truncated update")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map
 
@@ -332,6 +332,13 @@ def check(world: World) -> None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(ids=client_ids, steps=actions)
+# Found by this test: two concurrent retries, then a status on one of them, all sent
+# after a reload; the server merges the lost `pending` and the `claimed` written over
+# it into one deleted struct, and only the update as sent holds `claimed`.
+@example(
+    ids=[3, 2, 4],
+    steps=[("retry", 0, "T1"), ("retry", 1, "T1"), ("write", 1, "T1", "claimed"), ("reload",)],
+)
 def test_concurrent_edits_converge_on_the_lattice_maximum(
     ids: list[int], steps: list[tuple[Any, ...]]
 ) -> None:
