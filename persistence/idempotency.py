@@ -86,24 +86,28 @@ class NewKey:
     key: str
     stored: StoredKey
 
+    def row(self, now: datetime) -> tuple[str, str, str, str, int, str, datetime]:
+        """The `idempotency_keys` row, columns in KEY_COLUMNS order."""
+        response = json.dumps(self.stored.body, separators=(",", ":"))
+        return (
+            self.project_id,
+            self.scope,
+            self.key,
+            self.stored.request_hash,
+            self.stored.status,
+            response,
+            now,
+        )
+
+
+KEY_COLUMNS = "project_id, scope, idempotency_key, request_hash, status, response, created_at"
+
 
 async def store_keys(conn: Connection, keys: Sequence[NewKey], now: datetime) -> None:
     if keys:
         await conn.executemany(
-            "INSERT INTO idempotency_keys (project_id, scope, idempotency_key, request_hash,"
-            " status, response, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            [
-                (
-                    k.project_id,
-                    k.scope,
-                    k.key,
-                    k.stored.request_hash,
-                    k.stored.status,
-                    json.dumps(k.stored.body, separators=(",", ":")),
-                    now,
-                )
-                for k in keys
-            ],
+            f"INSERT INTO idempotency_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [k.row(now) for k in keys],
         )
 
 

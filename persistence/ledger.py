@@ -36,9 +36,9 @@ from persistence.idempotency import (
     find_keys,
     prune_keys,
     request_hash,
-    store_keys,
 )
 from persistence.in_list import padded_in
+from persistence.ledger_write import write_rows
 from schemas.money import MAX_UNITS, to_number
 
 log = logging.getLogger(__name__)
@@ -425,8 +425,7 @@ class BudgetLedger:
                 for queued in items:
                     replies[id(queued)] = _answer(account, queued, keys, new_keys, now)
                 accounts.append(account)
-            await _write(conn, accounts)
-            await store_keys(conn, new_keys, now)
+            await _write(conn, self.db.dialect, accounts, new_keys, now)
         return [replies[id(queued)] for queued in batch]
 
     async def _now_for_batch(self, conn: Connection) -> datetime:
@@ -529,40 +528,26 @@ async def _load_reservations(conn: Connection, account: _Account, wanted: set[st
         account.reservations[row[0]] = _Reservation(row[0], row[1], row[2], row[3], row[4])
 
 
-async def _write(conn: Connection, accounts: list[_Account]) -> None:
+async def _write(
+    conn: Connection, dialect: str, accounts: list[_Account], keys: list[NewKey], now: datetime
+) -> None:
     changed = [a for a in accounts if a.entries]
-    if not changed:
-        return
-    await conn.executemany(
-        "UPDATE budget_accounts SET total = $2, reserved = $3, spent = $4, version = $5,"
-        " updated_at = $6 WHERE project_id = $1",
-        [
+    # A reservation opened and closed in the same batch is written once, closed.
+    touched = [
+        (a.project_id, r) for a in changed for r in a.reservations.values() if r.new or r.closed
+    ]
+    await write_rows(
+        conn,
+        dialect,
+        accounts=[
             (a.project_id, b.total, b.reserved, b.spent, b.version, b.updated_at)
             for a in changed
             for b in (a.balances,)
         ],
-    )
-    # New reservations and closed ones in one statement (a reservation opened and closed
-    # in the same batch is written once, closed).
-    touched = [
-        (a.project_id, r) for a in changed for r in a.reservations.values() if r.new or r.closed
-    ]
-    if touched:
-        await conn.executemany(
-            "INSERT INTO budget_reservations"
-            " (project_id, reservation_id, amount, state, expires_at, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6)"
-            " ON CONFLICT (project_id, reservation_id) DO UPDATE SET state = excluded.state",
-            [
-                (p, r.reservation_id, r.amount, r.state, r.expires_at, r.created_at)
-                for p, r in touched
-            ],
-        )
-    await conn.executemany(
-        "INSERT INTO budget_ledger (project_id, op_id, op, amount, released, reservation_id,"
-        " expires_at, ref, idempotency_key, actor, total, reserved, spent, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        [
+        reservations=[
+            (p, r.reservation_id, r.amount, r.state, r.expires_at, r.created_at) for p, r in touched
+        ],
+        ledger=[
             (
                 a.project_id,
                 e.op_id,
@@ -582,4 +567,6 @@ async def _write(conn: Connection, accounts: list[_Account]) -> None:
             for a in changed
             for e in a.entries
         ],
+        keys=keys,
+        now=now,
     )
