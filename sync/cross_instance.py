@@ -64,9 +64,11 @@ PRESENCE_FLUSH_S = 0.25
 STOP_TIMEOUT_S = 5.0
 
 
-def new_instance_id() -> str:
-    """Unique per process start, readable in presence listings and logs."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+def new_instance_id(name: str | None = None) -> str:
+    """`name` (default host-pid) plus a random suffix: unique per process start, even when
+    a restarted instance keeps its configured name, so peers never take the new process
+    for the one that died (whose uncommitted updates they must then store)."""
+    return f"{name or f'{socket.gethostname()}-{os.getpid()}'}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)

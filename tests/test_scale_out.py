@@ -341,7 +341,9 @@ async def test_redis_down_falls_back_to_the_log_and_recovers(
 async def test_update_of_an_instance_that_died_before_commit_is_stored_by_a_peer(
     cluster: Cluster, js: JsClients, pg_url: str
 ) -> None:
-    a, b = cluster(2)
+    # Both named alike (as a deployment restarting one container might): the instance
+    # that replaces the dead one must not be taken for it.
+    a, b = cluster(2, BLACKBOARD_INSTANCE_ID="node")
     await create_project(a, "orphan")
     await js.connect("on_a", a.ws, "orphan")
     await js.connect("on_b", b.ws, "orphan")
@@ -376,6 +378,7 @@ async def test_update_of_an_instance_that_died_before_commit_is_stored_by_a_peer
     finally:
         await stall.rollback()
         await blocker.close()
+    a.restart()  # at once, under the same name
 
     async def stored_in_the_log() -> None:
         store = make_store(pg_url, a.data_dir)

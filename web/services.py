@@ -53,7 +53,7 @@ class Services:
         mirror = AuthorityMirror(ledger, leases)
         metrics = ServerMetrics()
         corrections = CorrectionRecorder(CorrectionStore(store.db))
-        instance_id = settings.instance_id or new_instance_id()
+        instance_id = new_instance_id(settings.instance_id)
         cross_instance = _cross_instance(settings, store, update_log, instance_id)
         rooms = RoomManager(
             store,

@@ -51,7 +51,7 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "bb:"
     redis_timeout_s: float = 2.0  # every Redis call
-    instance_id: str | None = None  # default: host-pid-random, new on every start
+    instance_id: str | None = None  # a name (default host-pid); a random suffix is added
     catchup_check_s: float = 2.0  # read missed log rows this often while Redis is up
     catchup_poll_s: float = 0.5  # and this often while Redis is down
     instance_ttl_s: float = 10.0  # a silent instance counts as dead after this long
