@@ -48,7 +48,8 @@ def _fmt(value: object) -> str:
 
 def _ratio(peer: object, base: object) -> str:
     if isinstance(peer, int | float) and isinstance(base, int | float) and base:
-        return f" (x{peer / base:.2g})"
+        ratio = peer / base
+        return f" (x{ratio:,.0f})" if abs(ratio) >= 100 else f" (x{ratio:.2g})"
     return ""
 
 

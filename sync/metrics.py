@@ -21,9 +21,12 @@ from sync.extensions import Extension
 from sync.origin import Origin
 
 if TYPE_CHECKING:
+    import asyncio
+
     from persistence.compaction_worker import CompactionWorker
     from persistence.update_log import UpdateLog
     from sync.connection import Connection
+    from sync.repair import Correction
     from sync.room import Room
     from sync.rooms import RoomManager
 
@@ -96,6 +99,12 @@ class ServerMetrics(Extension):
             "blackboard_awareness_in", "Awareness updates accepted and relayed", registry=r
         )
         self.joins = Counter("blackboard_joins", "Connections that joined a room", registry=r)
+        self.repairs = Counter(
+            "blackboard_repairs",
+            "Values the server repaired after a rule-breaking update, by rule",
+            ["rule"],
+            registry=r,
+        )
         self.refusals = Counter(
             "blackboard_refusals",
             "Sockets closed by the server with a refusal code",
@@ -157,6 +166,17 @@ class ServerMetrics(Extension):
 
     def on_awareness(self, room: Room, payload: bytes, origin: Origin) -> None:
         self.awareness_in.inc()
+
+    def on_repair(
+        self,
+        room: Room,
+        corrections: list[Correction],
+        committed: asyncio.Future[int] | None,
+        origin: Origin,
+    ) -> None:
+        for correction in corrections:
+            if correction.record:  # as listed at /api/projects/{id}/corrections
+                self.repairs.labels(correction.rule).inc()
 
     def on_join(self, room: Room, connection: Connection) -> None:
         self.joins.inc()

@@ -202,3 +202,34 @@ async def test_metrics_need_an_admin_token_when_auth_is_on(
     assert (
         delta(before, after, "blackboard_refusals_total", code="4401", reason="unauthorized") == 1
     )
+
+
+async def test_repairs_are_counted_by_rule(server: ServerProcess) -> None:
+    await create_project(server, "film-fix")
+    before = await scrape(server)
+    doc = Doc()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    spec = doc.get("spec", type=Map)
+    spec["fps"] = "24"  # a number field given text: coerced by the server
+    doc.get("shots", type=Map)["bad id!"] = Map({"title": "x"})  # an id that does not match
+    ws = await _connect(server, "film-fix")
+    for update in updates:
+        await ws.send(sync_update(update))
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+
+        async def listed() -> None:
+            items = (await http.get("/api/projects/film-fix/corrections")).json()["items"]
+            assert {item["path"] for item in items} >= {"spec/fps", "shots/bad id!"}
+
+        await eventually(listed)
+        items = (await http.get("/api/projects/film-fix/corrections")).json()["items"]
+    after = await scrape(server)
+    for rule in {item["rule"] for item in items}:
+        expected = sum(item["rule"] == rule for item in items)
+        assert delta(before, after, "blackboard_repairs_total", rule=rule) == expected
+    total = sum(
+        v - before.get(k, 0.0) for k, v in after.items() if k[0] == "blackboard_repairs_total"
+    )
+    assert total == len(items) >= 2
+    await ws.close()
