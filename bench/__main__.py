@@ -4,6 +4,7 @@
     python -m bench --quick              # a smoke run of seconds per scenario
     python -m bench --servers blackboard,hocuspocus --scenarios echo,hot_room
     python -m bench --soak-s 1800        # the 30-minute soak
+    python -m bench --profile prof/      # and py-spy Blackboard during each phase
 
 Each scenario starts each server fresh on a free loopback port, drives it from separate
 load generator processes (`bench.loadgen`), and reads the server's CPU and RSS from /proc.
@@ -41,9 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(s.key for s in SCENARIOS),
         help=f"comma list of {', '.join(s.key for s in SCENARIOS)}",
     )
-    parser.add_argument("--soak-s", type=float, help="soak duration in seconds (full: 60)")
+    parser.add_argument("--soak-s", type=float, help="soak duration in seconds (full run: 45)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="RESULTS.md to update")
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy Blackboard's measured phases into this folder"
+    )
     return parser
 
 
@@ -91,7 +95,7 @@ async def run(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    ctx = Context(params, work)
+    ctx = Context(params, work, profile_dir=args.profile)
     failed = 0
     for scenario in (s for s in SCENARIOS if s.key in keys):
         record.titles[scenario.key] = scenario.title

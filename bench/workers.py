@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procstat
+from bench import profile as bench_profile
 from bench.servers import ROOT
 
 STREAM_LIMIT = 256 * 1024 * 1024  # a phase's samples travel as one JSON line
@@ -112,12 +114,14 @@ async def run_phases(
     setup_timeout: float,
     phase_timeout: float,
     window_s: float | None = None,
+    profile: Path | None = None,
     decide: Callable[[str, list[PhaseResult]], str] = lambda phase, done: "go",
 ) -> list[PhaseResult]:
     """Drive every worker through its phases; `decide` may answer "skip" to a phase.
 
     With `window_s`, CPU is read over exactly that long after `go` (the workers' own
-    measuring window), not over the drain that follows it.
+    measuring window), not over the drain that follows it; with `profile` too, py-spy
+    samples the server over that window into `<profile>-<phase>.txt` (and `.summary`).
     """
     results: list[PhaseResult] = []
     try:
@@ -145,6 +149,12 @@ async def run_phases(
             )
             series: list[tuple[float, int]] = []
             sampler = asyncio.create_task(_sample_rss(server_pid, series, t0))
+            spy, raw = None, None
+            if profile is not None and window_s is not None:
+                raw = (
+                    profile.parent / f"{profile.name}-{re.sub(r'[^A-Za-z0-9=.-]', '_', phase)}.txt"
+                )
+                spy = await bench_profile.record(server_pid, window_s, raw)
             for w in workers:
                 await w.say("go")
             if window_s is not None:
@@ -154,6 +164,10 @@ async def run_phases(
             if window_s is None:
                 (user1, sys1), t1 = procstat.cpu_times(server_pid), time.monotonic()
             sampler.cancel()
+            if spy is not None and raw is not None:
+                await asyncio.wait_for(spy.wait(), 60)
+                if raw.exists():
+                    raw.with_suffix(".summary").write_text(bench_profile.summary(raw))
             rss1 = procstat.rss_bytes(server_pid)
             result = PhaseResult(
                 phase=phase,

@@ -12,6 +12,7 @@ import contextlib
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -142,6 +143,11 @@ def closed(clients: Iterable[BenchClient]) -> int:
     return sum(1 for c in clients if not c.open)
 
 
+def close_codes(clients: Iterable[BenchClient]) -> dict[str, int]:
+    """How the closed ones were closed (1006: the socket dropped without a close frame)."""
+    return dict(Counter(str(c.close_code) for c in clients if not c.open))
+
+
 # --- roles ----------------------------------------------------------------------------
 
 
@@ -237,6 +243,7 @@ async def rooms(spec: dict[str, Any], control: Control) -> None:
                 connect_s=round(connect_s, 2),
                 clients=len(everyone),
                 closed=closed(everyone),
+                close_codes=close_codes(everyone),
                 awareness_in=sum(c.awareness_in for c in everyone),
             )
             control.done("run", data)
@@ -283,6 +290,7 @@ async def hot_room(spec: dict[str, Any], control: Control) -> None:
                         observers=len(observers),
                         connect_failures=failures,
                         closed=closed(observers),
+                        close_codes=close_codes(observers),
                     )
                     control.done(phase, data)
     await close_all([*observers, *([writer] if writer else [])])
@@ -380,6 +388,7 @@ async def soak(spec: dict[str, Any], control: Control) -> None:
                     "connect_failures": failures,
                     "connect_s": round(connect_s, 2),
                     "closed": closed(clients),
+                    "close_codes": close_codes(clients),
                 },
             )
     await close_all(clients)
