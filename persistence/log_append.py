@@ -8,11 +8,12 @@ always a prefix 1..N of the log.
 Postgres does the whole batch in one statement (one round trip, atomic on its own):
 lock the counters in id order (so writers whose batches share projects queue instead of
 deadlocking), bump them, insert every row from arrays. SQLite has one writer, so a plain
-transaction with one UPDATE per project and executemany is enough there.
+transaction with one UPDATE for all the batch's counters and executemany is enough there.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from itertools import groupby
 
@@ -42,6 +43,14 @@ WITH locked AS MATERIALIZED (
 SELECT project_id, seq FROM bumped
 """
 
+# Bump every counter of the batch at once: `$1` is a JSON object {project_id: rows}.
+_SQLITE_BUMP = """
+UPDATE projects SET seq = seq + j.value
+FROM json_each($1) AS j
+WHERE projects.project_id = j.key
+RETURNING project_id, seq
+"""
+
 _EXISTING = "SELECT project_id FROM projects WHERE project_id = ANY($1::text[])"
 
 
@@ -53,7 +62,7 @@ async def append_batch(db: Database, batch: Sequence[PendingAppend]) -> list[int
     if db.dialect == "postgres":
         lasts = await _append_postgres(db, batch, runs)
     else:
-        lasts = await _append_one_by_one(db, batch, runs)
+        lasts = await _append_sqlite(db, batch, runs)
     seqs: list[int] = []
     for project_id, count in runs:
         seqs.extend(range(lasts[project_id] - count + 1, lasts[project_id] + 1))
@@ -84,20 +93,15 @@ async def _append_postgres(
     return {row[0]: row[1] for row in rows}
 
 
-async def _append_one_by_one(
+async def _append_sqlite(
     db: Database, batch: Sequence[PendingAppend], runs: list[tuple[str, int]]
 ) -> dict[str, int]:
     now = utc_now()
-    lasts: dict[str, int] = {}
     async with db.transaction() as conn:
-        for project_id, count in runs:
-            last = await conn.fetchval(
-                "UPDATE projects SET seq = seq + $1 WHERE project_id = $2 RETURNING seq",
-                count,
-                project_id,
-            )
-            if last is not None:
-                lasts[project_id] = last
+        # One UPDATE for every project of the batch: each statement is a round trip to
+        # the database thread, and a batch may span a thousand projects.
+        bumped = await conn.fetch(_SQLITE_BUMP, json.dumps(dict(runs)))
+        lasts: dict[str, int] = {row[0]: row[1] for row in bumped}
         _check_all_found(runs, lasts)  # raising here rolls the whole batch back
         rows, start = [], 0
         for project_id, count in runs:
