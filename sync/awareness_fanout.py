@@ -4,7 +4,9 @@ most once per `tick_s`, one encoding for every subscriber.
 Relaying each awareness message to every other client costs N² frames a second when N
 clients send at 1 Hz (500 users: 250,000 frames/s). Batched, it costs N frames per tick
 whatever the rate, and entries of one client within a tick collapse to the newest. A
-quiet room pays no delay: a batch after a pause goes out on the next loop iteration.
+quiet room pays no delay: a batch after a pause goes out on the next loop iteration. In a
+big room the tick grows so that it sends at most `MAX_FRAMES_PER_S` presence frames a
+second (1,500 clients: a batch every 0.3 s); the bytes are N² either way.
 A client never receives its own entries back: a client that contributed to the batch
 gets it without them (encoded once per contributor; past `MAX_EXCLUSION_PARTS` the
 contributors get the full batch, whose entries of their own stock clients ignore, since
@@ -20,6 +22,7 @@ from sync.connection import Connection
 from sync.protocol import AwarenessEntry, awareness_message, encode_varbytes, encode_varuint
 
 AWARENESS_TICK_S = 0.05
+MAX_FRAMES_PER_S = 5_000  # per room: past 250 clients the tick grows with the room
 MAX_EXCLUSION_PARTS = 100_000  # contributors x entries encoded per tick, at most
 
 
@@ -51,7 +54,8 @@ class AwarenessFanout:
             self._pending.pop(entry.client_id, None)  # keep arrival order: newest last
             self._pending[entry.client_id] = (entry, sender)
         if self._timer is None and self._pending:
-            delay = max(0.0, self._last_flush + self._tick_s - self._loop.time())
+            tick = max(self._tick_s, len(self._connections) / MAX_FRAMES_PER_S)
+            delay = max(0.0, self._last_flush + tick - self._loop.time())
             self._timer = self._loop.call_later(delay, self.flush)
 
     def flush(self) -> None:

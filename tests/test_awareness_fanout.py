@@ -97,3 +97,18 @@ async def test_a_sole_contributor_gets_nothing() -> None:
     assert entries_of(ca) == []
     assert entries_of(cb) == [[(1, 1), (2, 1)]]
     fanout.close()
+
+
+async def test_a_big_room_gets_a_longer_tick() -> None:
+    crowd = [connection() for _ in range(1000)]  # 1,000 / MAX_FRAMES_PER_S: a 0.2 s tick
+    (_, first), (_, last) = crowd[0], crowd[-1]
+    fanout = AwarenessFanout({conn for conn, _ in crowd}, tick_s=0.01)
+    fanout.queue([entry(1, 1)], None)
+    await settle()
+    assert entries_of(first) == [[(1, 1)]]
+    fanout.queue([entry(1, 2)], None)
+    await settle(0.1)
+    assert len(last.frames) == 1  # not yet: the tick is longer than 0.01 s here
+    await settle(0.2)
+    assert entries_of(last) == [[(1, 1)], [(1, 2)]]
+    fanout.close()
