@@ -36,6 +36,7 @@ from persistence.update_log import UpdateLog
 from sync.projects import initial_update
 from tests.support.backends import create_database, drop_database
 from tests.support.private_postgres import PrivatePostgres
+from web.gc_tuning import tune_for_serving
 
 UPDATE_BYTES = 40
 TICK_S = 0.001
@@ -125,13 +126,17 @@ async def _server_version(url: str) -> str:
         await conn.close()
 
 
-async def run(rates: list[int], seconds: float, projects: int, private: bool) -> list[RateResult]:
+async def run(
+    rates: list[int], seconds: float, projects: int, private: bool, gc_tuning: bool
+) -> list[RateResult]:
     cluster = PrivatePostgres().init_and_start() if private else None
     url = await cluster.create_database("bench") if cluster else await create_database()
     store = make_store(url, Path("."))
     try:
         await store.open(migrate_schema=True)
         ids = await _create_projects(store, projects)
+        if gc_tuning:
+            tune_for_serving()  # as `blackboard serve` does
         log = UpdateLog(store)
         log.start()
         machine = describe()
@@ -145,7 +150,7 @@ async def run(rates: list[int], seconds: float, projects: int, private: bool) ->
         where = "a private cluster" if private else "the shared cluster"
         print(
             f"{projects} projects, {UPDATE_BYTES}-byte updates, {seconds:g} s per rate,"
-            f" on {where}\n"
+            f" on {where}, {'serving' if gc_tuning else 'default'} GC settings\n"
         )
         print("| offered/s | rows/s | ack p50 ms | ack p99 ms | ack max ms | rows/commit |")
         print("|---:|---:|---:|---:|---:|---:|")
@@ -177,15 +182,18 @@ def main() -> None:
     parser.add_argument("--rates", default="5000,10000,20000", help="comma-separated rates")
     parser.add_argument("--projects", type=int, default=1000)
     parser.add_argument("--private", action="store_true", help="run on a private cluster")
+    parser.add_argument(
+        "--default-gc", action="store_true", help="keep CPython's GC settings (for comparison)"
+    )
     args = parser.parse_args()
     seconds = 3.0 if args.quick else args.seconds
     rates = [int(r) for r in args.rates.split(",")]
     try:
         import uvloop  # the server runs on uvloop (uvicorn[standard]); measure the same
 
-        uvloop.run(run(rates, seconds, args.projects, args.private))
+        uvloop.run(run(rates, seconds, args.projects, args.private, not args.default_gc))
     except ImportError:
-        asyncio.run(run(rates, seconds, args.projects, args.private))
+        asyncio.run(run(rates, seconds, args.projects, args.private, not args.default_gc))
 
 
 if __name__ == "__main__":

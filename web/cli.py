@@ -19,6 +19,7 @@ from schemas.document import is_valid_id
 from schemas.migration_files import migrations_for
 from schemas.money import BadAmount, parse_amount
 from sync.projects import create_project
+from web.gc_tuning import tune_for_serving
 from web.logs import configure
 from web.settings import Settings
 from web.tokens import ROLES, Keyring, mint
@@ -112,6 +113,7 @@ def serve(settings: Settings) -> None:
     backend = "postgres" if settings.database_url else f"sqlite in {settings.data_dir}"
     print(f"Blackboard on http://{settings.host}:{settings.port} ({backend})", flush=True)
     print(f"  sync: ws://{settings.host}:{settings.port}/sync/{{project_id}}", flush=True)
+    tune_for_serving()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
