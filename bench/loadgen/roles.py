@@ -160,7 +160,8 @@ async def echo(spec: dict[str, Any], control: Control) -> None:
     a_got, b_got = asyncio.Event(), asyncio.Event()
     a = target.client(room, lambda found, _: any(t == 1 for t, _ in found) and a_got.set())
     b = target.client(room, lambda found, _: any(t == 0 for t, _ in found) and b_got.set())
-    await connect_all([a, b])
+    await connect_all([a])  # one after the other: the room exists before the second joins
+    await connect_all([b])
     sent_a = sent_b = 0
 
     async def answer() -> None:
