@@ -40,6 +40,11 @@ class Lattice:
     def bottom(self) -> str:
         return self.order[0]
 
+    @property
+    def fields(self) -> frozenset[str]:
+        """The entry fields the lattice decides (the status, and its epoch if any)."""
+        return frozenset(f for f in (self.field, self.epoch_field) if f is not None)
+
     def rank(self, value: object) -> int:
         return self.order.index(value) if value in self.order else -1
 

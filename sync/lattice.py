@@ -23,6 +23,8 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pycrdt import Doc, Map
+
 from schemas.document import ROOTS, Kind, Lattice, Root
 from sync.field_rules import conform
 from sync.protocol import ProtocolError
@@ -131,6 +133,24 @@ class LatticeTracker:
         self.dirty: set[tuple[str, str]] = set()  # (root, entry key) to check
         self._last: tuple[bytes, DecodedUpdate] | None = None  # read once, used twice
 
+    @classmethod
+    def of_document(cls, doc: Doc) -> LatticeTracker:
+        """The tracker of a loaded document. Reading its structs takes Python time in
+        proportion to its size, so a room runs this in a worker thread before it goes
+        live (nothing else touches the Doc meanwhile)."""
+        shown: dict[tuple[str, str], tuple[object, object]] = {}
+        for root in ROOTS:
+            lattice = root.lattice
+            if lattice is None:
+                continue
+            for key, entry in (doc.get(root.name, type=Map).to_py() or {}).items():
+                if isinstance(entry, dict):
+                    epoch = entry.get(lattice.epoch_field) if lattice.epoch_field else 0
+                    shown[(root.name, key)] = (entry.get(lattice.field), epoch)
+        tracker = cls()
+        tracker.load(doc.get_update(), shown)
+        return tracker
+
     # --- reading updates ---------------------------------------------------------
 
     def load(self, state: bytes, shown: dict[tuple[str, str], tuple[object, object]]) -> None:
@@ -154,20 +174,29 @@ class LatticeTracker:
 
     @staticmethod
     def _epoch_at_load(slot: _Slot) -> None:
-        """Status writes of the shown epoch: those its attempt's author wrote after it
-        (or with it, when both were the entry's first), and those based on them."""
-        attempts = [f for f in slot.attempts if not f.deleted]
+        """Status writes of the shown epoch: those whose author had last set the shown
+        attempt, or a sibling of it (a concurrent retry from the same attempt, which set
+        the same number), or wrote it with the entry; and those based on them."""
+        shown_attempts = [f for f in slot.attempts if not f.deleted]
         if not slot.attempts:  # no attempt ever written: one epoch only
             roots = set(map(id, slot.statuses))
-        elif attempts:
-            shown = max(attempts, key=lambda f: f.item)
-            author, clock = shown.item
-            roots = {
+        elif shown_attempts:
+            shown = max(shown_attempts, key=lambda f: f.item)
+            current = {
                 id(f)
-                for f in slot.statuses
-                if f.item[0] == author
-                and (f.item[1] > clock or (f.origin is None and shown.origin is None))
+                for f in slot.attempts
+                if f is shown or (f.origin is not None and f.origin == shown.origin)
             }
+            by_author: dict[int, list[_Field]] = {}
+            for f in sorted(slot.attempts, key=lambda f: f.item):
+                by_author.setdefault(f.item[0], []).append(f)
+            roots = set()
+            for f in slot.statuses:
+                earlier = [a for a in by_author.get(f.item[0], ()) if a.item[1] < f.item[1]]
+                if earlier and id(earlier[-1]) in current:
+                    roots.add(id(f))
+                elif f.origin is None and shown.origin is None and f.item[0] == shown.item[0]:
+                    roots.add(id(f))  # written with the entry, before its attempt
         else:
             roots = set()
         by_item = {f.item: f for f in slot.statuses}
@@ -234,11 +263,15 @@ class LatticeTracker:
         from the update as sent (one field may hold several writes: yrs merges a run of
         deleted ones into one struct)."""
         values: dict[int, _Written] = {}
+        complete = True  # every write's value is in its own struct
         for f in fields:
-            if f.written is not None and _value(f.written) is not NO_VALUE:
-                values.setdefault(id(f), []).append((f.written.clock, _value(f.written)))
+            own = f.written
+            if own is not None and own.length == 1 and _value(own) is not NO_VALUE:
+                values[id(f)] = [(own.clock, _value(own))]
+            else:
+                complete = False
             f.written = None
-        if sent is not None:
+        if sent is not None and not complete:
             waiting = {id(f) for f in fields}
             for item in self._items_of(sent).values():
                 value = _value(item)
@@ -340,10 +373,7 @@ class LatticeTracker:
             if id(current) in memo:
                 on_stack.discard(id(stack.pop()))
                 continue
-            known = self._lookup((current.client, current.clock))
-            if known is not None:
-                memo[id(current)] = known
-                continue
+            # (A transaction's update, or a loaded state, holds each struct once.)
             dependency = current.origin or current.right_origin or current.parent_id
             parent = self._lookup(dependency)
             if dependency is not None and parent is None:

@@ -104,7 +104,13 @@ class DocumentRules:
     """The rules of one live document: what changed, what the server wrote, the lattice
     maxima; `review` lists the repairs an accepted client update calls for."""
 
-    def __init__(self, doc: Doc, policy: RepairPolicy | None = None) -> None:
+    def __init__(
+        self,
+        doc: Doc,
+        policy: RepairPolicy | None = None,
+        lattice: LatticeTracker | None = None,
+    ) -> None:
+        """`lattice`: `LatticeTracker.of_document(doc)`, if already built (off the loop)."""
         self._doc = doc
         self._policy = policy or RepairPolicy()
         self._roots = {root.name: doc.get(root.name, type=Map) for root in ROOTS}
@@ -112,7 +118,7 @@ class DocumentRules:
         # (tasks, entry, lease field).
         self._truth: dict[Path, Any] = {}
         self._touched: dict[Path, None] = {}  # an ordered set
-        self._lattice = LatticeTracker()
+        self._lattice = lattice or LatticeTracker.of_document(doc)
         self._origin: Any = None  # the running transaction's origin (type-level events)
         self._reviewing = False
         self._reads: dict[Path, Any] = {}  # values read during one review
@@ -136,23 +142,16 @@ class DocumentRules:
     # --- what the document holds now -----------------------------------------------
 
     def _load(self) -> None:
-        shown: dict[tuple[str, str], tuple[object, object]] = {}
         for root in ROOTS:
-            shared = self._roots[root.name]
-            if root.server_only:
-                for key in shared.keys():
-                    self._truth[(root.name, key)] = json_value(shared[key])
-            if not root.keyed_by_id:
+            if not (root.server_only or root.server_fields):
                 continue
-            for key, entry in shared.items():
-                if not isinstance(entry, Map):
-                    continue
-                for name in root.server_fields & set(entry.keys()):
-                    self._truth[(root.name, key, name)] = json_value(entry[name])
-                if root.lattice:
-                    epoch = entry.get(root.lattice.epoch_field) if root.lattice.epoch_field else 0
-                    shown[(root.name, key)] = (entry.get(root.lattice.field), epoch)
-        self._lattice.load(self._doc.get_update(), shown)
+            content = self._roots[root.name].to_py() or {}  # one read for the whole root
+            for key, value in content.items():
+                if root.server_only:
+                    self._truth[(root.name, key)] = json_value(value)
+                elif isinstance(value, dict):
+                    for name in root.server_fields & value.keys():
+                        self._truth[(root.name, key, name)] = json_value(value[name])
 
     # --- observers (they must never raise: a raise would surface in the transaction) --
 
@@ -160,7 +159,6 @@ class DocumentRules:
         def on_events(events: list[Any], txn: Any) -> None:
             try:
                 self._origin = txn.origin
-                self._lattice_changed |= root.lattice is not None
                 source = self._origin.source if isinstance(self._origin, Origin) else None
                 for event in events:
                     self._take_event(root, event, source)
@@ -179,6 +177,9 @@ class DocumentRules:
         else:
             keys = event.keys if isinstance(event, MapEvent) else {}
             paths = [(root.name, *inside, key) for key in keys]
+            # An entry or a field of one changed. (Even with no status among the keys, a
+            # status write may have lost a race there: it shows in no event.)
+            self._lattice_changed |= root.lattice is not None
         for path in paths:
             if source in (Source.SERVER, Source.PEER):
                 self._learn_truth(root, path)
@@ -252,7 +253,7 @@ class DocumentRules:
                     self._check_entry(root, path[1], fixes, peer=peer)
                 else:
                     self._check_field(root, path, fixes, peer=peer)
-                if root.lattice:
+                if root.lattice and (len(path) == 2 or path[2] in root.lattice.fields):
                     lattice_entries[(root.name, path[1])] = None
             for root_name, key in lattice_entries:
                 self._check_lattice(ROOTS_BY_NAME[root_name], key, fixes)

@@ -22,6 +22,7 @@ from sync.awareness_fanout import AwarenessFanout
 from sync.connection import Connection
 from sync.doc_size import DocumentSize, DocumentTooLarge
 from sync.extensions import Extension
+from sync.lattice import LatticeTracker
 from sync.origin import SERVER_ACTOR, Origin, Source
 from sync.protocol import (
     AwarenessMessage,
@@ -59,6 +60,7 @@ class Room:
         on_tail_grown: Callable[[Room], None],
         max_document_bytes: int = 64 * 1024 * 1024,
         size_estimate: int = 0,
+        lattice: LatticeTracker | None = None,
     ) -> None:
         self.project_id = project_id
         self.doc = doc
@@ -74,7 +76,7 @@ class Room:
         self._extensions = extensions
         self._on_tail_grown = on_tail_grown
         self._validator = ShadowValidator(doc)
-        self.rules = DocumentRules(doc)  # repairs of rule-breaking updates (sync.repair)
+        self.rules = DocumentRules(doc, lattice=lattice)  # repairs (sync.repair)
         self.size = DocumentSize(max_document_bytes, lambda: len(doc.get_update()), size_estimate)
         self._captured: list[bytes] = []
         self._subscription: Subscription = doc.observe(self._capture)

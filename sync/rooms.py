@@ -20,6 +20,7 @@ from persistence.update_log import UpdateLog
 from sync import close_codes
 from sync.connection import Connection
 from sync.extensions import Extension
+from sync.lattice import LatticeTracker
 from sync.room import Room
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class RoomManager:
     async def _load(self, project_id: str) -> Room:
         stored = await self.store.load(project_id)
         doc = replay(stored)  # raises CorruptDocument: a failed load is an error
+        # Indexing the document for the status lattices is Python work in proportion to
+        # its size: off the loop, before the room goes live.
+        lattice = await asyncio.to_thread(LatticeTracker.of_document, doc)
         tail_bytes = sum(len(entry.update) for entry in stored.tail)
         snapshot_bytes = len(stored.snapshot.state) if stored.snapshot else 0
         room = Room(
@@ -98,6 +102,7 @@ class RoomManager:
             on_tail_grown=self._maybe_compact,
             max_document_bytes=self.policy.max_document_bytes,
             size_estimate=snapshot_bytes + tail_bytes,
+            lattice=lattice,
         )
         room.tail_rows = len(stored.tail)
         room.tail_bytes = tail_bytes
