@@ -4,7 +4,9 @@ A connection may send `rate` messages per second averaged over `window_s` second
 token bucket holding `rate * window_s` tokens, refilled at `rate`. Past that the sender
 is throttled (the caller waits before reading its next message, so TCP pushes back on
 it); a sender that stays throttled for longer than one window is over the limit
-persistently, and the caller closes it.
+persistently, and the caller closes it. Being throttled ends only when the sender has
+slowed down enough for the bucket to refill halfway: a pause of the reader (a busy event
+loop) refills a few tokens and must not forgive a flood.
 """
 
 from __future__ import annotations
@@ -39,13 +41,13 @@ class MessageRateLimit:
 
     def admit(self, now: float) -> float | None:
         """Seconds to wait before handling one more message, or None if the sender has
-        been throttled without a break for longer than the window (close it)."""
+        been throttled for longer than the window (close it)."""
         wait = self._bucket.take(now)
-        if wait == 0.0:
-            self._throttled_since = None
-            return 0.0
         if self._throttled_since is None:
-            self._throttled_since = now
+            if wait > 0.0:
+                self._throttled_since = now
+        elif self._bucket.tokens >= self._bucket.capacity / 2:
+            self._throttled_since = None  # it slowed down: forgiven
         elif now - self._throttled_since > self._window_s:
             return None
         return wait

@@ -43,12 +43,24 @@ def test_rate_limit_forgives_a_sender_that_slows_down() -> None:
         assert wait is not None
         now += wait
     assert limit.throttled
-    now += 0.5  # pauses: the bucket refills
+    now += 1.0  # pauses: the bucket refills
     assert limit.admit(now) == 0.0
     assert not limit.throttled
     for _ in range(1000):  # then keeps to the rate for a long time
         now += 0.01
         assert limit.admit(now) == 0.0
+
+
+def test_reader_stalls_do_not_forgive_a_flood() -> None:
+    """The reading side stalls now and then (a busy loop refills a few tokens), while
+    the sender keeps its socket full: still closed after about one window."""
+    limit = MessageRateLimit(rate=100, window_s=1.0, now=0.0)
+    now, handled = 0.0, 0
+    while (wait := limit.admit(now)) is not None and now < 10:
+        handled += 1
+        now += wait + (0.05 if handled % 20 == 0 else 0.0)
+    assert 1.0 < now < 1.5
+    assert handled < 100 + 100 * 1.5
 
 
 # --- document size ------------------------------------------------------------

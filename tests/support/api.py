@@ -32,6 +32,25 @@ async def project_json(server: ServerProcess, project_id: str, token: str | None
         return response.json()
 
 
+async def history(
+    server: ServerProcess, project_id: str, token: str | None = None
+) -> list[tuple[int, str]]:
+    """(seq, actor) of every log entry, from `GET …/history`, page by page."""
+    entries: list[tuple[int, str]] = []
+    cursor = ""
+    async with httpx.AsyncClient(base_url=server.http, timeout=10, headers=bearer(token)) as http:
+        while True:
+            response = await http.get(
+                f"/api/projects/{project_id}/history", params={"limit": 1000, "cursor": cursor}
+            )
+            assert response.status_code == 200, response.text
+            page = response.json()
+            entries.extend((item["seq"], item["actor"]) for item in page["items"])
+            if page["next_cursor"] is None:
+                return entries
+            cursor = page["next_cursor"]
+
+
 async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
     """Retry an async or sync assertion until it passes or `timeout` runs out."""
     deadline = asyncio.get_running_loop().time() + timeout

@@ -25,6 +25,7 @@ from web.api.requests import (
     services,
     text_field,
 )
+from web.auth import require_role
 from web.errors import ApiError
 
 MAX_REF_LENGTH = 256
@@ -72,6 +73,8 @@ def parse_op(body: dict[str, Any]) -> BudgetOp:
 async def submit_op(request: Request) -> JSONResponse:
     project_id = project_id_param(request)
     op = parse_op(await read_json(request, exact_numbers=True))
+    if op.op == "topup":  # adding money is an admin's call; the other ops need write
+        require_role(request, "admin")
     svc = services(request)
     try:
         reply = await svc.ledger.submit(project_id, op, request.state.actor)
