@@ -132,6 +132,8 @@ class CrossInstance(Extension):
         self._channel_prefix = bus.channel("doc:")
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._connected_at = 0.0  # loop time of the last (re)connect to Redis
+        self._beat_now = False
         bus.on_message = self._on_message
         bus.on_subscribed = self._on_subscribed
         bus.on_connected = self._on_connected
@@ -242,8 +244,13 @@ class CrossInstance(Extension):
                 self._resync(link)
 
     def _on_connected(self) -> None:
+        # Redis may have restarted empty: our heartbeat and presence entries go back at
+        # once, and peers' liveness is not judged until they have had time to do the same.
+        self._connected_at = asyncio.get_running_loop().time()
+        self._beat_now = True
         # Whatever was published while we were not listening is only in the log now.
         for link in list(self.links.values()):
+            link.presence_dirty = True
             self._resync(link)
 
     def _resync(self, link: RoomLink) -> None:
@@ -403,7 +410,8 @@ class CrossInstance(Extension):
             await asyncio.sleep(PRESENCE_FLUSH_S)
             if not self.bus.healthy:
                 continue
-            beat = loop.time() >= next_beat
+            beat = self._beat_now or loop.time() >= next_beat
+            self._beat_now = False
             try:
                 if beat:
                     next_beat = loop.time() + self.policy.instance_ttl_s / 3
@@ -411,8 +419,8 @@ class CrossInstance(Extension):
                 for link in list(self.links.values()):
                     if link.presence_dirty or (beat and link.presence_listed):
                         await self._write_presence(link)
-                if beat:
-                    await self._check_peers()
+                if beat and loop.time() - self._connected_at >= self.policy.instance_ttl_s:
+                    await self._check_peers()  # every live peer has beaten since we connected
             except RedisUnavailable as exc:
                 log.debug("presence update failed: %s", exc)
 
