@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import tempfile
@@ -44,13 +45,15 @@ PROJECT = "bench-cross"
 PREFIX = "bench:"
 WARMUP_S = 1.0
 DRAIN_S = 1.0
+DRAIN_TIMEOUT_S = 60.0
 
 
 @dataclass
 class Outcome:
     rate: int
     seconds: float
-    sent: int
+    sent: int  # in the measured window
+    total_sent: int  # warm-up included
     local: dict[str, float | int | None]
     remote: dict[str, float | int | None]
     local_readers: int
@@ -66,11 +69,24 @@ class Group:
     def __init__(self) -> None:
         self.samples: list[int] = []
         self.window = (0, 0)
+        self.received = 0
+        self.expected: int | None = None
+        self.complete = asyncio.Event()
 
     def record(self, found: list[tuple[int, int]], now: int) -> None:
         for _tag, sent_ns in found:
+            self.received += 1
             if self.window[0] <= sent_ns < self.window[1]:
                 self.samples.append(now - sent_ns)
+        self._check()
+
+    def expect(self, count: int) -> None:
+        self.expected = count
+        self._check()
+
+    def _check(self) -> None:
+        if self.expected is not None and self.received >= self.expected:
+            self.complete.set()
 
 
 async def _count_update_messages(url: str, counts: list[int]) -> None:
@@ -111,12 +127,13 @@ async def measure(rate: int, seconds: float, readers_per_instance: int) -> Outco
             body = {"project_id": PROJECT, "title": "bench", "budget_total": 1}
             assert (await http.post("/api/projects", json=body)).status_code == 201
         local, remote = Group(), Group()
-        for server, group in ((a, local), (b, remote)):
-            for _ in range(readers_per_instance):
-                reader = BenchClient(f"{server.ws}/sync/{PROJECT}", Framing(), group.record)
-                clients.append(reader)
+        readers = [
+            BenchClient(f"{server.ws}/sync/{PROJECT}", Framing(), group.record)
+            for server, group in ((a, local), (b, remote))
+            for _ in range(readers_per_instance)
+        ]
         writer = BenchClient(f"{a.ws}/sync/{PROJECT}", Framing())
-        clients.append(writer)
+        clients.extend([*readers, writer])
         for client in clients:
             await client.connect()
         total = int(rate * (WARMUP_S + seconds)) + 1
@@ -127,30 +144,36 @@ async def measure(rate: int, seconds: float, readers_per_instance: int) -> Outco
         warm_end_ns = time.monotonic_ns() + int(WARMUP_S * 1e9)
         end_ns = warm_end_ns + int(seconds * 1e9)
         local.window = remote.window = (warm_end_ns, end_ns)
-        publishes_before, messages_before, sent = 0, 0, 0
         pids = {"instance A": _pid(a), "instance B": _pid(b), "redis": _pid(redis_server)}
         pids["load generator"] = os.getpid()
         cpu_before: dict[str, float] = {}
+        # Redis messages are counted over the whole run (warm-up too), once delivered.
+        publishes_before, messages_before = await _publish_calls(redis_client), counts[0]
+        sent = sent_in_window = 0
         for index in range(total):
             await asyncio.sleep(max(0.0, start + index / rate - loop.time()))
             now = time.monotonic_ns()
-            if now >= warm_end_ns and not publishes_before:
-                publishes_before = await _publish_calls(redis_client)
-                messages_before = counts[0]
+            if now >= warm_end_ns and not cpu_before:
                 cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                now = time.monotonic_ns()
             if now >= end_ns:
                 break
             await writer.send_update(stream.stamped(index, now))
-            if now >= warm_end_ns:
-                sent += 1
+            sent += 1
+            sent_in_window += now >= warm_end_ns
         cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / seconds for name, pid in pids.items()}
+        for group in (local, remote):
+            group.expect(sent * readers_per_instance)
+        with contextlib.suppress(TimeoutError):  # the table then shows what is missing
+            await asyncio.wait_for(
+                asyncio.gather(local.complete.wait(), remote.complete.wait()), DRAIN_TIMEOUT_S
+            )
         await asyncio.sleep(DRAIN_S)
         publishes = await _publish_calls(redis_client) - publishes_before
         return Outcome(
             rate=rate,
             seconds=seconds,
-            sent=sent,
+            sent=sent_in_window,
+            total_sent=sent,
             local=summary_ms(local.samples),
             remote=summary_ms(remote.samples),
             local_readers=readers_per_instance,
@@ -186,7 +209,7 @@ def render(outcome: Outcome) -> str:
 
     added_p50 = _minus(outcome.remote["p50_ms"], outcome.local["p50_ms"])
     added_p99 = _minus(outcome.remote["p99_ms"], outcome.local["p99_ms"])
-    per_update = outcome.publishes / outcome.sent if outcome.sent else 0.0
+    per_update = outcome.publishes / outcome.total_sent if outcome.total_sent else 0.0
     return "\n".join(
         [
             HEADING,
@@ -207,8 +230,8 @@ def render(outcome: Outcome) -> str:
             f"Added by crossing instances: p50 {added_p50} ms, p99 {added_p99} ms"
             " (goal: p99 within 1 ms).",
             f"Redis messages per update: {per_update:.3f} ({outcome.publishes:,} PUBLISH calls"
-            f" for {outcome.sent:,} updates; {outcome.update_messages:,} update messages"
-            " seen on the room's channel).",
+            f" for {outcome.total_sent:,} updates, warm-up included;"
+            f" {outcome.update_messages:,} update messages seen on the room's channel).",
             "CPU during the measured window (share of one core): "
             + ", ".join(f"{name} {share:.0%}" for name, share in outcome.cpu.items())
             + ".",
