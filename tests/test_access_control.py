@@ -132,6 +132,25 @@ async def test_socket_refusals_close_before_any_document_byte(start_server: Star
     assert await _state(server, "film", admin) == before
 
 
+async def test_query_string_tokens_never_reach_the_logs(start_server: StartServer) -> None:
+    server, admin = start_auth_server(start_server, BLACKBOARD_LOG_LEVEL="info")
+    await create_project(server, "film", token=admin)
+    secret_token = token("film", "read", "ana")
+    ws = await connect(server, "film", f"token={secret_token}")
+    await ws.send(sync_step1(b"\x00"))
+    assert await asyncio.wait_for(ws.recv(), 5)
+    await ws.close()
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+        assert (await http.get(f"/api/projects/film?token={secret_token}")).status_code == 200
+
+    def redacted() -> None:
+        logs = server.logs()
+        assert logs.count("token=<redacted>") >= 2  # the socket and the request
+        assert secret_token.split(".")[2] not in logs
+
+    await eventually(redacted)
+
+
 def _alg_none_token() -> str:
     valid = token("film", "admin", "mallory")
     header = base64.urlsafe_b64encode(json.dumps({"alg": "none"}).encode()).rstrip(b"=")
