@@ -7,8 +7,8 @@ difference between the two groups is what crossing instances adds. Also counts R
 messages per update: PUBLISH calls (INFO commandstats of a private redis-server started
 for the run) and update messages seen by a subscriber on the room's channel.
 
-    python -m bench.cross_instance            # 10 s measured
-    python -m bench.cross_instance --quick    # 3 s measured
+    python -m bench.cross_instance            # 3 runs of 10 s measured
+    python -m bench.cross_instance --quick    # 1 run of 3 s
 
 Writes its table under "Cross-instance delivery" in bench/RESULTS.md (`--no-write` to
 only print it).
@@ -61,6 +61,7 @@ class Outcome:
     publishes: int
     update_messages: int
     cpu: dict[str, float]  # share of one core during the measured window, per process
+    load_average: float  # of the machine (1 min), at the end of the run
 
 
 class Group:
@@ -181,6 +182,7 @@ async def measure(rate: int, seconds: float, readers_per_instance: int) -> Outco
             publishes=publishes,
             update_messages=counts[0] - messages_before,
             cpu=cpu,
+            load_average=os.getloadavg()[0],
         )
     finally:
         for client in clients:
@@ -199,45 +201,41 @@ def _pid(process: ServerProcess | PrivateRedis) -> int:
     return process.proc.pid
 
 
-def render(outcome: Outcome) -> str:
-    def row(name: str, readers: int, figures: dict[str, float | int | None]) -> str:
-        expected = outcome.sent * readers
-        return (
-            f"| {name} | {readers} | {figures['count']:,} / {expected:,} | {figures['p50_ms']}"
-            f" | {figures['p99_ms']} | {figures['max_ms']} |"
+def render(outcomes: list[Outcome]) -> str:
+    """The section: what was run, then one row per run."""
+    first = outcomes[0]
+    lines = [
+        HEADING,
+        "",
+        f"`python -m bench.cross_instance` ({time.strftime('%Y-%m-%d')}): 2 instances (uvicorn"
+        " processes) on one Postgres and a private redis-server, 1 room, 1 writer on instance"
+        f" A at {first.rate:,} updates/s for {first.seconds:g} s (after {WARMUP_S:g} s warm-up),"
+        f" {first.local_readers} readers on A and {first.remote_readers} on B at the same time;"
+        " latency from send to receipt at each reader, so the two groups see the same load"
+        " and their difference is what crossing instances adds (goal: p99 within 1 ms)."
+        f" Machine: {os.cpu_count()} CPUs shared by Postgres, Redis, both servers, the load"
+        f" generator and whatever else runs there (load average in the table);"
+        f" Python {platform.python_version()}.",
+        "",
+        "| run | load avg | same instance p50 / p99 ms | other instance p50 / p99 ms"
+        " | added p50 / p99 ms | delivered | Redis msgs per update"
+        " | CPU A / B / Redis / load gen |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for number, o in enumerate(outcomes, 1):
+        delivered = o.local["count"] + o.remote["count"]  # type: ignore[operator]
+        expected = o.sent * (o.local_readers + o.remote_readers)
+        cpu = " / ".join(f"{share:.0%}" for share in o.cpu.values())
+        lines.append(
+            f"| {number} | {o.load_average:.1f} | {o.local['p50_ms']} / {o.local['p99_ms']}"
+            f" | {o.remote['p50_ms']} / {o.remote['p99_ms']}"
+            f" | {_minus(o.remote['p50_ms'], o.local['p50_ms'])}"
+            f" / {_minus(o.remote['p99_ms'], o.local['p99_ms'])}"
+            f" | {delivered:,} / {expected:,}"
+            f" | {o.publishes / max(o.total_sent, 1):.3f} ({o.publishes:,} / {o.total_sent:,})"
+            f" | {cpu} |"
         )
-
-    added_p50 = _minus(outcome.remote["p50_ms"], outcome.local["p50_ms"])
-    added_p99 = _minus(outcome.remote["p99_ms"], outcome.local["p99_ms"])
-    per_update = outcome.publishes / outcome.total_sent if outcome.total_sent else 0.0
-    return "\n".join(
-        [
-            HEADING,
-            "",
-            f"`python -m bench.cross_instance` ({time.strftime('%Y-%m-%d')}): 2 instances"
-            f" (uvicorn processes) on one Postgres and a private redis-server, 1 room, 1"
-            f" writer on instance A at {outcome.rate:,} updates/s for {outcome.seconds:g} s"
-            f" (after {WARMUP_S:g} s warm-up), readers on both instances at once; latency"
-            " from send to receipt at each reader. Machine: "
-            f"{os.cpu_count()} CPUs shared by Postgres, Redis, both servers and the load"
-            f" generator; Python {platform.python_version()}.",
-            "",
-            "| readers | clients | delivered | p50 ms | p99 ms | max ms |",
-            "|---|---:|---:|---:|---:|---:|",
-            row("on A (single-process delivery)", outcome.local_readers, outcome.local),
-            row("on B (across instances, via Redis)", outcome.remote_readers, outcome.remote),
-            "",
-            f"Added by crossing instances: p50 {added_p50} ms, p99 {added_p99} ms"
-            " (goal: p99 within 1 ms).",
-            f"Redis messages per update: {per_update:.3f} ({outcome.publishes:,} PUBLISH calls"
-            f" for {outcome.total_sent:,} updates, warm-up included;"
-            f" {outcome.update_messages:,} update messages seen on the room's channel).",
-            "CPU during the measured window (share of one core): "
-            + ", ".join(f"{name} {share:.0%}" for name, share in outcome.cpu.items())
-            + ".",
-            "",
-        ]
-    )
+    return "\n".join([*lines, ""])
 
 
 def _minus(a: float | int | None, b: float | int | None) -> str:
@@ -263,11 +261,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=1000, help="updates per second")
     parser.add_argument("--readers", type=int, default=2, help="readers on each instance")
+    parser.add_argument("--runs", type=int, help="repetitions (default 3, quick 1)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     seconds = 3.0 if args.quick else args.seconds
-    outcome = asyncio.run(measure(args.rate, seconds, args.readers))
-    section = render(outcome)
+    runs = args.runs or (1 if args.quick else 3)
+    outcomes = [asyncio.run(measure(args.rate, seconds, args.readers)) for _ in range(runs)]
+    section = render(outcomes)
     print(section)
     if not args.no_write:
         write(section)
