@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, deque
+from collections import deque
 from typing import TYPE_CHECKING
 
 from persistence.clock import utc_now
@@ -31,7 +31,6 @@ class CorrectionRecorder(Extension):
     def __init__(self, store: CorrectionStore, *, max_pending: int = 100_000) -> None:
         self.store = store
         self.max_pending = max_pending
-        self.repairs: Counter[str] = Counter()  # repairs made, by rule (read by metrics)
         self.dropped = 0
         self._pending: deque[CorrectionRecord] = deque()
         self._wakeup = asyncio.Event()
@@ -63,7 +62,6 @@ class CorrectionRecorder(Extension):
         origin: Origin,
     ) -> None:
         recorded = [c for c in corrections if c.record]
-        self.repairs.update(c.rule for c in recorded)
         if committed is None or not recorded:
             return
         project_id, actor = room.project_id, origin.actor
