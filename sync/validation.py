@@ -8,7 +8,7 @@ the shadow is rebuilt from the live Doc, which the bad update never touched.
 
 from __future__ import annotations
 
-from pycrdt import Doc, TransactionEvent, get_update
+from pycrdt import Doc, TransactionEvent, get_state, get_update
 
 from sync.yjs_encoding import decode_state_vector, structless_delete_ranges
 
@@ -30,12 +30,18 @@ class ShadowValidator:
 
     def check(self, update: bytes) -> None:
         """Apply `update` to the shadow; raise MalformedUpdate if it fails."""
+        decoded = False
         try:
+            # Bytes that do not even decode are refused without touching the shadow, so
+            # they cost no rebuild (a copy of the whole document).
+            get_state(update)
+            decoded = True
             self._shadow.apply_update(update)
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
-            self._shadow = self._copy(self._live)
+            if decoded:
+                self._shadow = self._copy(self._live)
             raise MalformedUpdate(f"update does not apply: {type(exc).__name__}: {exc}") from None
 
     def would_change(self, update: bytes) -> bool:
