@@ -236,8 +236,20 @@ class DocumentRules:
     def review(self, update: bytes, origin: Origin) -> list[Correction]:
         """The repairs the update `origin` just applied calls for (possibly none).
 
-        Closes the sender if its edits have needed repairs too often lately.
+        Closes the sender if its edits have needed repairs too often lately. Never
+        raises: the update is applied and sent already, a failure here only costs its
+        repairs (logged).
         """
+        try:
+            corrections = self._review(update, origin)
+        except Exception:
+            log.exception("repair: reviewing an update failed")
+            return []
+        if corrections and origin.connection is not None:
+            self._count_repair(origin.connection)
+        return corrections
+
+    def _review(self, update: bytes, origin: Origin) -> list[Correction]:
         while self._unsettled:
             owner, fields = self._unsettled.popleft()
             self._lattice.settle(fields, update if owner is origin else None, server=False)
@@ -257,10 +269,7 @@ class DocumentRules:
                     lattice_entries[(root.name, path[1])] = None
             for root_name, key in lattice_entries:
                 self._check_lattice(ROOTS_BY_NAME[root_name], key, fixes)
-        corrections = list(fixes.values())
-        if corrections and origin.connection is not None:
-            self._count_repair(origin.connection)
-        return corrections
+        return list(fixes.values())
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
