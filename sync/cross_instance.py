@@ -267,11 +267,13 @@ class CrossInstance(Extension):
             del link.from_log[message.payload]
             return  # the log gave it to us first
         try:
-            link.room.apply_peer_update(message.payload)
+            changed = link.room.apply_peer_update(message.payload)
         except MalformedUpdate as exc:
             log.warning("room %s: peer update does not apply: %s", link.room.project_id, exc)
             self.read_log(link)
             return
+        if not changed:
+            return  # here already: from the log, or stored here since (nothing to watch)
         loop_time = asyncio.get_running_loop().time()
         link.unconfirmed[message.payload] = _Pending(message.instance, message.actor, loop_time)
         if len(link.unconfirmed) > self.policy.max_unconfirmed:

@@ -221,8 +221,9 @@ class Room:
         have = decode_state_vector(self.doc.get_state())
         return any(item.clock + item.length > have.get(item.client, 0) for item in items)
 
-    def apply_peer_update(self, update: bytes) -> None:
-        """An update another instance already stored: apply and fan out, do not store."""
+    def apply_peer_update(self, update: bytes) -> bool:
+        """An update another instance already stored: apply and fan out, do not store.
+        Returns whether it changed the document (False: it was here already)."""
         self._validator.check(update)
         origin = Origin(Source.PEER, SERVER_ACTOR)
         changes = self._apply_live(update, origin)
@@ -230,6 +231,7 @@ class Room:
             self.size.grew(len(change))
             self._broadcast(sync_update(change), exclude=None)
         self._repair(update, origin, None)
+        return bool(changes)
 
     def _repair(self, update: bytes, origin: Origin, committed: asyncio.Future[int] | None) -> None:
         """Fix at once, as the server, what the update just applied broke (sync.repair)."""
