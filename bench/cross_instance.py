@@ -216,9 +216,9 @@ hiredis parser); instance B about 14 µs receiving and parsing a message, 8 µs 
 it, and about 75 µs in `Room.apply_peer_update` (shadow check, live apply, the document
 rules' observers and review, which are most of it), then the sends to its clients. What
 the table shows beyond that is the machine: a delivery through another instance crosses
-two more processes (Redis, then B), and with a load average of 3 to 6 on 2 CPUs each hop
-waits for a CPU slice, so B's tail follows the load (the same-instance tail, 5 to 25 ms,
-shows the same contention).
+two more processes (Redis, then B), and on 2 CPUs that also run other work (load average
+in the table) each hop can wait for a CPU slice, so B's tail follows the load (the
+same-instance tail, several ms, shows the same contention).
 """
 
 
