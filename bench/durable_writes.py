@@ -23,6 +23,7 @@ import os
 import random
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -30,6 +31,7 @@ from pathlib import Path
 import asyncpg
 
 from bench.machine import describe
+from bench.procstat import cpu_seconds
 from persistence.document_store import DocumentStore
 from persistence.factory import make_store
 from persistence.update_log import UpdateLog
@@ -49,6 +51,8 @@ class RateResult:
     committed: int
     latencies_ms: list[float]
     batches: int
+    process_cpu_s: float  # this process: load generation and the whole write path
+    postgres_cpu_s: float | None  # every Postgres process (private cluster only)
 
     @property
     def rows_per_s(self) -> float:
@@ -92,7 +96,17 @@ class _Acks:
             self.drained.set()
 
 
-async def _offer(log: UpdateLog, projects: list[str], rate: int, seconds: float) -> RateResult:
+def _cpu_us_per_row(cpu_s: float | None, rows: int) -> str:
+    return "n/a" if cpu_s is None else f"{cpu_s / max(rows, 1) * 1e6:.0f}"
+
+
+async def _offer(
+    log: UpdateLog,
+    projects: list[str],
+    rate: int,
+    seconds: float,
+    postgres_cpu: Callable[[], float] | None,
+) -> RateResult:
     """Append at `rate` per second for `seconds`, then wait for every ack."""
     rng = random.Random(rate)
     acks = _Acks()
@@ -103,6 +117,7 @@ async def _offer(log: UpdateLog, projects: list[str], rate: int, seconds: float)
         commits += 1
 
     log.on_batch.append(count_commit)
+    cpu_before = time.process_time(), postgres_cpu() if postgres_cpu else 0.0
     begin = time.perf_counter()
     sent = 0
     while (elapsed := time.perf_counter() - begin) < seconds:
@@ -114,8 +129,10 @@ async def _offer(log: UpdateLog, projects: list[str], rate: int, seconds: float)
     if acks.outstanding:
         await asyncio.wait_for(acks.drained.wait(), 60)
     total = time.perf_counter() - begin
+    process_cpu = time.process_time() - cpu_before[0]
+    pg_cpu = postgres_cpu() - cpu_before[1] if postgres_cpu else None
     log.on_batch.remove(count_commit)
-    return RateResult(rate, total, sent, list(acks.latencies_ms), commits)
+    return RateResult(rate, total, sent, list(acks.latencies_ms), commits, process_cpu, pg_cpu)
 
 
 async def _server_version(url: str) -> str:
@@ -152,16 +169,22 @@ async def run(
             f"{projects} projects, {UPDATE_BYTES}-byte updates, {seconds:g} s per rate,"
             f" on {where}, {'serving' if gc_tuning else 'default'} GC settings\n"
         )
-        print("| offered/s | rows/s | ack p50 ms | ack p99 ms | ack max ms | rows/commit |")
-        print("|---:|---:|---:|---:|---:|---:|")
+        print(
+            "| offered/s | rows/s | ack p50 ms | ack p99 ms | ack max ms | rows/commit"
+            " | CPU µs/update: process | Postgres |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        postgres_cpu = (lambda: sum(map(cpu_seconds, cluster.server_pids()))) if cluster else None
         results = []
         for rate in rates:
-            result = await _offer(log, ids, rate, seconds)
+            result = await _offer(log, ids, rate, seconds, postgres_cpu)
             results.append(result)
             print(
                 f"| {rate:,} | {result.rows_per_s:,.0f} | {result.percentile(50):.2f}"
                 f" | {result.percentile(99):.2f} | {max(result.latencies_ms):.2f}"
-                f" | {result.committed / max(result.batches, 1):.1f} |",
+                f" | {result.committed / max(result.batches, 1):.1f}"
+                f" | {_cpu_us_per_row(result.process_cpu_s, result.committed)}"
+                f" | {_cpu_us_per_row(result.postgres_cpu_s, result.committed)} |",
                 flush=True,
             )
         await log.stop(30)

@@ -95,6 +95,19 @@ class PrivatePostgres:
         (no shutdown checkpoint: recovery replays the WAL on the next start)."""
         await self._run(self._pg_ctl("-m", mode, "stop"))
 
+    def server_pids(self) -> list[int]:
+        """The postmaster and its children now (backends, WAL writer, checkpointer...)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited meanwhile
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
     async def create_database(self, name: str) -> str:
         conn = await asyncpg.connect(self.admin_url, timeout=10)
         try:
