@@ -4,30 +4,16 @@ including what they answer once retention has compacted history away."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
-import pytest
 from pycrdt import Map
 
 from sync.client import BlackboardClient
 from tests.support.api import create_project
-from tests.support.backends import create_database, drop_database
 from tests.support.cli import run_cli
 from tests.support.server import ServerProcess
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def env(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
-    if request.param == "sqlite":
-        yield {}
-        return
-    url = await create_database()
-    try:
-        yield {"BLACKBOARD_DATABASE_URL": url}
-    finally:
-        await drop_database(url)
 
 
 async def write_shots(server: ServerProcess, names: list[str]) -> None:
@@ -51,9 +37,9 @@ async def all_history(http: httpx.AsyncClient, limit: int) -> list[dict]:
 
 
 async def test_history_and_state_as_of_a_seq_or_a_time(
-    env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
 ) -> None:
-    server = start_server(env=env)
+    server = start_server(env=backend_env)
     await create_project(server, "film")
     await write_shots(server, ["S0", "S1", "S2", "S3", "S4"])
     await asyncio.sleep(0.05)
@@ -81,9 +67,9 @@ async def test_history_and_state_as_of_a_seq_or_a_time(
 
 
 async def test_bad_history_requests_are_refused_clearly(
-    env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
 ) -> None:
-    server = start_server(env=env)
+    server = start_server(env=backend_env)
     await create_project(server, "film")
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
         for params in (
@@ -105,9 +91,9 @@ async def test_bad_history_requests_are_refused_clearly(
 
 
 async def test_history_past_retention_answers_410_not_a_wrong_state(
-    env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
 ) -> None:
-    server = start_server(env=env)
+    server = start_server(env=backend_env)
     await create_project(server, "film")
     await write_shots(server, ["S0", "S1", "S2"])
     await asyncio.sleep(0.05)
@@ -121,7 +107,7 @@ async def test_history_past_retention_answers_410_not_a_wrong_state(
         "film",
         "--data-dir",
         str(server.data_dir),
-        env={**env, "BLACKBOARD_HISTORY_RETENTION_S": "0"},
+        env={**backend_env, "BLACKBOARD_HISTORY_RETENTION_S": "0"},
     )
     assert code == 0, err
     assert "film: snapshot at seq 6, merged 6 rows" in out and "pruned 6" in out
