@@ -5,6 +5,7 @@
     python -m bench --servers blackboard,hocuspocus --scenarios echo,hot_room
     python -m bench --soak-s 1800        # the 30-minute soak
     python -m bench --profile prof/      # and py-spy Blackboard during each phase
+    python -m bench --scenarios hot_room --merge   # re-measure one, keep the others
 
 Each scenario starts each server fresh on a free loopback port, drives it from separate
 load generator processes (`bench.loadgen`), and reads the server's CPU and RSS from /proc.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -29,6 +31,7 @@ from bench.scenarios import FULL, QUICK, SCENARIOS, Context, Params
 from bench.servers import SERVERS
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
+RECORD_NAME = "peer-comparison.json"  # the figures behind the section, for --merge
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--soak-s", type=float, help="soak duration in seconds (full run: 45)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="RESULTS.md to update")
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="re-measure only the chosen scenarios, keeping the others of the last run "
+        f"(from {RECORD_NAME} next to --output)",
+    )
     parser.add_argument(
         "--profile", type=Path, help="py-spy Blackboard's measured phases into this folder"
     )
@@ -86,20 +95,25 @@ async def run(args: argparse.Namespace) -> int:
         params = dataclasses.replace(params, soak_s=args.soak_s)
     limit = raise_open_files()
     print(f"open files limit: {limit}", file=sys.stderr)
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     record = RunRecord(
         mode="quick" if args.quick else "full",
         machine=machine.describe(),
         versions={name: SERVERS[name].version() for name in servers},
         durations=_durations(params, keys),
-        started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        started=now,
     )
+    record_path = args.output.with_name(RECORD_NAME)
+    if args.merge:
+        record = _merge_into(record_path, record)
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     ctx = Context(params, work, profile_dir=args.profile)
     failed = 0
     for scenario in (s for s in SCENARIOS if s.key in keys):
-        record.titles[scenario.key] = scenario.title
         outcomes = record.outcomes.setdefault(scenario.key, {})
+        if args.merge:
+            record.remeasured[scenario.key] = now
         for name in servers:
             print(f"[{time.monotonic() - started:6.0f}s] {scenario.key} on {name}", file=sys.stderr)
             try:
@@ -108,14 +122,32 @@ async def run(args: argparse.Namespace) -> int:
                 failed += 1
                 traceback.print_exc()
                 outcomes[name] = f"{type(exc).__name__}: {exc}"
-    record.elapsed_s = time.monotonic() - started
-    write_section(args.output, render(record, servers))
-    print(f"wrote {args.output} in {record.elapsed_s:.0f}s; work dir {work}", file=sys.stderr)
+    if not args.merge:
+        record.elapsed_s = time.monotonic() - started
+    record.titles = {s.key: s.title for s in SCENARIOS if s.key in record.outcomes}
+    shown = [name for name in SERVERS if name in record.versions]
+    write_section(args.output, render(record, shown))
+    record_path.write_text(json.dumps(record.to_json(), indent=1, ensure_ascii=False) + "\n")
+    print(
+        f"wrote {args.output} in {time.monotonic() - started:.0f}s; work dir {work}",
+        file=sys.stderr,
+    )
     if not args.keep:
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0
+
+
+def _merge_into(path: Path, fresh: RunRecord) -> RunRecord:
+    """The last run's record, to which this run's scenarios will be written."""
+    if not path.exists():
+        raise SystemExit(f"--merge needs {path}, written by an earlier run")
+    record = RunRecord.from_json(json.loads(path.read_text()))
+    if record.mode != fresh.mode:
+        raise SystemExit(f"--merge: the last run was a {record.mode} run, this one is not")
+    record.versions.update(fresh.versions)
+    return record
 
 
 def main() -> None:

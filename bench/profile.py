@@ -56,7 +56,10 @@ def summary(raw: Path, top: int = 25) -> str:
         own[frames[-1]] += int(count)
     if not total:
         return "no samples"
-    lines = [f"{total} samples while holding the GIL", "inclusive:"]
+    lines = [f"{total} samples while holding the GIL", "inclusive (without the frames in all):"]
+    shared = [name for name, n in inclusive.items() if n == total]  # runner, serve, loop
+    for name in shared:
+        del inclusive[name]
     lines += [f"  {n / total:6.1%}  {name}" for name, n in inclusive.most_common(top)]
     lines.append("own time:")
     lines += [f"  {n / total:6.1%}  {name}" for name, n in own.most_common(top // 2)]

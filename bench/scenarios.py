@@ -396,8 +396,10 @@ async def hot_room(ctx: Context, kind: ServerKind) -> list[Case]:
             sent = result.total("sent")
             observers = result.total("observers")
             figures: dict[str, Any] = {
-                "CPU µs per update per observer": round(result.cpu_s / (sent * observers) * 1e6, 2)
-                if sent and observers
+                # Per update delivered to an observer: a server that drops or stalls
+                # deliveries does not look cheaper for it.
+                "CPU µs per update per observer": round(result.cpu_s / len(samples) * 1e6, 2)
+                if samples
                 else None,
                 "delivery p99 ms": summary_ms(samples)["p99_ms"],
                 "delivered %": _pct(len(samples) / (sent * observers)) if sent else None,
@@ -407,6 +409,8 @@ async def hot_room(ctx: Context, kind: ServerKind) -> list[Case]:
                 ),
                 "close codes": _codes(result),
             }
+            if "writer_close_code" in result.data[0]:
+                figures["writer closed with"] = str(result.data[0]["writer_close_code"])
             if mode == "awareness" and without is not None:
                 extra = result.cpu_share - without.cpu_share
                 figures["presence CPU % of a core"] = round(extra * 100, 1)

@@ -2,13 +2,16 @@
 
 Counters move on events (room hooks, log batches, compactions, closes); gauges that
 describe the current state (connections, rooms, queued bytes) are read only when
-scraped, so the hot path pays nothing for them. Every server (app) has its own
-`CollectorRegistry`, so several servers in one process never share numbers.
+scraped. The counters of every update and awareness message are plain integers read at
+scrape time too: a prometheus_client counter takes a lock on each increment. Every
+server (app) has its own `CollectorRegistry`, so several servers in one process never
+share numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -45,14 +48,53 @@ REFUSALS = {
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class _LiveState(Collector):
-    """Gauges computed at scrape time from the rooms and the log."""
+@dataclass
+class _HotCounts:
+    """Counted on every update or awareness message (the event loop's thread only)."""
 
-    def __init__(self, rooms: RoomManager, update_log: UpdateLog) -> None:
+    updates_in: dict[Source, int] = field(default_factory=lambda: dict.fromkeys(Source, 0))
+    update_bytes_in: dict[Source, int] = field(default_factory=lambda: dict.fromkeys(Source, 0))
+    updates_out: int = 0
+    update_bytes_out: int = 0
+    awareness_in: int = 0
+    joins: int = 0
+
+    def families(self) -> Iterator[Metric]:
+        for name, help_text, by_source in (
+            (
+                "blackboard_updates_in",
+                "Updates that changed a live document, by where they came from",
+                self.updates_in,
+            ),
+            ("blackboard_update_bytes_in", "Bytes of those updates", self.update_bytes_in),
+        ):
+            family = CounterMetricFamily(name, help_text, labels=["source"])
+            for source, count in by_source.items():
+                family.add_metric([source.value], count)
+            yield family
+        for name, help_text, value in (
+            ("blackboard_updates_out", "Update messages queued to clients", self.updates_out),
+            (
+                "blackboard_update_bytes_out",
+                "Bytes of update messages queued to clients",
+                self.update_bytes_out,
+            ),
+            ("blackboard_awareness_in", "Awareness updates accepted", self.awareness_in),
+            ("blackboard_joins", "Connections that joined a room", self.joins),
+        ):
+            yield CounterMetricFamily(name, help_text, value=value)
+
+
+class _LiveState(Collector):
+    """Gauges computed at scrape time from the rooms and the log, and the hot counters."""
+
+    def __init__(self, rooms: RoomManager, update_log: UpdateLog, counts: _HotCounts) -> None:
         self._rooms = rooms
         self._log = update_log
+        self._counts = counts
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._counts.families()
         rooms = list(self._rooms.rooms.values())
         connections = [c for room in rooms for c in room.connections]
         yield GaugeMetricFamily(
@@ -80,25 +122,7 @@ class ServerMetrics(Extension):
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.updates_in = Counter(
-            "blackboard_updates_in",
-            "Updates that changed a live document, by where they came from",
-            ["source"],
-            registry=r,
-        )
-        self.update_bytes_in = Counter(
-            "blackboard_update_bytes_in", "Bytes of those updates", ["source"], registry=r
-        )
-        self.updates_out = Counter(
-            "blackboard_updates_out", "Update messages queued to clients (fan-out)", registry=r
-        )
-        self.update_bytes_out = Counter(
-            "blackboard_update_bytes_out", "Bytes of update messages queued to clients", registry=r
-        )
-        self.awareness_in = Counter(
-            "blackboard_awareness_in", "Awareness updates accepted and relayed", registry=r
-        )
-        self.joins = Counter("blackboard_joins", "Connections that joined a room", registry=r)
+        self.counts = _HotCounts()
         self.repairs = Counter(
             "blackboard_repairs",
             "Values the server repaired after a rule-breaking update, by rule",
@@ -133,18 +157,9 @@ class ServerMetrics(Extension):
             "blackboard_compacted_rows", "Log rows folded into snapshots", registry=r
         )
 
-        # Labelled children looked up once: on_update runs for every update.
-        self._by_source = {
-            source: (
-                self.updates_in.labels(source.value),
-                self.update_bytes_in.labels(source.value),
-            )
-            for source in Source
-        }
-
     def watch(self, rooms: RoomManager, update_log: UpdateLog, compactor: CompactionWorker) -> None:
         """Read the live state at scrape time; count every commit and compaction."""
-        self.registry.register(_LiveState(rooms, update_log))
+        self.registry.register(_LiveState(rooms, update_log, self.counts))
         update_log.on_batch.append(self.observe_batch)
         compactor.on_done.append(self.observe_compaction)
 
@@ -165,16 +180,16 @@ class ServerMetrics(Extension):
             self.refusals.labels(str(code), reason).inc()
 
     def on_update(self, room: Room, update: bytes, origin: Origin) -> None:
-        updates, size = self._by_source[origin.source]
-        updates.inc()
-        size.inc(len(update))
+        counts = self.counts
+        counts.updates_in[origin.source] += 1
+        counts.update_bytes_in[origin.source] += len(update)
         recipients = len(room.connections) - (origin.connection in room.connections)
         if recipients > 0:
-            self.updates_out.inc(recipients)
-            self.update_bytes_out.inc(recipients * len(update))
+            counts.updates_out += recipients
+            counts.update_bytes_out += recipients * len(update)
 
     def on_awareness(self, room: Room, payload: bytes, origin: Origin) -> None:
-        self.awareness_in.inc()
+        self.counts.awareness_in += 1
 
     def on_repair(
         self,
@@ -188,4 +203,4 @@ class ServerMetrics(Extension):
                 self.repairs.labels(correction.rule).inc()
 
     def on_join(self, room: Room, connection: Connection) -> None:
-        self.joins.inc()
+        self.counts.joins += 1

@@ -41,10 +41,7 @@ def test_quick_run_writes_the_peer_comparison(tmp_path: Path) -> None:
     assert "| case | figure | blackboard | hocuspocus |" in section
 
     def row(case: str, figure: str) -> list[str]:
-        (line,) = [
-            line for line in section.splitlines() if line.startswith(f"| {case} | {figure} |")
-        ]
-        return [cell.strip() for cell in line.strip("|").split("|")][2:]
+        return _row(section, case, figure)
 
     number = re.compile(r"^[\d,.]+( \(x[\d.e+-]+\))?$")
     bb, hp = row("1 room, 2 clients, ping-pong", "round trips/s")
@@ -59,12 +56,13 @@ def test_quick_run_writes_the_peer_comparison(tmp_path: Path) -> None:
     assert number.match(bb) and hp == "-"
     assert "n/a: run without persistence" in section
     assert "### Goals (Blackboard)" in section
-    # A second run replaces the section instead of adding another one.
+    assert (tmp_path / "peer-comparison.json").exists()  # the figures, for --merge
+    # Re-measuring one scenario keeps the others and rewrites the one section.
     again = subprocess.run(
         [
             sys.executable,
             *("-m", "bench", "--quick", "--servers", "blackboard"),
-            *("--scenarios", "echo", "--output", str(results)),
+            *("--scenarios", "echo", "--merge", "--output", str(results)),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -74,4 +72,15 @@ def test_quick_run_writes_the_peer_comparison(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     text = results.read_text()
     assert text.count("<!-- peer-comparison:start -->") == 1
-    assert OTHER_SECTION in text and "hocuspocus" not in text.split(OTHER_SECTION)[1]
+    assert OTHER_SECTION in text
+    merged = text[text.index("<!-- peer-comparison:start -->") :]
+    assert "| case | figure | blackboard | hocuspocus |" in merged
+    kept = ("20 observers, no awareness", "CPU µs per update per observer")
+    assert _row(merged, *kept) == row(*kept)  # the hot room figures of the first run
+    echo_at = merged.index("### 1. Echo floor")
+    assert "Re-measured on " in merged[echo_at : merged.index("### 3. Hot room")]
+
+
+def _row(section: str, case: str, figure: str) -> list[str]:
+    (line,) = [line for line in section.splitlines() if line.startswith(f"| {case} | {figure} |")]
+    return [cell.strip() for cell in line.strip("|").split("|")][2:]

@@ -293,6 +293,8 @@ async def hot_room(spec: dict[str, Any], control: Control) -> None:
                         closed=closed(observers),
                         close_codes=close_codes(observers),
                     )
+                    if writer is not None and not writer.open:
+                        data["writer_close_code"] = writer.close_code
                     control.done(phase, data)
     await close_all([*observers, *([writer] if writer else [])])
 
