@@ -1,6 +1,6 @@
 """`python -m bench`: every scenario against Blackboard and its peers, into RESULTS.md.
 
-    python -m bench                      # the full run (about 15 minutes, see RESULTS.md)
+    python -m bench                      # the full run (about 25 minutes, see RESULTS.md)
     python -m bench --quick              # a smoke run of seconds per scenario
     python -m bench --servers blackboard,hocuspocus --scenarios echo,hot_room
     python -m bench --soak-s 1800        # the 30-minute soak
