@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -309,6 +311,8 @@ class BudgetLedger:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # callables(op, reply status, seconds from submit to reply), e.g. metrics
+        self.on_op: list[Callable[[str, int, float], None]] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="budget-ledger")
@@ -333,9 +337,13 @@ class BudgetLedger:
         if len(self._queue) >= self.max_queued:
             raise LedgerUnavailable("too many budget ops are waiting for the database")
         done: asyncio.Future[Reply[Balances]] = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
         self._queue.append(_Queued(project_id, op, actor, done))
         self._wakeup.set()
-        return await done
+        reply = await done
+        for hook in self.on_op:
+            hook(op.op, reply.status, time.perf_counter() - started)
+        return reply
 
     async def _run(self) -> None:
         expected = 0

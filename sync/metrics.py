@@ -156,6 +156,19 @@ class ServerMetrics(Extension):
         self.compacted_rows = Counter(
             "blackboard_compacted_rows", "Log rows folded into snapshots", registry=r
         )
+        self.budget_ops = Counter(
+            "blackboard_budget_ops",
+            "Budget ops answered, by op and HTTP status (200, 409 insufficient_budget, ...)",
+            ["op", "status"],
+            registry=r,
+        )
+        self.budget_op_seconds = Histogram(
+            "blackboard_budget_op_seconds",
+            "From submitting a budget op to its committed (or replayed) reply",
+            ["op"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
 
     def watch(self, rooms: RoomManager, update_log: UpdateLog, compactor: CompactionWorker) -> None:
         """Read the live state at scrape time; count every commit and compaction."""
@@ -172,6 +185,10 @@ class ServerMetrics(Extension):
     def observe_compaction(self, result: CompactionResult, seconds: float) -> None:
         self.compaction_seconds.observe(seconds)
         self.compacted_rows.inc(result.merged_rows)
+
+    def observe_budget_op(self, op: str, status: int, seconds: float) -> None:
+        self.budget_ops.labels(op, str(status)).inc()
+        self.budget_op_seconds.labels(op).observe(seconds)
 
     def observe_close(self, code: int | None) -> None:
         """A socket the server closed (or saw close) with `code`; counts refusals only."""

@@ -233,3 +233,28 @@ async def test_repairs_are_counted_by_rule(server: ServerProcess) -> None:
     )
     assert total == len(items) >= 2
     await ws.close()
+
+
+async def test_budget_ops_are_counted_by_op_and_status(server: ServerProcess) -> None:
+    await create_project(server, "film-money")  # budget_total 1000
+    before = await scrape(server)
+    ops = [
+        {"op": "reserve", "amount": 100, "idempotency_key": "r1"},
+        {"op": "charge", "amount": 5000, "idempotency_key": "c1"},  # more than there is
+        {"op": "reserve", "amount": 100, "idempotency_key": "r1"},  # a replay
+    ]
+    statuses = []
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+        for body in ops:
+            response = await http.post("/api/projects/film-money/budget/ops", json=body)
+            statuses.append(response.status_code)
+        bad = await http.post("/api/projects/film-money/budget/ops", json={"op": "reserve"})
+        assert bad.status_code == 422  # refused before the ledger: not a ledger op
+    assert statuses[1] == 409 and statuses[0] == statuses[2] and statuses[0] < 300
+    after = await scrape(server)
+    ok = str(statuses[0])
+    assert delta(before, after, "blackboard_budget_ops_total", op="reserve", status=ok) == 2
+    assert delta(before, after, "blackboard_budget_ops_total", op="charge", status="409") == 1
+    assert delta(before, after, "blackboard_budget_op_seconds_count", op="reserve") == 2
+    assert delta(before, after, "blackboard_budget_op_seconds_count", op="charge") == 1
+    assert delta(before, after, "blackboard_budget_op_seconds_sum", op="charge") > 0

@@ -75,6 +75,7 @@ class Services:
             ],
         )
         metrics.watch(rooms, update_log, compactor)
+        ledger.on_op.append(metrics.observe_budget_op)
         if cross_instance is not None:
             metrics.registry.register(cross_instance)
         mirror.bind(rooms)
