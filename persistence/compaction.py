@@ -1,14 +1,14 @@
 """Compaction: fold the newest snapshot and the log after it into a new snapshot.
 
-Steps: take the project's compaction lease (a row in the database, so one compactor per
-project across every process) -> load the snapshot and log tail in one consistent view
--> replay them into a Doc -> save the snapshot, fenced by the lease epoch -> prune what
-retention no longer needs -> release the lease.
+Steps: take the project's compaction fence (`persistence.fence`: one compactor per
+project across every process, judged by the database clock) -> load the snapshot and
+log tail in one consistent view -> replay them into a Doc -> save the snapshot, checked
+against the fence's epoch -> prune what retention no longer needs -> release the fence.
 
 Safe against concurrent appends (the snapshot covers only the seqs it read), against a
-second compactor (it finds the lease held and skips; a stale one whose lease was taken
+second compactor (it finds the fence held and skips; a stale one whose fence was taken
 over cannot save) and against a crash at any step (nothing is deleted before a snapshot
-covering it is committed; a crashed holder's lease simply expires).
+covering it is committed; a crashed holder's fence simply expires).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from persistence.clock import utc_now
-from persistence.errors import LeaseLost, ProjectNotFound
+from persistence.errors import ProjectNotFound
+from persistence.fence import FenceLost, Fences
 from persistence.records import Snapshot
 from persistence.replay import replay
 from persistence.store import Store
@@ -37,6 +38,11 @@ class CompactionResult:
     skipped: str | None = None  # why nothing was done (another compactor had it)
 
 
+def compaction_fence(project_id: str) -> str:
+    """The name of the fence one compactor of `project_id` holds."""
+    return f"compaction:{project_id}"
+
+
 def this_process() -> str:
     """A lease holder name that says where a stuck lease came from."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -52,8 +58,9 @@ async def compact(
 ) -> CompactionResult:
     if await store.get_project(project_id) is None:
         raise ProjectNotFound(project_id)
-    epoch = await store.acquire_compaction_lease(project_id, holder or this_process(), lease_ttl)
-    if epoch is None:
+    fences = Fences(store.db, holder or this_process())
+    token = await fences.acquire(compaction_fence(project_id), lease_ttl)
+    if token is None:
         return _skipped(project_id, "another compactor holds the lease")
     try:
         stored = await store.load(project_id)
@@ -63,13 +70,13 @@ async def compact(
             state = doc.get_update()
             snapshot = Snapshot(stored.seq, state, doc.get_state(), utc_now())
             try:
-                await store.save_snapshot(project_id, snapshot, lease_epoch=epoch)
-            except LeaseLost:
+                await store.save_snapshot(project_id, snapshot, fence=token)
+            except FenceLost:
                 return _skipped(project_id, "the lease expired and another compactor took it")
             snapshot_bytes = len(state)
         pruned = await store.prune(project_id, utc_now() - retention)
     finally:
-        await store.release_compaction_lease(project_id, epoch)
+        await fences.release(token)
     return CompactionResult(project_id, stored.seq, len(stored.tail), snapshot_bytes, pruned)
 
 

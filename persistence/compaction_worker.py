@@ -42,7 +42,7 @@ class CompactionWorker:
 
     async def compact_now(self, project_id: str) -> CompactionResult:
         # One compaction per project at a time in this process; across processes the
-        # compaction lease in the database lets one through and fences the others.
+        # compaction fence in the database lets one through and fences the others.
         lock = self._locks.setdefault(project_id, asyncio.Lock())
         async with lock:
             started = time.perf_counter()

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from persistence.clock import utc_now
 from persistence.database import Database, Row, RowWriter
 from persistence.errors import (
     HistoryPruned,
-    LeaseLost,
     ProjectExists,
     ProjectNotFound,
     StoreError,
 )
+from persistence.fence import Fences, FenceToken
 from persistence.history import oldest_rebuildable_seq
 from persistence.log_append import append_batch
 from persistence.migrator import migrate
@@ -178,19 +178,13 @@ class DocumentStore:
         return latest
 
     async def save_snapshot(
-        self, project_id: str, snapshot: Snapshot, *, lease_epoch: int | None = None
+        self, project_id: str, snapshot: Snapshot, *, fence: FenceToken | None = None
     ) -> bool:
         async with self.db.transaction() as conn:
-            if lease_epoch is not None:
-                # Fencing: the lease row is locked until COMMIT, so no other compactor
-                # can take the lease between this check and the insert.
-                epoch = await conn.fetchval(
-                    "SELECT epoch FROM compaction_leases WHERE project_id = $1"
-                    + self.db.for_update,
-                    project_id,
-                )
-                if epoch != lease_epoch:
-                    raise LeaseLost(project_id, lease_epoch)
+            if fence is not None:
+                # The fence row stays locked until COMMIT: no other compactor can take
+                # it between this check and the insert.
+                await Fences(self.db, fence.holder).check(conn, fence)
             return bool(
                 await conn.execute(
                     "INSERT INTO doc_snapshots"
@@ -237,30 +231,6 @@ class DocumentStore:
                 base,
             )
         return deleted
-
-    async def acquire_compaction_lease(
-        self, project_id: str, holder: str, ttl: timedelta
-    ) -> int | None:
-        now = utc_now()
-        return await self.db.fetchval(
-            "INSERT INTO compaction_leases (project_id, holder, epoch, expires_at)"
-            " VALUES ($1, $2, 1, $3) ON CONFLICT (project_id) DO UPDATE"
-            " SET holder = excluded.holder, epoch = compaction_leases.epoch + 1,"
-            " expires_at = excluded.expires_at WHERE compaction_leases.expires_at <= $4"
-            " RETURNING epoch",
-            project_id,
-            holder,
-            now + ttl,
-            now,
-        )
-
-    async def release_compaction_lease(self, project_id: str, epoch: int) -> None:
-        await self.db.execute(
-            "UPDATE compaction_leases SET expires_at = $3 WHERE project_id = $1 AND epoch = $2",
-            project_id,
-            epoch,
-            utc_now(),
-        )
 
     async def oldest_retained_seq(self, project_id: str) -> int:
         snapshots = await self.db.fetch(

@@ -32,11 +32,3 @@ class HistoryPruned(StoreError):
         at = f" at seq {seq}" if seq is not None else ""
         super().__init__(f"the history of {project_id!r}{at} is no longer retained")
         self.project_id = project_id
-
-
-class LeaseLost(StoreError):
-    """Another compactor took the compaction lease: this one must not write."""
-
-    def __init__(self, project_id: str, epoch: int) -> None:
-        super().__init__(f"compaction lease epoch {epoch} of {project_id!r} is no longer current")
-        self.project_id = project_id

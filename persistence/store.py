@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
-from persistence.database import RowWriter
+from persistence.database import Database, RowWriter
+from persistence.fence import FenceToken
 from persistence.records import (
     HistoryEntry,
     LogEntry,
@@ -21,6 +22,7 @@ class Store(Protocol):
     """Durable state of every project. All methods are safe to call concurrently."""
 
     backend: str  # "sqlite" or "postgres"
+    db: Database  # for stores of other concerns (ledger, corrections, fences) on it
 
     async def open(self, *, migrate_schema: bool) -> None:
         """Connect; apply pending migrations if `migrate_schema`, else raise SchemaBehind."""
@@ -71,24 +73,15 @@ class Store(Protocol):
         """The last committed seq of each of these projects (unknown ids are left out)."""
 
     async def save_snapshot(
-        self, project_id: str, snapshot: Snapshot, *, lease_epoch: int | None = None
+        self, project_id: str, snapshot: Snapshot, *, fence: FenceToken | None = None
     ) -> bool:
-        """Store a snapshot; False if one at that seq exists already. With `lease_epoch`,
-        only while that compaction lease is current (else LeaseLost, nothing stored)."""
+        """Store a snapshot; False if one at that seq exists already. With `fence`, only
+        while that fence is current (else FenceLost, nothing stored)."""
 
     async def prune(self, project_id: str, before: datetime) -> int:
         """Forget history older than `before`: the log up to the newest snapshot at or
         below the last row created before `before`, and the snapshots below that one.
         Every state since `before` stays rebuildable. Returns the log rows deleted."""
-
-    async def acquire_compaction_lease(
-        self, project_id: str, holder: str, ttl: timedelta
-    ) -> int | None:
-        """Take the project's compaction lease for `ttl`; its new epoch, or None while
-        another holder's lease is unexpired."""
-
-    async def release_compaction_lease(self, project_id: str, epoch: int) -> None:
-        """End the lease of `epoch` early (a no-op if another holder has it since)."""
 
     async def oldest_retained_seq(self, project_id: str) -> int:
         """The lowest seq whose state history can still rebuild."""

@@ -21,10 +21,10 @@ import pytest
 from pycrdt import Doc, Map
 
 from persistence.clock import utc_now
-from persistence.compaction import compact
+from persistence.compaction import compact, compaction_fence
 from persistence.document_store import DocumentStore
-from persistence.errors import LeaseLost
 from persistence.factory import make_store
+from persistence.fence import FenceLost, Fences, FenceToken
 from persistence.records import PendingAppend, Snapshot
 from persistence.replay import replay
 from schemas.views import doc_to_json
@@ -33,6 +33,18 @@ from tests.support.cli import run_cli
 from tests.support.server import ROOT
 
 LONG = timedelta(minutes=5)
+
+
+async def take_fence(store: DocumentStore, holder: str, ttl: timedelta) -> FenceToken:
+    """Take the project's compaction fence as a compactor that then "crashes" would."""
+    token = await Fences(store.db, holder).acquire(compaction_fence("film"), ttl)
+    assert token is not None
+    return token
+
+
+async def expire_fences(store: DocumentStore) -> None:
+    """Let every fence run out now (as the crashed holder's would, in time)."""
+    await store.db.execute("UPDATE work_fences SET expires_at = $1", utc_now())
 
 
 class Project:
@@ -76,7 +88,7 @@ async def test_crash_after_taking_the_lease(store: DocumentStore) -> None:
     project = Project(store)
     await project.create()
     await project.write(30)
-    assert await store.acquire_compaction_lease("film", "crashed", LONG) == 1
+    assert (await take_fence(store, "crashed", LONG)).epoch == 1
     # ...crash. Nothing else happened: the project loads, writes go on.
     await project.write(5)
     await project.assert_loads_to_expected()
@@ -84,7 +96,7 @@ async def test_crash_after_taking_the_lease(store: DocumentStore) -> None:
     assert skipped.skipped == "another compactor holds the lease"
     assert await snapshot_count(store) == 0
     # Once the crashed holder's lease expires, the next compaction does the work.
-    await store.db.execute("UPDATE compaction_leases SET expires_at = $1", utc_now())
+    await expire_fences(store)
     done = await compact(store, "film", timedelta(0))
     assert done.skipped is None and done.upto_seq == 36 and done.merged_rows == 36
     await project.assert_loads_to_expected()
@@ -94,12 +106,11 @@ async def test_crash_after_the_snapshot_before_the_prune(store: DocumentStore) -
     project = Project(store)
     await project.create()
     await project.write(30)
-    epoch = await store.acquire_compaction_lease("film", "crashed", timedelta(0))
-    assert epoch is not None
+    token = await take_fence(store, "crashed", timedelta(0))
     stored = await store.load("film")
     doc = replay(stored)
     snapshot = Snapshot(stored.seq, doc.get_update(), doc.get_state(), utc_now())
-    assert await store.save_snapshot("film", snapshot, lease_epoch=epoch)
+    assert await store.save_snapshot("film", snapshot, fence=token)
     # ...crash before pruning, with appends still arriving.
     await project.write(7)
     await project.assert_loads_to_expected()
@@ -116,12 +127,11 @@ async def test_crash_after_the_prune_before_the_release(store: DocumentStore) ->
     project = Project(store)
     await project.create()
     await project.write(12)
-    epoch = await store.acquire_compaction_lease("film", "crashed", timedelta(0))
+    token = await take_fence(store, "crashed", timedelta(0))
     stored = await store.load("film")
     doc = replay(stored)
-    assert epoch is not None
     snapshot = Snapshot(stored.seq, doc.get_update(), doc.get_state(), utc_now())
-    await store.save_snapshot("film", snapshot, lease_epoch=epoch)
+    await store.save_snapshot("film", snapshot, fence=token)
     assert await store.prune("film", utc_now()) == 13
     # ...crash before releasing the lease.
     await project.assert_loads_to_expected()
@@ -136,15 +146,14 @@ async def test_a_stale_compactor_cannot_save_over_its_successor(store: DocumentS
     project = Project(store)
     await project.create()
     await project.write(10)
-    stale = await store.acquire_compaction_lease("film", "paused", timedelta(0))
+    stale = await take_fence(store, "paused", timedelta(0))
     stored = await store.load("film")  # ...then it pauses past its lease
     successor = await compact(store, "film", timedelta(0))
     assert successor.skipped is None and successor.upto_seq == 11
     doc = replay(stored)
     old = Snapshot(stored.seq, doc.get_update(), doc.get_state(), utc_now())
-    assert stale is not None
-    with pytest.raises(LeaseLost):
-        await store.save_snapshot("film", old, lease_epoch=stale)
+    with pytest.raises(FenceLost):
+        await store.save_snapshot("film", old, fence=stale)
     assert await snapshot_count(store) == 1
     await project.assert_loads_to_expected()
 
@@ -197,7 +206,9 @@ async def lease_taken(store: DocumentStore, proc: asyncio.subprocess.Process) ->
     deadline = asyncio.get_running_loop().time() + 20
     while proc.returncode is None and asyncio.get_running_loop().time() < deadline:
         held = await store.db.fetchval(
-            "SELECT count(*) FROM compaction_leases WHERE expires_at > $1", utc_now()
+            "SELECT count(*) FROM work_fences WHERE name = $1 AND expires_at > $2",
+            compaction_fence("film"),
+            utc_now(),
         )
         if held:
             return
@@ -236,9 +247,10 @@ async def test_compact_killed_at_random_moments_leaves_a_loadable_project(
                 proc.send_signal(signal.SIGKILL)
             await proc.wait()
             await project.assert_loads_to_expected()
-            if await store.acquire_compaction_lease("film", "probe", timedelta(0)) is None:
+            probe = await Fences(store.db, "probe").acquire(compaction_fence("film"), timedelta(0))
+            if probe is None:
                 killed_while_holding_the_lease += 1  # it died mid-compaction
-                await store.db.execute("UPDATE compaction_leases SET expires_at = $1", utc_now())
+                await expire_fences(store)
         assert killed_while_holding_the_lease >= 1
         final = await compact(store, "film", timedelta(0))
         assert final.skipped is None

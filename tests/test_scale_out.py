@@ -19,7 +19,9 @@ import pytest
 import redis.asyncio as aioredis
 from pycrdt import Map
 
+from persistence.compaction import compaction_fence
 from persistence.factory import make_store
+from persistence.fence import Fences
 from persistence.replay import replay
 from sync import peer_messages
 from sync.client import BlackboardClient
@@ -396,7 +398,7 @@ async def test_update_of_an_instance_that_died_before_commit_is_stored_by_a_peer
     assert (await project_json(c, "orphan"))["doc"]["shots"]["S2"] == {"title": "orphan"}
 
 
-async def test_a_compaction_lease_held_elsewhere_stops_every_instance_compacting(
+async def test_a_compaction_fence_held_elsewhere_stops_every_instance_compacting(
     cluster: Cluster, pg_url: str
 ) -> None:
     a, b = cluster(2, BLACKBOARD_COMPACT_AFTER_ROWS="10")
@@ -405,10 +407,10 @@ async def test_a_compaction_lease_held_elsewhere_stops_every_instance_compacting
     await other_instance.open(migrate_schema=False)
     writers = [BlackboardClient(s.ws, "compact") for s in (a, b)]
     try:
-        epoch = await other_instance.acquire_compaction_lease(
-            "compact", "other-instance", timedelta(seconds=4)
+        held = await Fences(other_instance.db, "other-instance").acquire(
+            compaction_fence("compact"), timedelta(seconds=4)
         )
-        assert epoch is not None
+        assert held is not None
         for w in writers:
             await w.connect()
         for round_ in range(3):
@@ -417,9 +419,9 @@ async def test_a_compaction_lease_held_elsewhere_stops_every_instance_compacting
                     with w.doc.transaction():
                         w.doc.get("tasks", type=Map)[f"T{round_}-{i}-{j}"] = Map({"kind": "k"})
                 await w.flush()
-        # Both instances passed their threshold, yet neither compacted: the lease is held.
+        # Both instances passed their threshold, yet neither compacted: the fence is held.
         assert await _snapshot_count(other_instance, "compact") == 0
-        await asyncio.sleep(4)  # the lease expires: the next instance to pass takes it
+        await asyncio.sleep(4)  # the fence expires: the next instance to pass takes it
         for w in writers:
             for j in range(15):
                 with w.doc.transaction():

@@ -11,8 +11,10 @@ import pytest
 from pycrdt import Doc, Map
 
 from persistence.clock import utc_now
+from persistence.compaction import compaction_fence
 from persistence.document_store import DocumentStore
-from persistence.errors import HistoryPruned, LeaseLost, ProjectExists, ProjectNotFound
+from persistence.errors import HistoryPruned, ProjectExists, ProjectNotFound
+from persistence.fence import FenceLost, Fences
 from persistence.records import PendingAppend, Snapshot
 from persistence.replay import replay
 from schemas.views import doc_to_json
@@ -221,29 +223,15 @@ async def test_prune_everything_old_leaves_the_newest_snapshot(store: DocumentSt
     assert await store.append([PendingAppend("film", updates[0], ACTOR)]) == [10]
 
 
-async def test_compaction_lease_excludes_and_fences(store: DocumentStore) -> None:
+async def test_a_snapshot_is_saved_only_under_a_current_fence(store: DocumentStore) -> None:
     await create(store)
-    ttl = timedelta(minutes=5)
-    first = await store.acquire_compaction_lease("film", "one", ttl)
-    assert first == 1
-    assert await store.acquire_compaction_lease("film", "two", ttl) is None
-    await store.release_compaction_lease("film", first)
-    second = await store.acquire_compaction_lease("film", "two", ttl)
-    assert second == 2
-    # The first holder is stale now: its release changes nothing, its snapshot is refused.
-    await store.release_compaction_lease("film", first)
-    assert await store.acquire_compaction_lease("film", "three", ttl) is None
-    stored = await store.load("film")
-    doc = replay(stored)
+    name = compaction_fence("film")
+    stale = await Fences(store.db, "paused").acquire(name, timedelta(0))  # expires at once
+    current = await Fences(store.db, "next").acquire(name, timedelta(minutes=5))
+    assert stale is not None and current is not None and current.epoch == stale.epoch + 1
+    doc = replay(await store.load("film"))
     snapshot = Snapshot(1, doc.get_update(), doc.get_state(), utc_now())
-    with pytest.raises(LeaseLost):
-        await store.save_snapshot("film", snapshot, lease_epoch=first)
+    with pytest.raises(FenceLost):
+        await store.save_snapshot("film", snapshot, fence=stale)
     assert (await store.load("film")).snapshot is None
-    assert await store.save_snapshot("film", snapshot, lease_epoch=second) is True
-
-
-async def test_an_expired_lease_can_be_taken_over(store: DocumentStore) -> None:
-    await create(store)
-    crashed = await store.acquire_compaction_lease("film", "crashed", timedelta(0))
-    taken = await store.acquire_compaction_lease("film", "next", timedelta(minutes=1))
-    assert crashed == 1 and taken == 2
+    assert await store.save_snapshot("film", snapshot, fence=current) is True
