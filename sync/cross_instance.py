@@ -34,10 +34,12 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from persistence.errors import LogFull
@@ -129,6 +131,13 @@ class CrossInstance(Extension):
         self.links: dict[str, RoomLink] = {}
         self.adopted = 0  # updates stored on behalf of a dead instance
         self.caught_up = 0  # log rows applied that Redis had not delivered
+        # Not registered on its own: `collect` below yields it into the app's registry.
+        self.lag = Histogram(
+            "blackboard_redis_lag_seconds",
+            "Publish-to-receive time of peer updates through Redis",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+            registry=None,
+        )
         self._channel_prefix = bus.channel("doc:")
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[Any]] = set()
@@ -175,7 +184,9 @@ class CrossInstance(Extension):
         if link is None:
             return
         link.counter += 1
-        message = peer_messages.encode_update(self.instance_id, link.counter, origin.actor, update)
+        message = peer_messages.encode_update(
+            self.instance_id, link.counter, origin.actor, update, time.time_ns() // 1000
+        )
         self.bus.publish(link.channel, message)
 
     def on_committed(self, room: Room, seq: int, size: int) -> None:
@@ -259,6 +270,8 @@ class CrossInstance(Extension):
         self.bus.publish(link.channel, peer_messages.encode_query(self.instance_id))
 
     def _take_update(self, link: RoomLink, message: peer_messages.PeerMessage) -> None:
+        # Sender's wall clock to ours: across hosts this includes their clock skew.
+        self.lag.observe(max(0.0, time.time() - message.sent_at_us / 1e6))
         last = link.last_counter.get(message.instance)
         link.last_counter[message.instance] = message.counter
         if last is not None and message.counter != last + 1:
@@ -516,6 +529,7 @@ class CrossInstance(Extension):
             "Updates stored on behalf of an instance that died before storing them",
             value=self.adopted,
         )
+        yield from self.lag.collect()
 
     # --- presence for the API ------------------------------------------------
 

@@ -1,13 +1,15 @@
 """What server instances tell each other about one project, one Redis message each.
 
-    update:    b"u" varstring(instance) varuint(counter) varstring(actor) update-bytes
+    update:    b"u" varstring(instance) varuint(counter) varuint(sent_at_us)
+               varstring(actor) update-bytes
     awareness: b"a" varstring(instance) awareness-update-bytes   (a change)
     snapshot:  b"s" varstring(instance) awareness-update-bytes   (all of that instance's
                states: any other state a receiver holds from that instance is gone)
     query:     b"q" varstring(instance)   (a room (re)subscribed: peers answer with "s")
 
 `counter` numbers an instance's updates of one project 1, 2, 3, ...: a receiver that sees
-a number jump knows it missed a message and reads the log.
+a number jump knows it missed a message and reads the log. `sent_at_us` (the sender's
+wall clock, µs since the epoch) gives receivers the Redis lag.
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ class PeerMessage:
     payload: bytes = b""
     counter: int = 0
     actor: str = ""
+    sent_at_us: int = 0
 
 
 def _header(kind: int, instance: str) -> bytes:
     return bytes((kind,)) + encode_varbytes(instance.encode())
 
 
-def encode_update(instance: str, counter: int, actor: str, update: bytes) -> bytes:
+def encode_update(instance: str, counter: int, actor: str, update: bytes, sent_at_us: int) -> bytes:
     return (
         _header(UPDATE, instance)
         + encode_varuint(counter)
+        + encode_varuint(sent_at_us)
         + encode_varbytes(actor.encode())
         + update
     )
@@ -65,8 +69,9 @@ def decode(data: bytes) -> PeerMessage:
     instance = reader.varstring()
     if kind == UPDATE:
         counter = reader.varuint()
+        sent_at_us = reader.varuint()
         actor = reader.varstring()
-        return PeerMessage(kind, instance, data[reader.pos :], counter, actor)
+        return PeerMessage(kind, instance, data[reader.pos :], counter, actor, sent_at_us)
     if kind in (AWARENESS, SNAPSHOT):
         return PeerMessage(kind, instance, data[reader.pos :])
     if kind == QUERY:

@@ -110,14 +110,16 @@ async def test_subscriptions_follow_the_rooms(redis_server: PrivateRedis) -> Non
 
 
 def test_peer_messages_round_trip() -> None:
-    update = peer_messages.decode(peer_messages.encode_update("host-1", 7, "ana", b"\x01\x02"))
-    assert (update.kind, update.instance, update.counter, update.actor, update.payload) == (
-        peer_messages.UPDATE,
-        "host-1",
-        7,
-        "ana",
-        b"\x01\x02",
-    )
+    encoded = peer_messages.encode_update("host-1", 7, "ana", b"\x01\x02", 1_700_000_000_123_456)
+    update = peer_messages.decode(encoded)
+    assert (
+        update.kind,
+        update.instance,
+        update.counter,
+        update.actor,
+        update.payload,
+        update.sent_at_us,
+    ) == (peer_messages.UPDATE, "host-1", 7, "ana", b"\x01\x02", 1_700_000_000_123_456)
     awareness = peer_messages.decode(peer_messages.encode_awareness("host-2", b"\x00"))
     assert (awareness.kind, awareness.instance, awareness.payload) == (
         peer_messages.AWARENESS,

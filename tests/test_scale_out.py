@@ -149,6 +149,9 @@ async def test_edits_on_every_instance_reach_every_client_one_message_each(
     await js.call("waitFor", name="late", path=["shots"], value=expected)
     await asyncio.sleep(0.5)
     assert tap.counts["u"] - baseline == 15
+    # Each update was received, and its Redis lag measured, by the one other instance.
+    received = [(await _metrics(s))["blackboard_redis_lag_seconds_count"] for s in (a, b)]
+    assert sum(received) == 15
     await agent.close()
     await tap.close()
 
