@@ -18,8 +18,10 @@ from persistence.ledger import CLIENT_OPS, MAX_TTL_S, BudgetOp, LedgerUnavailabl
 from web.api.requests import (
     amount_field,
     idempotency_key_field,
+    number_cursor,
     number_field,
     page_params,
+    page_response,
     project_id_param,
     read_json,
     services,
@@ -102,20 +104,11 @@ async def read_balances(request: Request) -> JSONResponse:
 async def read_ledger(request: Request) -> JSONResponse:
     project_id = project_id_param(request)
     limit, cursor = page_params(request)
-    if cursor and not cursor.isdigit():
-        raise ApiError(422, "invalid", "cursor must be a next_cursor from a previous page")
     ledger = services(request).ledger
-    entries = await ledger.entries(project_id, int(cursor or 0), limit + 1)
+    entries = await ledger.entries(project_id, number_cursor(cursor), limit + 1)
     if not entries and await ledger.balances(project_id) is None:
         raise ApiError(404, "not_found", f"project {project_id!r} has no budget")
-    more = len(entries) > limit
-    entries = entries[:limit]
-    return JSONResponse(
-        {
-            "items": [entry.to_json() for entry in entries],
-            "next_cursor": str(entries[-1].op_id) if more else None,
-        }
-    )
+    return page_response(entries, limit, lambda e: e.to_json(), lambda e: str(e.op_id))
 
 
 routes = [

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from persistence.corrections import CorrectionRecord
-from web.api.requests import page_params, project_record, services
+from web.api.requests import page_params, page_response, project_record, services
 from web.errors import ApiError
 
 _CURSOR = re.compile(r"(\d+)\.(\d+)")  # seq.n of the last item of the previous page
@@ -48,15 +48,7 @@ async def list_corrections(request: Request) -> JSONResponse:
     except TimeoutError:
         pass
     found = await recorder.store.page(record.project_id, _position(cursor), limit + 1)
-    more = len(found) > limit
-    found = found[:limit]
-    last = found[-1] if found else None
-    return JSONResponse(
-        {
-            "items": [_item(r) for r in found],
-            "next_cursor": f"{last.seq}.{last.n}" if more and last else None,
-        }
-    )
+    return page_response(found, limit, _item, lambda last: f"{last.seq}.{last.n}")
 
 
 routes = [Route("/api/projects/{project_id}/corrections", list_corrections, methods=["GET"])]

@@ -17,16 +17,14 @@ from persistence.errors import HistoryPruned
 from persistence.history import seq_at_time
 from persistence.replay import CorruptDocument, replay
 from schemas.views import doc_to_json
-from web.api.requests import page_params, project_record, services
+from web.api.requests import (
+    number_cursor,
+    page_params,
+    page_response,
+    project_record,
+    services,
+)
 from web.errors import ApiError
-
-
-def _cursor_seq(cursor: str) -> int:
-    if not cursor:
-        return 0
-    if not cursor.isdigit():
-        raise ApiError(422, "invalid", "cursor must be a next_cursor this endpoint returned")
-    return int(cursor)
 
 
 async def read_history(request: Request) -> JSONResponse:
@@ -34,20 +32,19 @@ async def read_history(request: Request) -> JSONResponse:
     record = await project_record(request)
     limit, cursor = page_params(request)
     entries = await services(request).store.history(
-        record.project_id, _cursor_seq(cursor), limit + 1
+        record.project_id, number_cursor(cursor), limit + 1
     )
-    more = len(entries) > limit
-    entries = entries[:limit]
-    items = [
-        {
+    return page_response(
+        entries,
+        limit,
+        lambda entry: {
             "seq": entry.seq,
             "actor": entry.actor,
             "created_at": entry.created_at.isoformat(),
             "size": entry.size,
-        }
-        for entry in entries
-    ]
-    return JSONResponse({"items": items, "next_cursor": str(entries[-1].seq) if more else None})
+        },
+        lambda entry: str(entry.seq),
+    )
 
 
 def _at_seq(raw: str, last: int) -> int:

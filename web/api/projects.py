@@ -16,6 +16,7 @@ from sync.projects import create_project
 from web.api.requests import (
     amount_field,
     page_params,
+    page_response,
     read_json,
     room_of,
     services,
@@ -64,14 +65,7 @@ async def create(request: Request) -> JSONResponse:
 async def list_projects(request: Request) -> JSONResponse:
     limit, cursor = page_params(request)
     records = await services(request).store.list_projects(limit + 1, cursor or None)
-    more = len(records) > limit
-    records = records[:limit]
-    return JSONResponse(
-        {
-            "items": [project_summary(r) for r in records],
-            "next_cursor": records[-1].project_id if more else None,
-        }
-    )
+    return page_response(records, limit, project_summary, lambda r: r.project_id)
 
 
 async def read(request: Request) -> JSONResponse:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from persistence.errors import ProjectNotFound
 from persistence.idempotency import MAX_KEY_LENGTH
@@ -18,6 +20,8 @@ from schemas.money import BadAmount, parse_amount
 from sync.room import Room
 from web.errors import ApiError
 from web.services import Services
+
+T = TypeVar("T")
 
 MAX_JSON_BYTES = 1024 * 1024
 
@@ -100,6 +104,26 @@ def page_params(request: Request, *, default: int = 100, maximum: int = 1000) ->
     if not 1 <= limit <= maximum:
         raise ApiError(422, "invalid", f"limit must be between 1 and {maximum}")
     return limit, request.query_params.get("cursor", "")
+
+
+def number_cursor(cursor: str) -> int:
+    """A cursor that is the number of the last item of the previous page (0: from the start)."""
+    if not cursor:
+        return 0
+    if not cursor.isdigit():
+        raise ApiError(422, "invalid", "cursor must be a next_cursor this endpoint returned")
+    return int(cursor)
+
+
+def page_response(
+    found: Sequence[T], limit: int, item: Callable[[T], Any], cursor_of: Callable[[T], str]
+) -> JSONResponse:
+    """`{items, next_cursor}` from up to `limit + 1` rows: an extra row means a next page."""
+    page = found[:limit]
+    more = len(found) > limit
+    return JSONResponse(
+        {"items": [item(r) for r in page], "next_cursor": cursor_of(page[-1]) if more else None}
+    )
 
 
 async def project_record(request: Request) -> ProjectRecord:
