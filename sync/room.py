@@ -46,6 +46,9 @@ from sync.yjs_structs import decode_update
 
 log = logging.getLogger(__name__)
 STEP2_CACHE_ENTRIES = 32
+# Bytes the cached replies may hold together: 32 distinct state vectors of a 20 MB
+# document would otherwise pin 640 MB.
+STEP2_CACHE_BYTES = 64 * 1024 * 1024
 
 
 class Room:
@@ -147,9 +150,14 @@ class Room:
                     raise
                 connection.close(close_codes.MALFORMED, "malformed state vector")
                 return b""
-            if len(self._step2_cache) >= STEP2_CACHE_ENTRIES:
+            cached = sum(map(len, self._step2_cache.values()))
+            if (
+                len(self._step2_cache) >= STEP2_CACHE_ENTRIES
+                or cached + len(reply) > STEP2_CACHE_BYTES
+            ):
                 self._step2_cache.clear()
-            self._step2_cache[state_vector] = reply
+            if len(reply) <= STEP2_CACHE_BYTES:
+                self._step2_cache[state_vector] = reply
         return reply
 
     def _receive_update(self, connection: Connection, update: bytes, origin: Origin) -> None:

@@ -1,0 +1,54 @@
+"""The SyncStep2 reply cache: shared by joiners, emptied by a change, bounded in bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pycrdt import Doc, Map
+
+from sync import room as room_module
+from sync.protocol import SyncMessage, SyncType, decode_message, sync_step1
+from tests.support.live_room import drained, live_room, memory_connection
+
+
+def _put(doc: Doc, shot_id: str, fields: dict[str, str]) -> None:
+    doc.get("shots", type=Map)[shot_id] = Map(fields)
+
+
+def _state_vectors(count: int) -> list[bytes]:
+    """Distinct state vectors of clients that each wrote a little elsewhere."""
+    vectors = []
+    for i in range(count):
+        doc = Doc()
+        doc.get("notes", type=Map)[f"k{i}"] = i
+        vectors.append(doc.get_state())
+    return vectors
+
+
+async def test_replies_are_shared_invalidated_and_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with live_room(tmp_path) as live:
+        room = live.room
+        room.server_write(lambda doc: _put(doc, "S1", {"notes": "x" * 4000}))
+        connection = memory_connection()
+        room.join(connection)
+        room.receive(connection, sync_step1(b"\x00"))
+        room.receive(connection, sync_step1(b"\x00"))
+        assert len(room._step2_cache) == 1  # two joiners, one encoding
+
+        monkeypatch.setattr(room_module, "STEP2_CACHE_BYTES", 10_000)
+        for vector in _state_vectors(6):
+            room.receive(connection, sync_step1(vector))
+            cached = sum(map(len, room._step2_cache.values()))
+            assert cached <= 10_000
+        await drained(connection)
+        replies = [decode_message(f) for f in connection.channel.take()]
+        steps = [m for m in replies if isinstance(m, SyncMessage) and m.kind == SyncType.STEP2]
+        assert len(steps) == 8  # every ask answered, cached or not
+
+        room.receive(connection, sync_step1(b"\x00"))
+        assert room._step2_cache
+        room.server_write(lambda doc: _put(doc, "S2", {"title": "new"}))
+        assert room._step2_cache == {}  # any change empties it
