@@ -9,6 +9,9 @@ Safe against concurrent appends (the snapshot covers only the seqs it read), aga
 second compactor (it finds the fence held and skips; a stale one whose fence was taken
 over cannot save) and against a crash at any step (nothing is deleted before a snapshot
 covering it is committed; a crashed holder's fence simply expires).
+
+The new snapshot's status-epochs record is the loaded one: the old snapshot's followed
+by every merged row's, so the lattices rebuild the same after a reload.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ async def compact(
         if stored.tail:
             doc = replay(stored)
             state = doc.get_update()
-            snapshot = Snapshot(stored.seq, state, doc.get_state(), utc_now())
+            snapshot = Snapshot(stored.seq, state, doc.get_state(), utc_now(), stored.status_epochs)
             try:
                 await store.save_snapshot(project_id, snapshot, fence=token)
             except FenceLost:

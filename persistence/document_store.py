@@ -77,11 +77,12 @@ class DocumentStore:
             if not inserted:
                 raise ProjectExists(project_id)
             await conn.execute(
-                'INSERT INTO doc_updates (project_id, seq, "update", actor, created_at)'
-                " VALUES ($1, 1, $2, $3, $4)",
+                'INSERT INTO doc_updates (project_id, seq, "update", actor, status_epochs,'
+                " created_at) VALUES ($1, 1, $2, $3, $4, $5)",
                 project_id,
                 initial_update,
                 actor,
+                b"",  # a new project has no task-status write yet
                 now,
             )
             if with_rows is not None:
@@ -118,15 +119,20 @@ class DocumentStore:
             if last is None:
                 raise ProjectNotFound(project_id)
             row = await conn.fetchrow(
-                "SELECT upto_seq, state, state_vector, created_at FROM doc_snapshots"
-                " WHERE project_id = $1 AND upto_seq <= $2 ORDER BY upto_seq DESC LIMIT 1",
+                "SELECT upto_seq, state, state_vector, created_at, status_epochs"
+                " FROM doc_snapshots WHERE project_id = $1 AND upto_seq <= $2"
+                " ORDER BY upto_seq DESC LIMIT 1",
                 project_id,
                 upto_seq,
             )
-            snapshot = Snapshot(row[0], bytes(row[1]), bytes(row[2]), row[3]) if row else None
+            snapshot = (
+                Snapshot(row[0], bytes(row[1]), bytes(row[2]), row[3], bytes(row[4]))
+                if row
+                else None
+            )
             base = snapshot.upto_seq if snapshot else 0
             tail = await conn.fetch(
-                'SELECT seq, "update", actor, created_at FROM doc_updates'
+                'SELECT seq, "update", actor, created_at, status_epochs FROM doc_updates'
                 " WHERE project_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
                 project_id,
                 base,
@@ -158,7 +164,7 @@ class DocumentStore:
 
     async def read_log(self, project_id: str, after_seq: int, limit: int) -> list[LogEntry]:
         rows = await self.db.fetch(
-            'SELECT seq, "update", actor, created_at FROM doc_updates'
+            'SELECT seq, "update", actor, created_at, status_epochs FROM doc_updates'
             " WHERE project_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             project_id,
             after_seq,
@@ -188,12 +194,13 @@ class DocumentStore:
             return bool(
                 await conn.execute(
                     "INSERT INTO doc_snapshots"
-                    " (project_id, upto_seq, state, state_vector, created_at)"
-                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    " (project_id, upto_seq, state, state_vector, status_epochs, created_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                     project_id,
                     snapshot.upto_seq,
                     snapshot.state,
                     snapshot.state_vector,
+                    snapshot.status_epochs,
                     snapshot.created_at,
                 )
             )
@@ -248,4 +255,4 @@ def _project(row: Row) -> ProjectRecord:
 
 
 def _entry(row: Row) -> LogEntry:
-    return LogEntry(row[0], bytes(row[1]), row[2], row[3])
+    return LogEntry(row[0], bytes(row[1]), row[2], row[3], bytes(row[4]))

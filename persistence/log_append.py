@@ -34,10 +34,10 @@ WITH locked AS MATERIALIZED (
     WHERE p.project_id = r.project_id AND p.project_id IN (SELECT project_id FROM locked)
     RETURNING p.project_id, p.seq, r.n
 ), inserted AS (
-    INSERT INTO doc_updates (project_id, seq, "update", actor, created_at)
-    SELECT r.project_id, b.seq - b.n + r.k, r.update, r.actor, $7
-    FROM unnest($3::text[], $4::bigint[], $5::bytea[], $6::text[])
-        AS r(project_id, k, update, actor)
+    INSERT INTO doc_updates (project_id, seq, "update", actor, status_epochs, created_at)
+    SELECT r.project_id, b.seq - b.n + r.k, r.update, r.actor, r.status_epochs, $8
+    FROM unnest($3::text[], $4::bigint[], $5::bytea[], $6::text[], $7::bytea[])
+        AS r(project_id, k, update, actor, status_epochs)
     LEFT JOIN bumped AS b USING (project_id)  -- a missing project: NULL seq, all fails
 )
 SELECT project_id, seq FROM bumped
@@ -82,6 +82,7 @@ async def _append_postgres(
             [k for _, count in runs for k in range(1, count + 1)],
             [row.update for row in batch],
             [row.actor for row in batch],
+            [row.status_epochs for row in batch],
             utc_now(),
         )
     except Exception:
@@ -107,11 +108,11 @@ async def _append_sqlite(
         for project_id, count in runs:
             first = lasts[project_id] - count + 1
             for k, row in enumerate(batch[start : start + count]):
-                rows.append((project_id, first + k, row.update, row.actor, now))
+                rows.append((project_id, first + k, row.update, row.actor, row.status_epochs, now))
             start += count
         await conn.executemany(
-            'INSERT INTO doc_updates (project_id, seq, "update", actor, created_at)'
-            " VALUES ($1, $2, $3, $4, $5)",
+            'INSERT INTO doc_updates (project_id, seq, "update", actor, status_epochs, created_at)'
+            " VALUES ($1, $2, $3, $4, $5, $6)",
             rows,
         )
     return lasts

@@ -20,6 +20,7 @@ class LogEntry:
     update: bytes
     actor: str
     created_at: datetime
+    status_epochs: bytes = b""  # opaque to persistence, see `StoredDocument.status_epochs`
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Snapshot:
     state: bytes
     state_vector: bytes
     created_at: datetime
+    status_epochs: bytes = b""  # the record of every row the snapshot covers
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,25 @@ class StoredDocument:
             return self.tail[-1].seq
         return self.snapshot.upto_seq if self.snapshot else 0
 
+    @property
+    def status_epochs(self) -> bytes:
+        """The record of the whole loaded state: the snapshot's, then each tail row's.
+
+        The sync layer writes self-delimiting entries, so the concatenation is itself a
+        valid record; persistence never parses it.
+        """
+        head = self.snapshot.status_epochs if self.snapshot else b""
+        return head + b"".join(entry.status_epochs for entry in self.tail)
+
 
 @dataclass(frozen=True)
 class PendingAppend:
     project_id: str
     update: bytes
     actor: str
+    # The attempt each task-status write of `update` counted for (the document does not
+    # keep it); stored atomically with the row, b"" when there is none.
+    status_epochs: bytes = b""
 
 
 @dataclass(frozen=True)

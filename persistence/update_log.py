@@ -5,7 +5,8 @@ arrived meanwhile (natural batching), so a lone update commits at once and a bur
 one transaction per batch. A future per update resolves with its seq after COMMIT: that
 is when an update is acknowledged. If the database fails, the batch stays queued and is
 retried with backoff; past `max_pending_bytes` new appends are refused (LogFull) rather
-than dropped.
+than dropped. A row queued with `commit_with_next` is never cut from the row queued right
+after it: both commit in one transaction or neither does.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 class _Queued:
     row: PendingAppend
     committed: asyncio.Future[int] = field(repr=False)
+    commit_with_next: bool = False
+
+    @property
+    def size(self) -> int:
+        """The bytes this row holds while queued (what `max_pending_bytes` bounds)."""
+        return len(self.row.update) + len(self.row.status_epochs)
 
 
 @dataclass
@@ -85,18 +92,33 @@ class UpdateLog:
         if self._pending_bytes + size > self.max_pending_bytes:
             raise LogFull("too many updates are waiting for the database")
 
-    def append(self, project_id: str, update: bytes, actor: str) -> asyncio.Future[int]:
+    def append(
+        self,
+        project_id: str,
+        update: bytes,
+        actor: str,
+        status_epochs: bytes = b"",
+        *,
+        commit_with_next: bool = False,
+    ) -> asyncio.Future[int]:
         """Queue one update; the future resolves with its seq once committed.
 
         The byte bound is checked by `check_room` before an update is applied to a live
         document; refusing here, after it was applied, would leave it applied but
         never stored.
+
+        `commit_with_next`: the next row appended commits in the same transaction as
+        this one. A client update and the server's repair of it are appended back to
+        back (with no await between); were a batch cut between them, a crash could
+        store the broken update without its repair.
         """
         if self._stopping:
             raise LogFull("the server is shutting down")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(PendingAppend(project_id, update, actor), future))
-        self._pending_bytes += len(update)
+        row = PendingAppend(project_id, update, actor, status_epochs)
+        queued = _Queued(row, future, commit_with_next)
+        self._queue.append(queued)
+        self._pending_bytes += queued.size
         self._wakeup.set()
         return future
 
@@ -117,7 +139,12 @@ class UpdateLog:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = [self._queue[i] for i in range(min(len(self._queue), self.max_batch))]
+            count = min(len(self._queue), self.max_batch)
+            # `max_batch` bounds a transaction's size, not a pair that must commit
+            # together: go past it rather than separate a row from its repair.
+            while count < len(self._queue) and self._queue[count - 1].commit_with_next:
+                count += 1
+            batch = [self._queue[i] for i in range(count)]
             # Rows of one project must be contiguous for the store; keep arrival order
             # within each project.
             batch.sort(key=lambda q: q.row.project_id)
@@ -142,8 +169,7 @@ class UpdateLog:
             for hook in self.on_batch:
                 hook(len(batch), elapsed)
             for _ in range(len(batch)):
-                done = self._queue.popleft()
-                self._pending_bytes -= len(done.row.update)
+                self._pending_bytes -= self._queue.popleft().size
             for queued, seq in zip(batch, seqs, strict=True):
                 if not queued.committed.done():
                     queued.committed.set_result(seq)
@@ -156,7 +182,7 @@ class UpdateLog:
             if queued.row.project_id != exc.project_id:
                 kept.append(queued)
                 continue
-            self._pending_bytes -= len(queued.row.update)
+            self._pending_bytes -= queued.size
             if not queued.committed.done():
                 queued.committed.set_exception(exc)
         self._queue = kept

@@ -1,5 +1,6 @@
 """Compaction on the embedded default: past the threshold the log becomes a snapshot,
-and reloading gives the same document, byte for byte of its JSON."""
+and reloading gives the same document, byte for byte of its JSON, and the same
+status-epoch record."""
 
 from __future__ import annotations
 
@@ -73,3 +74,33 @@ async def test_append_racing_compaction_is_not_lost(store: DocumentStore) -> Non
     doc = replay(await store.load("race"))
     assert len(doc.get("tasks", type=Map)) == 300
     assert doc.get("spec", type=Map)["title"] == "race"
+
+
+async def test_compaction_keeps_the_status_epoch_record(store: DocumentStore) -> None:
+    await store.create_project("film", "film", initial_update("film", 10, "USD", {}), "t")
+    writer = Doc()
+    updates: list[bytes] = []
+    writer.observe(lambda event: updates.append(event.update))
+    for i in range(6):
+        writer.get("tasks", type=Map)[f"T{i}"] = Map({"attempt": i})
+    keep = timedelta(days=1)  # prune nothing: only the snapshots matter here
+
+    await store.append(
+        [PendingAppend("film", u, "w", f"<{i}>".encode()) for i, u in enumerate(updates[:3])]
+    )
+    assert (await compact(store, "film", keep)).merged_rows == 4
+    first = await store.load("film")
+    assert first.snapshot is not None and first.snapshot.status_epochs == b"<0><1><2>"
+
+    await store.append([PendingAppend("film", updates[3], "w")])  # nothing recorded
+    await store.append(
+        [PendingAppend("film", u, "w", f"<{i}>".encode()) for i, u in enumerate(updates[4:], 4)]
+    )
+    before = await store.load("film")
+    assert before.status_epochs == b"<0><1><2><4><5>"
+    await compact(store, "film", keep)
+    after = await store.load("film")
+    # The old snapshot's record, then the merged rows' in seq order.
+    assert after.tail == [] and after.snapshot is not None
+    assert after.snapshot.status_epochs == first.snapshot.status_epochs + b"<4><5>"
+    assert after.status_epochs == before.status_epochs

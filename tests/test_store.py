@@ -1,11 +1,12 @@
 """The store contract, run on both backends (SQLite and Postgres) so they never drift:
-projects, appends and their seqs, loads, snapshots, history, retention and the
-compaction lease."""
+projects, appends and their seqs, loads, snapshots, history, retention, the
+compaction lease, status-epoch records and the migration that added them."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from pycrdt import Doc, Map
@@ -14,11 +15,14 @@ from persistence.clock import utc_now
 from persistence.compaction import compaction_fence
 from persistence.document_store import DocumentStore
 from persistence.errors import HistoryPruned, ProjectExists, ProjectNotFound
+from persistence.factory import make_store
 from persistence.fence import FenceLost, Fences
 from persistence.records import PendingAppend, Snapshot
 from persistence.replay import replay
+from schemas.migration_files import migrations_for
 from schemas.views import doc_to_json
 from sync.projects import initial_update
+from tests.support.backends import create_database, drop_database
 
 ACTOR = "tester"
 INITIAL = initial_update("film", 100, "USD", {})  # once: it carries a timestamp
@@ -235,3 +239,75 @@ async def test_a_snapshot_is_saved_only_under_a_current_fence(store: DocumentSto
         await store.save_snapshot("film", snapshot, fence=stale)
     assert (await store.load("film")).snapshot is None
     assert await store.save_snapshot("film", snapshot, fence=current) is True
+
+
+async def test_status_epochs_are_stored_with_their_rows(store: DocumentStore) -> None:
+    await create(store)
+    updates = shot_updates(4)
+    # Opaque bytes to the store, with a NUL and a high byte to catch any text handling.
+    batch = [
+        PendingAppend("film", updates[0], ACTOR, b"\x00a"),
+        PendingAppend("film", updates[1], ACTOR),  # nothing recorded
+        PendingAppend("film", updates[2], ACTOR, b"\xffbc"),
+    ]
+    assert await store.append(batch) == [2, 3, 4]
+    stored = await store.load("film")
+    assert [e.status_epochs for e in stored.tail] == [b"", b"\x00a", b"", b"\xffbc"]
+    assert stored.status_epochs == b"\x00a\xffbc"
+    assert [e.status_epochs for e in await store.read_log("film", 2, 10)] == [b"", b"\xffbc"]
+
+    doc = replay(stored)
+    snapshot = Snapshot(4, doc.get_update(), doc.get_state(), utc_now(), b"snap")
+    assert await store.save_snapshot("film", snapshot) is True
+    await store.append([PendingAppend("film", updates[3], ACTOR, b"tail")])
+    stored = await store.load("film")
+    assert stored.snapshot is not None and stored.snapshot.status_epochs == b"snap"
+    # The whole state's record: the snapshot's first, then the tail's in seq order.
+    assert stored.status_epochs == b"snaptail"
+    assert (await store.load_at("film", 3)).status_epochs == b"\x00a"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_migration_0007_gives_existing_rows_an_empty_record(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = await create_database(migrated=False) if backend == "postgres" else None
+    store = make_store(url, tmp_path)
+    try:
+        # A database as 0006 left it, with rows written by that version...
+        before = [m for m in migrations_for(backend) if m.version < 7]
+        monkeypatch.setattr("persistence.migrator.migrations_for", lambda _: before)
+        await store.open(migrate_schema=True)
+        now = utc_now()
+        await store.db.execute(
+            "INSERT INTO projects (project_id, title, seq, created_at) VALUES ('film', 'f', 1, $1)",
+            now,
+        )
+        await store.db.execute(
+            'INSERT INTO doc_updates (project_id, seq, "update", actor, created_at)'
+            " VALUES ('film', 1, $1, $2, $3)",
+            INITIAL,
+            ACTOR,
+            now,
+        )
+        doc = Doc()
+        doc.apply_update(INITIAL)
+        await store.db.execute(
+            "INSERT INTO doc_snapshots (project_id, upto_seq, state, state_vector, created_at)"
+            " VALUES ('film', 1, $1, $2, $3)",
+            doc.get_update(),
+            doc.get_state(),
+            now,
+        )
+        await store.close()
+        # ... then migrated to the newest schema: both rows gain an empty record.
+        monkeypatch.undo()
+        await store.open(migrate_schema=True)
+        await store.append([PendingAppend("film", shot_updates(1)[0], ACTOR, b"new")])
+        stored = await store.load("film")
+        assert stored.snapshot is not None and stored.snapshot.status_epochs == b""
+        assert [e.status_epochs for e in await store.read_log("film", 0, 10)] == [b"", b"new"]
+    finally:
+        await store.close()
+        if url:
+            await drop_database(url)

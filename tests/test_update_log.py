@@ -1,16 +1,31 @@
 """The group-commit log on both backends: seqs resolve after commit, a missing project
-cannot hold the others back, and the byte bound is an admission check."""
+cannot hold the others back, the byte bound is an admission check, and a row flagged
+`commit_with_next` never commits apart from the next one."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
 from persistence.document_store import DocumentStore
 from persistence.errors import LogFull, ProjectNotFound
+from persistence.records import PendingAppend
 from persistence.update_log import UpdateLog
 from sync.projects import initial_update
+
+
+class BatchRecorder:
+    """The store as the log sees it, keeping every batch the log commits."""
+
+    def __init__(self, store: DocumentStore) -> None:
+        self.store = store
+        self.batches: list[list[PendingAppend]] = []
+
+    async def append(self, batch: Sequence[PendingAppend]) -> list[int]:
+        self.batches.append(list(batch))
+        return await self.store.append(batch)
 
 
 async def test_batches_commit_and_a_missing_project_is_refused_alone(
@@ -56,3 +71,35 @@ async def test_the_byte_bound_is_checked_before_applying_not_after(
     assert await asyncio.wait_for(queued, 10) == 2
     log.check_room(10)
     await log.stop(5)
+
+
+async def test_a_row_flagged_commit_with_next_is_never_cut_from_the_next(
+    store: DocumentStore,
+) -> None:
+    await store.create_project("a", "a", initial_update("t", 1, "USD", {}), "t")
+    recorder = BatchRecorder(store)
+    log = UpdateLog(recorder, max_batch=2)  # type: ignore[arg-type]
+    # Queued before the log starts, so the cuts fall where max_batch puts them: after
+    # the second row, which is flagged, and after the fifth, flagged, then the sixth.
+    futures = [
+        log.append("a", b"\x01", "t"),
+        log.append("a", b"\x02", "t", b"e2", commit_with_next=True),
+        log.append("a", b"\x03", "t", b"e3"),  # the repair of \x02
+        log.append("a", b"\x04", "t"),
+        log.append("a", b"\x05", "t", commit_with_next=True),
+        log.append("a", b"\x06", "t", commit_with_next=True),
+        log.append("a", b"\x07", "t"),
+        log.append("a", b"\x08", "t"),
+    ]
+    log.start()
+    try:
+        assert await asyncio.wait_for(asyncio.gather(*futures), 10) == list(range(2, 10))
+        log.check_room(log.max_pending_bytes)  # every queued byte was accounted back
+    finally:
+        await log.stop(5)
+    assert [[row.update for row in batch] for batch in recorder.batches] == [
+        [b"\x01", b"\x02", b"\x03"],
+        [b"\x04", b"\x05", b"\x06", b"\x07"],
+        [b"\x08"],
+    ]
+    assert [e.status_epochs for e in await store.read_log("a", 2, 2)] == [b"e2", b"e3"]
