@@ -12,22 +12,27 @@ Entries are tracked per instance: the nested Map an entry key holds (replacing i
 starts a new entry). For a lattice with an epoch (task `attempt`), a status value counts
 for the epoch it was written in: the attempt its writer set in the same update, else
 the epoch of the status it overwrote (its origin), else the entry's current epoch. The
-server's own writes count for the current epoch. After a reload, only the shown status
-has a known epoch; a write based on an older one counts as stale.
+server's own writes count for the current epoch. The epoch of every status write this
+process accepts goes into the log with it (`take_record`, `sync.status_epochs`), so a
+reloaded tracker judges a stale replica's write exactly as the live one would have.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from pycrdt import Doc, Map
 
 from schemas.document import ROOTS, Kind, Lattice, Root
+from sync import status_epochs
 from sync.field_rules import conform
 from sync.protocol import ProtocolError
+from sync.status_epochs import Epoch
 from sync.yjs_encoding import DeleteRange
 from sync.yjs_structs import (
     ANY,
@@ -43,8 +48,7 @@ from sync.yjs_structs import (
 
 log = logging.getLogger(__name__)
 
-Epoch = float
-_UNKNOWN: Epoch | None = None
+_V = TypeVar("_V")
 
 
 @dataclass(eq=False)
@@ -58,28 +62,33 @@ class _Slot:
     deleted: bool = False
     epoch: Epoch = 0.0
     best: dict[Epoch, str] = field(default_factory=dict)  # lattice maximum per epoch
-    statuses: list[_Field] = field(default_factory=list)  # every status write in it
-    shown: dict[int, _Field] = field(default_factory=dict)  # those not deleted (one)
-    attempts: list[_Field] = field(default_factory=list)  # every epoch write in it
+    shown: dict[int, _Field] = field(default_factory=dict)  # its writes not deleted
 
     @property
     def lattice(self) -> Lattice:
         assert self.root.lattice is not None
         return self.root.lattice
 
+    def newest_shown(self, key: str | None) -> _Field | None:
+        """The write of `key` (status or epoch) the entry shows."""
+        fields = [f for f in self.shown.values() if f.key == key]
+        return max(fields, key=lambda f: f.item) if fields else None
+
 
 @dataclass(eq=False)
 class _Field:
-    """One write of a status or epoch field inside a slot."""
+    """One write of a status or epoch field inside a slot (one struct: yrs may merge a
+    run of deleted writes into one)."""
 
     slot: _Slot
     key: str
     item: Id
+    length: int
     origin: Id | None
     written: Item | None = None  # the struct as integrated, until settled
     deleted: bool = False
     settled: bool = False  # its value (if any) and epoch are folded in
-    epoch: Epoch | None = _UNKNOWN
+    here: bool = False  # accepted by this process (from its client, or its own write)
 
 
 _Ref = _Slot | _Field
@@ -95,49 +104,56 @@ class Target:
     # The status shown was written for another epoch (maybe with the same value): it
     # must be written again, or writes based on it would count for that epoch.
     stale: bool = False
+    # This process accepted the write the entry shows (its status, else its epoch): of
+    # several instances that see a break, that one repairs it first (`sync.repair`).
+    owned: bool = False
 
 
-class _Ranges:
-    """Item ids of one client -> the slot or field they belong to (sorted by clock)."""
+class _Ranges(Generic[_V]):
+    """Item ids of one client -> what they belong to (sorted by clock)."""
 
-    __slots__ = ("ends", "refs", "starts")
+    __slots__ = ("ends", "starts", "values")
 
     def __init__(self) -> None:
         self.starts: list[int] = []
         self.ends: list[int] = []
-        self.refs: list[_Ref] = []
+        self.values: list[_V] = []
 
-    def add(self, start: int, end: int, ref: _Ref) -> None:
+    def add(self, start: int, end: int, value: _V) -> None:
         i = bisect_right(self.starts, start)
         self.starts.insert(i, start)
         self.ends.insert(i, end)
-        self.refs.insert(i, ref)
+        self.values.insert(i, value)
 
-    def find(self, clock: int) -> _Ref | None:
+    def find(self, clock: int) -> _V | None:
         i = bisect_right(self.starts, clock) - 1
-        return self.refs[i] if i >= 0 and clock < self.ends[i] else None
+        return self.values[i] if i >= 0 and clock < self.ends[i] else None
 
-    def overlapping(self, start: int, end: int) -> Iterable[_Ref]:
+    def overlapping(self, start: int, end: int) -> Iterable[_V]:
         i = max(bisect_right(self.starts, start) - 1, 0)
         while i < len(self.starts) and self.starts[i] < end:
             if self.ends[i] > start:
-                yield self.refs[i]
+                yield self.values[i]
             i += 1
 
 
 class LatticeTracker:
     def __init__(self) -> None:
         self._lattice_roots = {root.name: root for root in ROOTS if root.lattice}
-        self._ids: dict[int, _Ranges] = {}
+        self._ids: dict[int, _Ranges[_Ref]] = {}
+        # The epoch of each status write by item id (NaN: stale). Kept apart from the
+        # fields because one loaded struct may hold several writes of different epochs.
+        self._epochs: dict[int, _Ranges[Epoch]] = {}
+        self._record = bytearray()  # epochs settled here since `take_record`
         self._slots: dict[tuple[str, str], dict[int, _Slot]] = {}  # not deleted (one)
         self.dirty: set[tuple[str, str]] = set()  # (root, entry key) to check
         self._last: tuple[bytes, DecodedUpdate] | None = None  # read once, used twice
 
     @classmethod
-    def of_document(cls, doc: Doc) -> LatticeTracker:
-        """The tracker of a loaded document. Reading its structs takes Python time in
-        proportion to its size, so a room runs this in a worker thread before it goes
-        live (nothing else touches the Doc meanwhile)."""
+    def of_document(cls, doc: Doc, record: bytes = b"") -> LatticeTracker:
+        """The tracker of a loaded document and its stored `record` of status epochs.
+        Reading its structs takes Python time in proportion to its size, so a room runs
+        this in a worker thread before it goes live (nothing else touches the Doc)."""
         shown: dict[tuple[str, str], tuple[object, object]] = {}
         for root in ROOTS:
             lattice = root.lattice
@@ -148,71 +164,50 @@ class LatticeTracker:
                     epoch = entry.get(lattice.epoch_field) if lattice.epoch_field else 0
                     shown[(root.name, key)] = (entry.get(lattice.field), epoch)
         tracker = cls()
-        tracker.load(doc.get_update(), shown)
+        tracker.load(doc.get_update(), shown, record)
         return tracker
 
     # --- reading updates ---------------------------------------------------------
 
-    def load(self, state: bytes, shown: dict[tuple[str, str], tuple[object, object]]) -> None:
-        """Index a loaded document; `shown` is each Map entry's (status, epoch) on screen.
+    def load(
+        self,
+        state: bytes,
+        shown: dict[tuple[str, str], tuple[object, object]],
+        record: bytes = b"",
+    ) -> None:
+        """Index a loaded document; `shown` is each Map entry's (status, epoch) on screen,
+        `record` the stored epochs of its status writes (`sync.status_epochs`).
 
-        The shown values are the maxima (every earlier write was repaired up to them).
-        Older status writes get the shown epoch when they are known to belong to it (see
-        `_epoch_at_load`), else none: a write based on one of them then counts as stale.
+        The shown values are the maxima (every earlier write was repaired up to them, in
+        the same commit). A shown status with no stored epoch (written before epochs
+        were stored) counts for the shown attempt.
         """
         for f in self.index(state):
             f.settled, f.written = True, None
+        try:
+            for client, clock, length, epoch in status_epochs.decode(record):
+                self._note_epoch(client, clock, length, epoch)
+        except ProtocolError as exc:
+            log.error("lattice: the stored status epochs are damaged: %s", exc)
         for (root_name, key), (status, epoch) in shown.items():
             slot = self.visible(root_name, key)
             if slot is None:
                 continue
-            slot.epoch = (_epoch_value(epoch) or 0.0) if slot.lattice.epoch_field else 0.0
+            has_epoch = slot.lattice.epoch_field is not None
+            slot.epoch = (_epoch_value(epoch) or 0.0) if has_epoch else 0.0
             if isinstance(status, str):
                 slot.best[slot.epoch] = status
-            self._epoch_at_load(slot)
+            status_field = slot.newest_shown(slot.lattice.field)
+            if has_epoch and status_field is not None:
+                if self._stored_epoch(status_field.item) is None:
+                    self._note_epoch(*status_field.item, status_field.length, slot.epoch)
         self.dirty.clear()
 
-    @staticmethod
-    def _epoch_at_load(slot: _Slot) -> None:
-        """Status writes of the shown epoch: those whose author had last set the shown
-        attempt, or a sibling of it (a concurrent retry from the same attempt, which set
-        the same number), or wrote it with the entry; and those based on them."""
-        shown_attempts = [f for f in slot.attempts if not f.deleted]
-        if not slot.attempts:  # no attempt ever written: one epoch only
-            roots = set(map(id, slot.statuses))
-        elif shown_attempts:
-            shown = max(shown_attempts, key=lambda f: f.item)
-            current = {
-                id(f)
-                for f in slot.attempts
-                if f is shown or (f.origin is not None and f.origin == shown.origin)
-            }
-            by_author: dict[int, list[_Field]] = {}
-            for f in sorted(slot.attempts, key=lambda f: f.item):
-                by_author.setdefault(f.item[0], []).append(f)
-            roots = set()
-            for f in slot.statuses:
-                earlier = [a for a in by_author.get(f.item[0], ()) if a.item[1] < f.item[1]]
-                if earlier and id(earlier[-1]) in current:
-                    roots.add(id(f))
-                elif f.origin is None and shown.origin is None and f.item[0] == shown.item[0]:
-                    roots.add(id(f))  # written with the entry, before its attempt
-        else:
-            roots = set()
-        by_item = {f.item: f for f in slot.statuses}
-        known: dict[int, bool] = {}
-        for f in slot.statuses:
-            chain = [f]
-            while id(chain[-1]) not in known and id(chain[-1]) not in roots:
-                origin = by_item.get(chain[-1].origin) if chain[-1].origin else None
-                if origin is None or origin in chain:
-                    break
-                chain.append(origin)
-            last = chain[-1]
-            ours = id(last) in roots or known.get(id(last), False)
-            for g in chain:
-                known[id(g)] = ours
-            f.epoch = slot.epoch if ours or not f.deleted else _UNKNOWN
+    def take_record(self) -> bytes:
+        """The epochs of the status writes settled here since the last call, to store
+        with the log row being written."""
+        record, self._record = bytes(self._record), bytearray()
+        return record
 
     def index(self, update: bytes) -> list[_Field]:
         """Place the new structs of an update the Doc integrated (a transaction's update),
@@ -232,11 +227,12 @@ class LatticeTracker:
         self._delete(decoded.deleted)
         return list(fields.values())
 
-    def settle(self, fields: list[_Field], sent: bytes | None, *, server: bool) -> None:
+    def settle(self, fields: list[_Field], sent: bytes | None, *, server: bool, here: bool) -> None:
         """Fold the values of new writes in, with the epoch each belongs to.
 
         `sent` is the update as its author sent it: it still holds the values of writes
-        that lost a race, which the transaction's own update has dropped.
+        that lost a race, which the transaction's own update has dropped. `here`: this
+        process accepted the update (not a peer instance): its epochs go in the record.
         """
         if not fields:
             return
@@ -245,7 +241,7 @@ class LatticeTracker:
         for f in fields:
             if f.key != f.slot.lattice.epoch_field:
                 continue
-            f.settled = True
+            f.settled, f.here = True, here
             for clock, value in values.get(id(f), ()):
                 epoch = _epoch_value(value)
                 if epoch is None:
@@ -256,7 +252,7 @@ class LatticeTracker:
                 self._raise_epoch(f.slot, epoch)
         for f in fields:
             if not f.settled:
-                self._settle_status(f, values, attempts, server=server)
+                self._settle_status(f, values, attempts, server=server, here=here)
 
     def _values(self, fields: list[_Field], sent: bytes | None) -> dict[int, _Written]:
         """The values written in each field, as (clock, value): from its own struct, and
@@ -287,6 +283,7 @@ class LatticeTracker:
         attempts: dict[tuple[int, int], tuple[int, Epoch]],
         *,
         server: bool,
+        here: bool,
     ) -> None:
         # The epoch of a write may come from the one it overwrote: settle that first.
         chain = [f]
@@ -296,14 +293,18 @@ class LatticeTracker:
                 break
             chain.append(origin)
         for g in reversed(chain):
-            g.epoch = self._epoch_of(g, attempts, server=server)
-            g.settled = True
-            if g.epoch is None:
-                continue
+            epoch = self._epoch_of(g, attempts, server=server)
+            g.settled, g.here = True, here
             slot = g.slot
+            if slot.lattice.epoch_field:
+                self._note_epoch(*g.item, g.length, epoch)
+                if here:
+                    self._record += status_epochs.encode_entry(*g.item, g.length, epoch)
+            if epoch is None:
+                continue
             for _, value in values.get(id(g), ()):
                 if isinstance(value, str):
-                    slot.best[g.epoch] = slot.lattice.join(slot.best.get(g.epoch), value) or value
+                    slot.best[epoch] = slot.lattice.join(slot.best.get(epoch), value) or value
                     self.dirty.add((slot.root.name, slot.key))
 
     def _epoch_of(
@@ -317,10 +318,23 @@ class LatticeTracker:
         written = attempts.get((id(slot), f.item[0]))
         if written is not None:
             return written[1]
-        origin = self._lookup(f.origin)
-        if isinstance(origin, _Field):
-            return origin.epoch
+        if isinstance(self._lookup(f.origin), _Field):
+            return self._epoch_at(f.origin)
         return slot.epoch
+
+    def _note_epoch(self, client: int, clock: int, length: int, epoch: Epoch | None) -> None:
+        stored = math.nan if epoch is None else epoch
+        self._epochs.setdefault(client, _Ranges()).add(clock, clock + length, stored)
+
+    def _stored_epoch(self, id_: Id) -> Epoch | None:
+        """The epoch noted for the status write `id_` (NaN: stale), None if none was."""
+        ranges = self._epochs.get(id_[0])
+        return ranges.find(id_[1]) if ranges else None
+
+    def _epoch_at(self, id_: Id | None) -> Epoch | None:
+        """The epoch the status write `id_` counts for; None if stale or unknown."""
+        epoch = self._stored_epoch(id_) if id_ is not None else None
+        return None if epoch is None or math.isnan(epoch) else epoch
 
     def _raise_epoch(self, slot: _Slot, epoch: Epoch) -> None:
         if epoch > slot.epoch:
@@ -341,15 +355,17 @@ class LatticeTracker:
         slot = self.visible(root_name, key)
         if slot is None:
             return None
-        has_epoch = slot.lattice.epoch_field is not None
+        lattice = slot.lattice
+        status_field = slot.newest_shown(lattice.field)
+        owner = status_field or slot.newest_shown(lattice.epoch_field)
+        owned = owner is not None and owner.here
         status = slot.best.get(slot.epoch)
-        if status is None and has_epoch and slot.best:
-            status = slot.lattice.bottom  # a retry with no status yet restarts it
-        if not has_epoch:
-            return Target(status, None)
-        shown = slot.shown.values()
-        stale = bool(shown) and max(shown, key=lambda f: f.item).epoch != slot.epoch
-        return Target(status, slot.epoch, stale)
+        if lattice.epoch_field is None:
+            return Target(status, None, owned=owned)
+        if status is None and slot.best:
+            status = lattice.bottom  # a retry with no status yet restarts it
+        stale = status_field is not None and self._epoch_at(status_field.item) != slot.epoch
+        return Target(status, slot.epoch, stale, owned)
 
     # --- the index -----------------------------------------------------------------
 
@@ -407,12 +423,8 @@ class LatticeTracker:
 
     @staticmethod
     def _new_field(slot: _Slot, key: str, item: Item) -> _Field:
-        written = _Field(slot, key, (item.client, item.clock), item.origin, item)
-        if key == slot.lattice.field:
-            slot.statuses.append(written)
-            slot.shown[id(written)] = written
-        else:
-            slot.attempts.append(written)
+        written = _Field(slot, key, (item.client, item.clock), item.length, item.origin, item)
+        slot.shown[id(written)] = written
         return written
 
     def _new_slot(self, root: Root, key: str, item: Item) -> _Slot:

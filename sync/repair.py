@@ -80,6 +80,12 @@ class RepairPolicy:
 
     max_repaired_updates: int = 100
     window_s: float = 10.0
+    # Another instance's update is checked here only after a delay: the instance that
+    # accepted it repaired it at once, and its repair is on the way. A break that only
+    # the two updates together make is repaired first by the instance that accepted the
+    # write the entry shows (`owner_delay_s`); the others wait longer, and find it done.
+    owner_delay_s: float = 0.05
+    peer_delay_s: float = 0.5
 
 
 def write_corrections(corrections: list[Correction], doc: Doc) -> None:
@@ -124,6 +130,9 @@ class DocumentRules:
         self._reads: dict[Path, Any] = {}  # values read during one review
         self._lattice_changed = False  # by the running transaction
         self._unsettled: deque[tuple[Any, list[_Field]]] = deque()
+        # Paths and lattice entries peer updates touched -> loop time to check them.
+        self._deferred_paths: dict[Path, float] = {}
+        self._deferred_entries: dict[tuple[str, str], float] = {}
         self._repaired: weakref.WeakKeyDictionary[Connection, deque[float]] = (
             weakref.WeakKeyDictionary()
         )
@@ -225,9 +234,9 @@ class DocumentRules:
                 # Settled by `review`, with the update as sent (it keeps lost values).
                 self._unsettled.append((origin, fields))
                 while len(self._unsettled) > _MAX_UNSETTLED:
-                    self._lattice.settle(self._unsettled.popleft()[1], None, server=False)
+                    self._settle(*self._unsettled.popleft(), None)
             else:
-                self._lattice.settle(fields, None, server=source is Source.SERVER)
+                self._lattice.settle(fields, None, server=source is Source.SERVER, here=True)
         except Exception:
             log.exception("repair: reading a transaction failed")
 
@@ -236,12 +245,21 @@ class DocumentRules:
     def review(self, update: bytes, origin: Origin) -> list[Correction]:
         """The repairs the update `origin` just applied calls for (possibly none).
 
-        Closes the sender if its edits have needed repairs too often lately. Never
-        raises: the update is applied and sent already, a failure here only costs its
-        repairs (logged).
+        An update from another instance is not checked now but later (`check_deferred`,
+        see `RepairPolicy`). Closes the sender if its edits have needed repairs too
+        often lately. Never raises: a failure here only costs the repairs (logged).
         """
         try:
-            corrections = self._review(update, origin)
+            while self._unsettled:
+                owner, fields = self._unsettled.popleft()
+                self._settle(owner, fields, update if owner is origin else None)
+            touched, self._touched = list(self._touched), {}
+            entries = list(self._lattice.dirty)
+            self._lattice.dirty.clear()
+            if origin.source is Source.PEER:
+                self._defer(touched, entries)
+                return []
+            corrections = self._check(touched, entries, peer=False)
         except Exception:
             log.exception("repair: reviewing an update failed")
             return []
@@ -249,15 +267,44 @@ class DocumentRules:
             self._count_repair(origin.connection)
         return corrections
 
-    def _review(self, update: bytes, origin: Origin) -> list[Correction]:
-        while self._unsettled:
-            owner, fields = self._unsettled.popleft()
-            self._lattice.settle(fields, update if owner is origin else None, server=False)
+    def take_record(self) -> bytes:
+        """The status epochs to store with the log row being written (`sync.lattice`)."""
+        return self._lattice.take_record()
+
+    def next_deferred(self) -> float | None:
+        """The loop time of the next deferred check, if any."""
+        return min([*self._deferred_paths.values(), *self._deferred_entries.values()], default=None)
+
+    def check_deferred(self) -> list[Correction]:
+        """The repairs still needed where peer updates touched, for checks now due."""
+        now = asyncio.get_running_loop().time()
+        paths = _take_due(self._deferred_paths, now)
+        entries = _take_due(self._deferred_entries, now)
+        try:
+            return self._check(paths, entries, peer=True)
+        except Exception:
+            log.exception("repair: a deferred check failed")
+            return []
+
+    def _settle(self, origin: Any, fields: list[_Field], sent: bytes | None) -> None:
+        here = isinstance(origin, Origin) and origin.source is Source.CLIENT
+        self._lattice.settle(fields, sent, server=False, here=here)
+
+    def _defer(self, touched: list[Path], entries: list[tuple[str, str]]) -> None:
+        now = asyncio.get_running_loop().time()
+        for path in touched:
+            self._deferred_paths.setdefault(path, now + self._policy.peer_delay_s)
+        for entry in entries:
+            target = self._lattice.target(*entry)
+            owned = target is not None and target.owned
+            due = now + (self._policy.owner_delay_s if owned else self._policy.peer_delay_s)
+            self._deferred_entries[entry] = min(self._deferred_entries.get(entry, due), due)
+
+    def _check(
+        self, touched: list[Path], entries: list[tuple[str, str]], *, peer: bool
+    ) -> list[Correction]:
         fixes: dict[Path, Correction] = {}
-        peer = origin.source is Source.PEER
-        touched, self._touched = list(self._touched), {}
-        lattice_entries = dict.fromkeys(self._lattice.dirty)
-        self._lattice.dirty.clear()
+        lattice_entries = dict.fromkeys(entries)
         with self._doc.transaction(), self._reading():  # one transaction for every read
             for path in touched:
                 root = ROOTS_BY_NAME[path[0]]
@@ -387,6 +434,13 @@ class DocumentRules:
             fixes[path] = Correction(
                 path, LATTICE, json_value(shown), target.status, record=changed
             )
+
+
+def _take_due(deferred: dict[Any, float], now: float) -> list[Any]:
+    due = [key for key, at in deferred.items() if at <= now]
+    for key in due:
+        del deferred[key]
+    return due
 
 
 def _get(container: Any, key: str) -> Any:

@@ -1,9 +1,10 @@
 """A room: one project's live document and the connections editing it.
 
 The path of a client update through the room, in order:
-validate (shadow doc, `sync.validation`) -> apply to the live Doc -> append to the log
-(`persistence.update_log`, group commit) -> fan out to the other connections
-(`sync.connection` outboxes) -> acknowledge once committed (`sync.acks`).
+validate (shadow doc, `sync.validation`) -> apply to the live Doc -> review it against
+the document rules (`sync.repair`) -> append to the log (`persistence.update_log`, group
+commit) and fan out to the other connections (`sync.connection` outboxes) -> write its
+repair, if any (committed with it) -> acknowledge once committed (`sync.acks`).
 Everything here is synchronous on the event loop, so the Doc needs no lock.
 """
 
@@ -39,7 +40,7 @@ from sync.protocol import (
     sync_step2,
     sync_update,
 )
-from sync.repair import DocumentRules, write_corrections
+from sync.repair import Correction, DocumentRules, write_corrections
 from sync.validation import MalformedUpdate, ShadowValidator
 from sync.yjs_encoding import decode_state_vector
 from sync.yjs_structs import decode_update
@@ -86,6 +87,8 @@ class Room:
         # SyncStep2 replies by the asker's state vector, valid until the doc changes:
         # a join storm computes the full state once.
         self._step2_cache: dict[bytes, bytes] = {}
+        self._deferred_timer: asyncio.TimerHandle | None = None  # peer updates' checks
+        self._deferred_at = 0.0
 
     def _capture(self, event: TransactionEvent) -> None:
         # Reading the Doc here raises; take the update bytes only.
@@ -214,8 +217,10 @@ class Room:
         changes = self._apply_live(update, origin)
         if changes != [update] and self._held_past_a_gap(update):
             changes.append(update)
-        committed = self._publish(changes, origin)
-        self._repair(update, origin, committed)
+        corrections = self.rules.review(update, origin)
+        committed = self._publish(changes, origin, repair_follows=bool(corrections))
+        if corrections:
+            self._write_repairs(corrections, origin, committed)
         return committed
 
     def _held_past_a_gap(self, update: bytes) -> bool:
@@ -238,16 +243,38 @@ class Room:
         for change in changes:
             self.size.grew(len(change))
             self._broadcast(sync_update(change), exclude=None)
-        self._repair(update, origin, None)
+        self.rules.review(update, origin)  # checked later: its instance repairs it
+        self._schedule_deferred_checks()
         return bool(changes)
 
-    def _repair(self, update: bytes, origin: Origin, committed: asyncio.Future[int] | None) -> None:
-        """Fix at once, as the server, what the update just applied broke (sync.repair)."""
-        corrections = self.rules.review(update, origin)
+    def _write_repairs(
+        self,
+        corrections: list[Correction],
+        origin: Origin,
+        committed: asyncio.Future[int] | None,
+    ) -> None:
+        """Fix, as the server, what an update broke (`sync.repair`)."""
+        repaired = self.server_write(lambda doc: write_corrections(corrections, doc))
+        for ext in self._extensions:
+            ext.on_repair(self, corrections, committed or repaired, origin)
+
+    def _schedule_deferred_checks(self) -> None:
+        due = self.rules.next_deferred()
+        if due is None or (self._deferred_timer is not None and self._deferred_at <= due):
+            return
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+        self._deferred_at = due
+        self._deferred_timer = asyncio.get_running_loop().call_at(due, self._run_deferred_checks)
+
+    def _run_deferred_checks(self) -> None:
+        self._deferred_timer = None
+        if self.closing:
+            return
+        corrections = self.rules.check_deferred()
         if corrections:
-            repaired = self.server_write(lambda doc: write_corrections(corrections, doc))
-            for ext in self._extensions:
-                ext.on_repair(self, corrections, committed or repaired, origin)
+            self._write_repairs(corrections, Origin(Source.PEER, SERVER_ACTOR), None)
+        self._schedule_deferred_checks()
 
     def server_write(
         self, write: Callable[[Doc], None], actor: str = SERVER_ACTOR
@@ -281,11 +308,22 @@ class Room:
             self._step2_cache.clear()
         return changes
 
-    def _publish(self, changes: list[bytes], origin: Origin) -> asyncio.Future[int] | None:
+    def _publish(
+        self, changes: list[bytes], origin: Origin, *, repair_follows: bool = False
+    ) -> asyncio.Future[int] | None:
+        """Store and send `changes`; their status epochs go with the first. A repair that
+        follows must commit with them: stored without it, a broken update would stay."""
         committed: asyncio.Future[int] | None = None
-        for change in changes:
+        record = self.rules.take_record()
+        for n, change in enumerate(changes):
             self.size.grew(len(change))
-            committed = self._update_log.append(self.project_id, change, origin.actor)
+            committed = self._update_log.append(
+                self.project_id,
+                change,
+                origin.actor,
+                record if n == 0 else b"",
+                commit_with_next=repair_follows and n == len(changes) - 1,
+            )
             committed.add_done_callback(self._on_committed(len(change)))
             self._broadcast(sync_update(change), exclude=origin.connection)
             for ext in self._extensions:
@@ -330,6 +368,8 @@ class Room:
         self.connections.clear()
 
     def dispose(self) -> None:
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
         self._presence_out.close()
         self._subscription and self.doc.unobserve(self._subscription)
         self.rules.close()

@@ -90,7 +90,7 @@ class RoomManager:
         doc = replay(stored)  # raises CorruptDocument: a failed load is an error
         # Indexing the document for the status lattices is Python work in proportion to
         # its size: off the loop, before the room goes live.
-        lattice = await asyncio.to_thread(LatticeTracker.of_document, doc)
+        lattice = await asyncio.to_thread(LatticeTracker.of_document, doc, stored.status_epochs)
         tail_bytes = sum(len(entry.update) for entry in stored.tail)
         snapshot_bytes = len(stored.snapshot.state) if stored.snapshot else 0
         room = Room(

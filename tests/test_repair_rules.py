@@ -324,19 +324,53 @@ async def test_the_servers_own_writes_are_never_repaired(live: LiveRoom) -> None
     assert await corrections(live) == []
 
 
-async def test_another_instances_updates_are_repaired_but_its_budget_trusted(
+QUICK_PEER_CHECKS = RepairPolicy(owner_delay_s=0.02, peer_delay_s=0.1)
+
+
+async def test_another_instances_update_left_unrepaired_is_repaired_here_later(
     live: LiveRoom,
 ) -> None:
+    """Its instance should have repaired it (it crashed, say): after the delay, this one
+    does; the budget another instance's server wrote is trusted."""
+    live.room.rules._policy = QUICK_PEER_CHECKS
     peer = Replica(live, 7)
     peer.root("budget")["total"] = 77.0  # another instance's server wrote this
     peer.root("shots")["S1"] = Map({"duration_s": "3"})
     live.room.apply_peer_update(peer.doc.get_update(live.room.doc.get_state()))
+    assert shown(live)["shots"]["S1"]["duration_s"] == "3"  # its instance's repair may come
+    await asyncio.sleep(0.3)
     assert shown(live)["budget"]["total"] == 77.0
     assert shown(live)["shots"]["S1"]["duration_s"] == 3.0
+    assert [(c.path, c.rule) for c in await corrections(live)] == [
+        ("shots/S1/duration_s", "wrong_type")
+    ]
     client = Replica(live, 8)
     client.root("budget")["total"] = 1.0
     client.send()
     assert shown(live)["budget"]["total"] == 77.0
+
+
+async def test_another_instances_update_repaired_there_is_not_repaired_again(
+    live: LiveRoom,
+) -> None:
+    live.room.rules._policy = QUICK_PEER_CHECKS
+    peer = Replica(live, 7)
+    before = live.room.doc.get_state()
+    peer.root("shots")["S1"] = Map({"duration_s": "3", "status": "review"})
+    live.room.apply_peer_update(peer.doc.get_update(before))
+    peer.root("shots")["S1"]["status"] = "draft"  # backwards
+    live.room.apply_peer_update(peer.doc.get_update(live.room.doc.get_state()))
+    # Its instance repairs both (as the server: its writes arrive as a peer's too).
+    server = Replica(live, 9)
+    server.root("shots")["S1"]["duration_s"] = 3.0
+    server.root("shots")["S1"]["status"] = "review"
+    seq = live.room.seq
+    live.room.apply_peer_update(server.doc.get_update(live.room.doc.get_state()))
+    await asyncio.sleep(0.3)
+    assert shown(live)["shots"]["S1"] == {"duration_s": 3.0, "status": "review"}
+    assert await corrections(live) == []
+    await live.update_log.flush()
+    assert live.room.seq == seq  # nothing written here
 
 
 async def test_a_client_that_keeps_needing_repairs_is_closed(live: LiveRoom) -> None:

@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from pycrdt import Map
+from pycrdt import Doc, Map
 
 from persistence.compaction import compaction_fence
 from persistence.factory import make_store
@@ -476,3 +476,66 @@ async def _snapshot_count(store: Any, project_id: str) -> int:
 
 async def _snapshot_count_at_least(store: Any, project_id: str, n: int) -> None:
     assert await _snapshot_count(store, project_id) >= n
+
+
+async def post_update(server: ServerProcess, project_id: str, update: bytes) -> None:
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+        response = await http.post(f"/api/projects/{project_id}/update", content=update)
+        assert response.status_code == 200, response.text
+
+
+async def corrections_of(server: ServerProcess, project_id: str) -> list[tuple[str, str, Any]]:
+    response = await http_get(server, f"/api/projects/{project_id}/corrections?limit=1000")
+    assert response.status_code == 200, response.text
+    return sorted((c["path"], c["rule"], c["after"]) for c in response.json()["items"])
+
+
+async def test_each_repair_is_made_and_recorded_once_across_instances(cluster: Cluster) -> None:
+    """The instance that accepted a bad update repairs it; the other, which applies the
+    update too, finds the repair arriving and does nothing. A break only two concurrent
+    updates on two instances make (a higher status losing the map race to a lower one)
+    is repaired once as well."""
+    a, b = cluster(2)
+    await create_project(a, "once")
+    base = Doc(client_id=5)
+    with base.transaction():
+        base.get("shots", type=Map)["S1"] = Map({"title": "s"})
+        base.get("tasks", type=Map)["T1"] = Map({"status": "pending", "attempt": 1})
+    await post_update(a, "once", base.get_update())
+    for server in (a, b):  # both instances have the room loaded
+        await eventually(lambda s=server: _has_task(s))
+
+    # A wrong type, written through a.
+    typo = Doc(client_id=7)
+    typo.apply_update(base.get_update())
+    typo.get("shots", type=Map)["S1"]["duration_s"] = "12"
+    await post_update(a, "once", typo.get_update(base.get_state()))
+    # Two concurrent status writes through a and b: the higher client id (b's `claimed`)
+    # wins the map key, the lattice maximum is a's `done`.
+    done, claimed = Doc(client_id=10), Doc(client_id=20)
+    for doc, status in ((done, "done"), (claimed, "claimed")):
+        doc.apply_update(base.get_update())
+        doc.get("tasks", type=Map)["T1"]["status"] = status
+    await asyncio.gather(
+        post_update(a, "once", done.get_update(base.get_state())),
+        post_update(b, "once", claimed.get_update(base.get_state())),
+    )
+
+    async def repaired() -> None:
+        doc = await same_document([a, b], "once")
+        assert doc["shots"]["S1"]["duration_s"] == 12.0
+        assert doc["tasks"]["T1"]["status"] == "done"
+
+    await eventually(repaired)
+    await asyncio.sleep(1.5)  # past every deferred check of a peer's update
+    await repaired()
+    expected = [
+        ("shots/S1/duration_s", "wrong_type", 12.0),
+        ("tasks/T1/status", "lattice", "done"),
+    ]
+    assert await corrections_of(a, "once") == expected
+    assert await corrections_of(b, "once") == expected
+
+
+async def _has_task(server: ServerProcess) -> None:
+    assert "T1" in (await project_json(server, "once"))["doc"]["tasks"]
