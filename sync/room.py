@@ -40,7 +40,7 @@ from sync.protocol import (
     sync_step2,
     sync_update,
 )
-from sync.repair import Correction, DocumentRules, write_corrections
+from sync.repair import Correction, DocumentRules, RepairPolicy, write_corrections
 from sync.validation import MalformedUpdate, ShadowValidator
 from sync.yjs_encoding import decode_state_vector
 from sync.yjs_structs import decode_update
@@ -65,6 +65,7 @@ class Room:
         max_document_bytes: int = 64 * 1024 * 1024,
         size_estimate: int = 0,
         lattice: LatticeTracker | None = None,
+        repair_policy: RepairPolicy | None = None,
     ) -> None:
         self.project_id = project_id
         self.doc = doc
@@ -80,7 +81,7 @@ class Room:
         self._extensions = extensions
         self._on_tail_grown = on_tail_grown
         self._validator = ShadowValidator(doc)
-        self.rules = DocumentRules(doc, lattice=lattice)  # repairs (sync.repair)
+        self.rules = DocumentRules(doc, repair_policy, lattice)  # repairs (sync.repair)
         self.size = DocumentSize(max_document_bytes, lambda: len(doc.get_update()), size_estimate)
         self._captured: list[bytes] = []
         self._subscription: Subscription = doc.observe(self._capture)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from persistence.compaction_worker import CompactionWorker
 from persistence.errors import ProjectNotFound
@@ -21,6 +21,7 @@ from sync import close_codes
 from sync.connection import Connection
 from sync.extensions import Extension
 from sync.lattice import LatticeTracker
+from sync.repair import RepairPolicy
 from sync.room import Room
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class RoomPolicy:
     flush_timeout_s: float = 30.0
     load_timeout_s: float = 60.0
     max_document_bytes: int = 64 * 1024 * 1024
+    repair: RepairPolicy = field(default_factory=RepairPolicy)
 
 
 class RoomManager:
@@ -103,6 +105,7 @@ class RoomManager:
             max_document_bytes=self.policy.max_document_bytes,
             size_estimate=snapshot_bytes + tail_bytes,
             lattice=lattice,
+            repair_policy=self.policy.repair,
         )
         room.tail_rows = len(stored.tail)
         room.tail_bytes = tail_bytes

@@ -44,8 +44,15 @@ from sync.protocol import (
     sync_step2,
     sync_update,
 )
+from sync.repair import RepairPolicy
 from sync.room import Room
-from tests.support.live_room import LiveRoom, MemoryChannel, drained, live_room, memory_connection
+from tests.support.live_room import (
+    LiveRoom,
+    MemoryChannel,
+    drained,
+    linked_rooms,
+    memory_connection,
+)
 
 TASKS = ("T1", "T2")
 SHOTS = ("S1",)
@@ -65,6 +72,7 @@ class Write:
 class SimClient:
     name: str
     doc: Doc
+    home: int  # the instance it connects to
     connection: Connection | None = None
     online: bool = False
     inflight: deque[tuple[bytes, list[Write]]] = field(default_factory=deque)
@@ -108,20 +116,24 @@ class SimClient:
 
 
 class World:
-    """The server room, the clients, and the model of what was published."""
+    """The server rooms (one per instance), the clients, and the model of what was
+    published."""
 
-    def __init__(self, live: LiveRoom, client_ids: list[int]) -> None:
-        self.live = live
-        self.clients = [SimClient(f"c{i}", Doc(client_id=cid)) for i, cid in enumerate(client_ids)]
+    def __init__(self, lives: tuple[LiveRoom, ...], client_ids: list[int]) -> None:
+        self.lives = lives
+        self.clients = [
+            SimClient(f"c{i}", Doc(client_id=cid), i % len(lives))
+            for i, cid in enumerate(client_ids)
+        ]
         self.published: list[Write] = []
 
-    @property
-    def room(self) -> Room:  # a new one after each reload
-        return self.live.room
+    def room(self, client: SimClient) -> Room:  # a new one after each reload
+        return self.lives[client.home].room
 
     async def setup(self) -> None:
+        first = self.lives[0].room
         author = Doc(client_id=1)
-        author.apply_update(self.room.doc.get_update())
+        author.apply_update(first.doc.get_update())
         initial = [Write("shots", s, "status", "draft", 0.0) for s in SHOTS]
         with author.transaction():
             for s in SHOTS:
@@ -130,8 +142,9 @@ class World:
                 author.get("tasks", type=Map)[t] = Map({"status": "pending", "attempt": 1})
                 initial += [Write("tasks", t, "status", "pending", 1.0)]
                 initial += [Write("tasks", t, "attempt", 1, 1.0)]
-        self.room.apply_update(author.get_update(), Origin(Source.CLIENT, "setup"))
+        first.apply_update(author.get_update(), Origin(Source.CLIENT, "setup"))
         self.published += initial
+        self.relay_all()
         for client in self.clients:
             await self.rejoin(client)
             await self.deliver_down(client)
@@ -175,7 +188,7 @@ class World:
     def deliver_up(self, client: SimClient) -> None:
         if client.online and client.inflight and client.connection is not None:
             update, writes = client.inflight.popleft()
-            self.room.receive(client.connection, sync_update(update))
+            self.room(client).receive(client.connection, sync_update(update))
             self.published += writes
 
     async def deliver_down(self, client: SimClient) -> bool:
@@ -189,7 +202,7 @@ class World:
     def go_offline(self, client: SimClient) -> None:
         if not client.online or client.connection is None:
             return
-        self.room.leave(client.connection)
+        self.room(client).leave(client.connection)
         client.connection.close(1000, "bye")
         client.online = False
         for _, writes in client.inflight:  # lost on the wire; they go in the rejoin diff
@@ -203,26 +216,45 @@ class World:
             return
         client.connection = memory_connection(client.name)
         client.online = True
-        self.room.join(client.connection)
+        room = self.room(client)
+        room.join(client.connection)
         await drained(client.connection)
         for frame in client.channel.take():
             message = decode_message(frame)
             if isinstance(message, SyncMessage) and message.kind == SyncType.STEP1:
                 diff = client.doc.get_update(message.payload)
-                self.room.receive(client.connection, sync_step2(diff))
+                room.receive(client.connection, sync_step2(diff))
         last: dict[tuple[str, str, str], Write] = {}
         for w in client.unsent:
             last[(w.root, w.entry, w.name)] = w
         self.published += last.values()
         client.unsent = []
-        self.room.receive(client.connection, sync_step1(client.doc.get_state()))
+        room.receive(client.connection, sync_step1(client.doc.get_state()))
 
-    async def reload(self) -> None:
-        """Unload the room (flush, compact) and load it again; everyone reconnects."""
-        online = [c for c in self.clients if c.online]
+    def relay(self, instance: int) -> bool:
+        """Deliver the oldest update instance `instance` accepted to the others."""
+        peers = self.lives[instance].peers
+        if peers is None or not peers.outbox:
+            return False
+        update = peers.outbox.popleft()
+        for n, live in enumerate(self.lives):
+            if n != instance:
+                live.room.apply_peer_update(update)
+        return True
+
+    def relay_all(self) -> bool:
+        moved = False
+        while any([self.relay(n) for n in range(len(self.lives))]):
+            moved = True
+        return moved
+
+    async def reload(self, instance: int) -> None:
+        """Unload one instance's room (flush, compact) and load it again; its clients
+        reconnect."""
+        online = [c for c in self.clients if c.online and c.home == instance]
         for client in online:
             self.go_offline(client)
-        await self.live.reload()
+        await self.lives[instance].reload()
         for client in online:
             await self.rejoin(client)
 
@@ -233,8 +265,10 @@ class World:
             for client in self.clients:
                 while client.inflight:
                     self.deliver_up(client)
+            relayed = self.relay_all()
+            await asyncio.sleep(2 * QUICK.peer_delay_s)  # deferred checks of peer updates
             moved = [await self.deliver_down(client) for client in self.clients]
-            if not any(moved):
+            if not any(moved) and not relayed and not any(map(_pending, self.lives)):
                 return
         raise AssertionError("the replicas kept exchanging updates")
 
@@ -273,38 +307,64 @@ STEPS = [
 ]
 actions = st.lists(st.one_of(STEPS), max_size=40)
 actions_with_reloads = st.lists(st.one_of([*STEPS, st.tuples(st.just("reload"))]), max_size=40)
+# Two instances: clients c0 and c2 on the first, c1 on the second.
+INSTANCE_STEPS = [
+    st.tuples(st.just("relay"), st.integers(0, 1)),  # one update to the other instance
+    st.tuples(st.just("tick")),  # deferred checks of peer updates that are due run
+    st.tuples(st.just("reload"), st.integers(0, 1)),
+]
+actions_on_instances = st.lists(st.one_of([*STEPS, *INSTANCE_STEPS]), max_size=50)
+# Deferred checks of peer updates, short enough for many examples.
+QUICK = RepairPolicy(owner_delay_s=0.001, peer_delay_s=0.003)
+CLIENT_STEPS = {"write", "retry", "junk", "up", "down", "offline", "online"}
 
 
-async def run_world(ids: list[int], steps: list[tuple[Any, ...]]) -> None:
+async def run_world(ids: list[int], steps: list[tuple[Any, ...]], instances: int = 1) -> None:
     with tempfile.TemporaryDirectory() as data_dir:
-        async with live_room(Path(data_dir)) as live:
-            world = World(live, ids)
+        async with linked_rooms(Path(data_dir), instances, repair=QUICK) as lives:
+            world = World(lives, ids)
             await world.setup()
             for step in steps:
-                name, *args = step
-                client = world.clients[args[0]] if args else None
-                if name == "write":
-                    world.write_status(client, args[1], args[2])
-                elif name == "retry":
-                    world.retry(client, *args[1:])
-                elif name == "junk":
-                    world.junk(client, args[1])
-                elif name == "up":
-                    world.deliver_up(client)
-                elif name == "down":
-                    await world.deliver_down(client)
-                elif name == "offline":
-                    world.go_offline(client)
-                elif name == "online":
-                    await world.rejoin(client)
-                else:
-                    await world.reload()
+                await run_step(world, *step)
             await world.settle()
             check(world)
 
 
+async def run_step(world: World, name: str, *args: Any) -> None:
+    if name in CLIENT_STEPS:
+        client, *rest = world.clients[args[0]], *args[1:]
+        if name == "write":
+            world.write_status(client, *rest)
+        elif name == "retry":
+            world.retry(client, *rest)
+        elif name == "junk":
+            world.junk(client, *rest)
+        elif name == "up":
+            world.deliver_up(client)
+        elif name == "down":
+            await world.deliver_down(client)
+        elif name == "offline":
+            world.go_offline(client)
+        else:
+            await world.rejoin(client)
+    elif name == "relay":
+        world.relay(*args)
+    elif name == "tick":
+        await asyncio.sleep(QUICK.peer_delay_s)
+    else:
+        await world.reload(*(args or (0,)))
+
+
+def _pending(live: LiveRoom) -> bool:
+    """Whether an instance still has updates to relay or peer updates to check."""
+    waiting = live.peers is not None and bool(live.peers.outbox)
+    return waiting or live.room.rules.next_deferred() is not None
+
+
 def check(world: World) -> None:
-    server = doc_to_json(world.room.doc)
+    server = doc_to_json(world.lives[0].room.doc)
+    for live in world.lives[1:]:
+        assert doc_to_json(live.room.doc) == server, "the instances diverged"
     for client in world.clients:
         assert doc_to_json(client.doc) == server, f"{client.name} diverged"
     for entry in TASKS + SHOTS:
@@ -321,7 +381,7 @@ def check(world: World) -> None:
     s1 = server["shots"]["S1"]
     assert isinstance(s1["title"], str)
     assert isinstance(s1.get("duration_s", 0.0), float)
-    dna = world.room.doc.get("dna_bank", type=Map)
+    dna = world.lives[0].room.doc.get("dna_bank", type=Map)
     assert all(isinstance(dna[key], Map) for key in dna.keys())
 
 
@@ -391,3 +451,12 @@ def test_replicas_converge_across_room_reloads(
     """The same, with the room unloaded (compacted) and loaded again at random points:
     the stored status epochs let the reloaded room judge stale writes as before."""
     asyncio.run(run_world(ids, steps))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=SLOW_OK)
+@given(ids=client_ids, steps=actions_on_instances)
+def test_replicas_converge_across_instances(ids: list[int], steps: list[tuple[Any, ...]]) -> None:
+    """The same with two instances' rooms of the project, which see each other's updates
+    late and in any interleaving (and may reload): every replica on either converges on
+    one repaired document, and on the lattice maxima."""
+    asyncio.run(run_world(ids, steps, instances=2))

@@ -1,13 +1,15 @@
 """A real Room in this process: SQLite store, group-commit UpdateLog, RoomManager load.
 
 For tests that drive the update pipeline directly (property and fuzz tests), with
-clients connected through an in-memory channel instead of a socket.
+clients connected through an in-memory channel instead of a socket, and other
+instances' rooms of the same project linked through memory instead of Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,7 +23,9 @@ from persistence.update_log import UpdateLog
 from sync.connection import Connection
 from sync.correction_recorder import CorrectionRecorder
 from sync.extensions import Extension
+from sync.origin import Origin, Source
 from sync.projects import create_project
+from sync.repair import RepairPolicy
 from sync.room import Room
 from sync.rooms import RoomManager, RoomPolicy
 
@@ -33,6 +37,7 @@ class LiveRoom:
     update_log: UpdateLog
     store: DocumentStore
     corrections: CorrectionRecorder
+    peers: PeerLink | None = None  # with `linked_rooms`: what goes to the other instances
 
     async def reload(self) -> Room:
         """Flush, unload and load the room again from storage."""
@@ -41,10 +46,35 @@ class LiveRoom:
         return self.room
 
 
+class PeerLink(Extension):
+    """Instead of Redis: what one instance's rooms accept, queued for the others."""
+
+    def __init__(self) -> None:
+        self.outbox: deque[bytes] = deque()
+
+    def on_update(self, room: Room, update: bytes, origin: Origin) -> None:
+        if origin.source is not Source.PEER:
+            self.outbox.append(update)
+
+
 @contextlib.asynccontextmanager
 async def live_room(
     data_dir: Path, project_id: str = "film", extensions: list[Extension] | None = None
 ) -> AsyncIterator[LiveRoom]:
+    async with linked_rooms(data_dir, 1, project_id, extensions) as (live,):
+        yield live
+
+
+@contextlib.asynccontextmanager
+async def linked_rooms(
+    data_dir: Path,
+    count: int,
+    project_id: str = "film",
+    extensions: list[Extension] | None = None,
+    repair: RepairPolicy | None = None,
+) -> AsyncIterator[tuple[LiveRoom, ...]]:
+    """`count` instances' rooms of one project on one store; with more than one, each
+    has a `PeerLink` the test delivers from (`LiveRoom.peers`)."""
     store = make_store(None, data_dir)
     await store.open(migrate_schema=True)
     update_log = UpdateLog(store)
@@ -52,18 +82,28 @@ async def live_room(
     corrections = CorrectionRecorder(CorrectionStore(store.db))
     corrections.start()
     compactor = CompactionWorker(store, timedelta(days=1))
-    rooms = RoomManager(
-        store,
-        update_log,
-        compactor,
-        RoomPolicy(idle_unload_s=3600),
-        [*(extensions or []), corrections],
-    )
+    links = [PeerLink() if count > 1 else None for _ in range(count)]
+    managers = [
+        RoomManager(
+            store,
+            update_log,
+            compactor,
+            RoomPolicy(idle_unload_s=3600, repair=repair or RepairPolicy()),
+            [*(extensions or []), *([link] if link else []), corrections],
+        )
+        for link in links
+    ]
     try:
         await create_project(store, project_id, project_id, 100_000, "USD", {}, actor="setup")
-        yield LiveRoom(await rooms.get(project_id), rooms, update_log, store, corrections)
+        yield tuple(
+            [
+                LiveRoom(await rooms.get(project_id), rooms, update_log, store, corrections, link)
+                for rooms, link in zip(managers, links, strict=True)
+            ]
+        )
     finally:
-        await rooms.close()
+        for rooms in managers:
+            await rooms.close()
         await update_log.stop(10)
         await corrections.stop(10)
         await store.close()
