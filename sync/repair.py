@@ -76,7 +76,9 @@ class Correction:
 @dataclass(frozen=True)
 class RepairPolicy:
     """A client whose edits keep needing repairs (say, fighting the server in a loop) is
-    closed once it passes `max_repaired_updates` within `window_s`."""
+    closed once it passes `max_repaired_updates` within `window_s`. A path that checks of
+    other instances' updates keep repairing (instances that disagree would fight without
+    end) is left alone past the same bound, with an error logged."""
 
     max_repaired_updates: int = 100
     window_s: float = 10.0
@@ -136,6 +138,7 @@ class DocumentRules:
         self._repaired: weakref.WeakKeyDictionary[Connection, deque[float]] = (
             weakref.WeakKeyDictionary()
         )
+        self._peer_repaired: dict[Path, deque[float]] = {}  # by deferred checks
         self._load()
         self._subscriptions: list[tuple[Map, Subscription]] = [
             (shared, shared.observe_deep(self._events_of(ROOTS_BY_NAME[name])))
@@ -281,10 +284,26 @@ class DocumentRules:
         paths = _take_due(self._deferred_paths, now)
         entries = _take_due(self._deferred_entries, now)
         try:
-            return self._check(paths, entries, peer=True)
+            corrections = self._check(paths, entries, peer=True)
         except Exception:
             log.exception("repair: a deferred check failed")
             return []
+        for path in [p for p, times in self._peer_repaired.items() if not self._recent(times)]:
+            del self._peer_repaired[path]
+        allowed = []
+        for correction in corrections:
+            times = self._peer_repaired.setdefault(correction.path, deque())
+            if self._over_limit(times):
+                log.error(
+                    "repair: %s repaired over %d times within %g s after other instances'"
+                    " updates; left alone (do the instances disagree?)",
+                    correction.path_text,
+                    self._policy.max_repaired_updates,
+                    self._policy.window_s,
+                )
+            else:
+                allowed.append(correction)
+        return allowed
 
     def _settle(self, origin: Any, fields: list[_Field], sent: bytes | None) -> None:
         here = isinstance(origin, Origin) and origin.source is Source.CLIENT
@@ -327,13 +346,20 @@ class DocumentRules:
             self._reviewing = False
             self._reads.clear()
 
-    def _count_repair(self, connection: Connection) -> None:
-        now = asyncio.get_running_loop().time()
-        times = self._repaired.setdefault(connection, deque())
-        times.append(now)
-        while times and times[0] < now - self._policy.window_s:
+    def _recent(self, times: deque[float]) -> deque[float]:
+        """`times` without those before the window."""
+        start = asyncio.get_running_loop().time() - self._policy.window_s
+        while times and times[0] < start:
             times.popleft()
-        if len(times) > self._policy.max_repaired_updates:
+        return times
+
+    def _over_limit(self, times: deque[float]) -> bool:
+        """Count one more repair in `times`; whether that passes the bound."""
+        times.append(asyncio.get_running_loop().time())
+        return len(self._recent(times)) > self._policy.max_repaired_updates
+
+    def _count_repair(self, connection: Connection) -> None:
+        if self._over_limit(self._repaired.setdefault(connection, deque())):
             connection.close(
                 close_codes.RATE_LIMITED,
                 f"more than {self._policy.max_repaired_updates} edits needed repairs"

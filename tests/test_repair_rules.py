@@ -19,10 +19,17 @@ from persistence.clock import utc_now
 from persistence.corrections import CorrectionRecord, CorrectionStore
 from persistence.document_store import DocumentStore
 from schemas.views import doc_to_json
+from sync.lattice import Target
 from sync.origin import Origin, Source
 from sync.protocol import sync_update
 from sync.repair import RepairPolicy
-from tests.support.live_room import LiveRoom, drained, live_room, memory_connection
+from tests.support.live_room import (
+    LiveRoom,
+    drained,
+    linked_rooms,
+    live_room,
+    memory_connection,
+)
 
 
 class Replica:
@@ -371,6 +378,35 @@ async def test_another_instances_update_repaired_there_is_not_repaired_again(
     assert await corrections(live) == []
     await live.update_log.flush()
     assert live.room.seq == seq  # nothing written here
+
+
+async def test_instances_that_disagree_stop_fighting_over_a_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Were two instances' lattices ever to disagree, each would repair the other's
+    repair without end; past the bound they leave that path alone and log why."""
+    policy = RepairPolicy(
+        max_repaired_updates=5, window_s=60, owner_delay_s=0.001, peer_delay_s=0.002
+    )
+    async with linked_rooms(tmp_path, 2, repair=policy) as (a, b):
+        # A bug we cannot cause otherwise: b's tracker wants S1 back at `planned`.
+        lattice = b.room.rules._lattice
+        real_target = lattice.target
+        lattice.target = lambda root, key: (  # type: ignore[method-assign]
+            Target("planned", None) if key == "S1" else real_target(root, key)
+        )
+        agent = Replica(a, 7)
+        agent.root("shots")["S1"] = Map({"title": "one", "status": "approved"})
+        agent.send()
+        for _ in range(100):
+            for sender, receiver in ((a, b), (b, a)):
+                assert sender.peers is not None
+                while sender.peers.outbox:
+                    receiver.room.apply_peer_update(sender.peers.outbox.popleft())
+            await asyncio.sleep(0.004)
+        repairs = [c for c in await corrections(a) if c.path == "shots/S1/status"]
+        assert len(repairs) == 2 * policy.max_repaired_updates
+        assert "left alone (do the instances disagree?)" in caplog.text
 
 
 async def test_a_client_that_keeps_needing_repairs_is_closed(live: LiveRoom) -> None:
