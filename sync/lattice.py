@@ -12,9 +12,14 @@ Entries are tracked per instance: the nested Map an entry key holds (replacing i
 starts a new entry). For a lattice with an epoch (task `attempt`), a status value counts
 for the epoch it was written in: the attempt its writer set in the same update, else
 the epoch of the status it overwrote (its origin), else the entry's current epoch. The
-server's own writes count for the current epoch. The epoch of every status write this
-process accepts goes into the log with it (`take_record`, `sync.status_epochs`), so a
-reloaded tracker judges a stale replica's write exactly as the live one would have.
+server's own writes count for the current epoch.
+
+What this process learns of each lattice write it accepts (value, epoch) goes into the
+log with it (`take_record`, `sync.status_epochs`): a document keeps neither lost values
+nor epochs, so only that record lets a reloaded tracker know the same maxima and judge a
+stale replica's write exactly as the live one would have. A loaded document may show
+less than its maximum (a break only two instances' updates made together, loaded before
+either repaired it): such entries start dirty.
 """
 
 from __future__ import annotations
@@ -176,32 +181,51 @@ class LatticeTracker:
         record: bytes = b"",
     ) -> None:
         """Index a loaded document; `shown` is each Map entry's (status, epoch) on screen,
-        `record` the stored epochs of its status writes (`sync.status_epochs`).
+        `record` the stored entries of its lattice writes (`sync.status_epochs`).
 
-        The shown values are the maxima (every earlier write was repaired up to them, in
-        the same commit). A shown status with no stored epoch (written before epochs
-        were stored) counts for the shown attempt.
+        A shown status with no stored entry (written before they were stored) counts for
+        the shown attempt, and its value for the maximum.
         """
         for f in self.index(state):
             f.settled, f.written = True, None
         try:
-            for client, clock, length, epoch in status_epochs.decode(record):
-                self._note_epoch(client, clock, length, epoch)
+            for entry in status_epochs.decode(record):
+                self._load_entry(entry)
         except ProtocolError as exc:
-            log.error("lattice: the stored status epochs are damaged: %s", exc)
+            log.error("lattice: the stored lattice record is damaged: %s", exc)
         for (root_name, key), (status, epoch) in shown.items():
             slot = self.visible(root_name, key)
             if slot is None:
                 continue
-            has_epoch = slot.lattice.epoch_field is not None
-            slot.epoch = (_epoch_value(epoch) or 0.0) if has_epoch else 0.0
-            if isinstance(status, str):
-                slot.best[slot.epoch] = status
+            if slot.lattice.epoch_field:
+                self._raise_epoch(slot, _epoch_value(epoch) or 0.0)
             status_field = slot.newest_shown(slot.lattice.field)
-            if has_epoch and status_field is not None:
-                if self._stored_epoch(status_field.item) is None:
-                    self._note_epoch(*status_field.item, status_field.length, slot.epoch)
-        self.dirty.clear()
+            if status_field is not None and self._stored_epoch(status_field.item) is None:
+                self._note_epoch(*status_field.item, status_field.length, slot.epoch)
+                if isinstance(status, str):
+                    self._fold(slot, slot.epoch, status)
+        self.dirty = {key for key, seen in shown.items() if self._below_target(key, *seen)}
+
+    def _load_entry(self, entry: status_epochs.Entry) -> None:
+        field = self._lookup((entry.client, entry.clock))
+        if not isinstance(field, _Field):
+            return  # its entry is gone
+        if entry.kind == status_epochs.ATTEMPT:
+            if entry.epoch is not None:
+                self._raise_epoch(field.slot, entry.epoch)
+            return
+        self._note_epoch(entry.client, entry.clock, entry.length, entry.epoch)
+        if entry.epoch is not None and entry.value is not None:
+            self._fold(field.slot, entry.epoch, entry.value)
+
+    def _below_target(self, key: tuple[str, str], status: object, epoch: object) -> bool:
+        """Whether a loaded entry shows less than its maximum (`sync.repair` checks it)."""
+        target = self.target(*key)
+        if target is None:
+            return False
+        if target.epoch is not None and (_epoch_value(epoch) or 0.0) != target.epoch:
+            return True
+        return target.status is not None and (status != target.status or target.stale)
 
     def take_record(self) -> bytes:
         """The epochs of the status writes settled here since the last call, to store
@@ -250,6 +274,8 @@ class LatticeTracker:
                 if newest is None or newest[0] < clock:
                     attempts[(id(f.slot), f.item[0])] = (clock, epoch)
                 self._raise_epoch(f.slot, epoch)
+                if here:
+                    self._keep(f.item[0], clock, 1, status_epochs.ATTEMPT, epoch)
         for f in fields:
             if not f.settled:
                 self._settle_status(f, values, attempts, server=server, here=here)
@@ -295,17 +321,35 @@ class LatticeTracker:
         for g in reversed(chain):
             epoch = self._epoch_of(g, attempts, server=server)
             g.settled, g.here = True, here
-            slot = g.slot
-            if slot.lattice.epoch_field:
-                self._note_epoch(*g.item, g.length, epoch)
-                if here:
-                    self._record += status_epochs.encode_entry(*g.item, g.length, epoch)
+            self._note_epoch(*g.item, g.length, epoch)
+            written = values.get(id(g), [])
+            if here:
+                for clock, value in written or [(g.item[1], None)]:
+                    text = value if isinstance(value, str) else None
+                    length = 1 if written else g.length
+                    self._keep(g.item[0], clock, length, status_epochs.STATUS, epoch, text)
             if epoch is None:
                 continue
-            for _, value in values.get(id(g), ()):
+            for _, value in written:
                 if isinstance(value, str):
-                    slot.best[epoch] = slot.lattice.join(slot.best.get(epoch), value) or value
-                    self.dirty.add((slot.root.name, slot.key))
+                    self._fold(g.slot, epoch, value)
+
+    def _fold(self, slot: _Slot, epoch: Epoch, value: str) -> None:
+        slot.best[epoch] = slot.lattice.join(slot.best.get(epoch), value) or value
+        self.dirty.add((slot.root.name, slot.key))
+
+    def _keep(
+        self,
+        client: int,
+        clock: int,
+        length: int,
+        kind: int,
+        epoch: Epoch | None,
+        value: str | None = None,
+    ) -> None:
+        """Add a write this process accepted to the record for the log."""
+        entry = status_epochs.Entry(client, clock, length, kind, epoch, value)
+        self._record += status_epochs.encode_entry(entry)
 
     def _epoch_of(
         self, f: _Field, attempts: dict[tuple[int, int], tuple[int, Epoch]], *, server: bool

@@ -135,6 +135,11 @@ class DocumentRules:
         # Paths and lattice entries peer updates touched -> loop time to check them.
         self._deferred_paths: dict[Path, float] = {}
         self._deferred_entries: dict[tuple[str, str], float] = {}
+        # Entries the loaded document shows below their maximum are checked like a
+        # peer's update (a live instance may be repairing them already).
+        if self._lattice.dirty:
+            self._defer([], list(self._lattice.dirty))
+            self._lattice.dirty.clear()
         self._repaired: weakref.WeakKeyDictionary[Connection, deque[float]] = (
             weakref.WeakKeyDictionary()
         )

@@ -90,6 +90,7 @@ class Room:
         self._step2_cache: dict[bytes, bytes] = {}
         self._deferred_timer: asyncio.TimerHandle | None = None  # peer updates' checks
         self._deferred_at = 0.0
+        self._schedule_deferred_checks()  # those of entries loaded below their maximum
 
     def _capture(self, event: TransactionEvent) -> None:
         # Reading the Doc here raises; take the update bytes only.

@@ -19,7 +19,7 @@ from persistence.clock import utc_now
 from persistence.corrections import CorrectionRecord, CorrectionStore
 from persistence.document_store import DocumentStore
 from schemas.views import doc_to_json
-from sync.lattice import Target
+from sync.lattice import LatticeTracker, Target
 from sync.origin import Origin, Source
 from sync.protocol import sync_update
 from sync.repair import RepairPolicy
@@ -443,3 +443,14 @@ async def test_the_corrections_store_pages_on_both_backends(store: DocumentStore
     rest = await corrections.page("film", (5, 0), 3)
     assert [(r.seq, r.n) for r in rest] == [(5, 1)]
     assert await corrections.page("other", None, 3) == []
+
+
+def test_a_damaged_lattice_record_is_logged_and_the_document_still_loads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    doc = Doc()
+    doc.get("tasks", type=Map)["T1"] = Map({"status": "running", "attempt": 2})
+    tracker = LatticeTracker.of_document(doc, b"\x05\x01\x01\x09")  # kind 9: unknown
+    assert "the stored lattice record is damaged" in caplog.text
+    target = tracker.target("tasks", "T1")  # from the shown values, as before records
+    assert target is not None and (target.status, target.epoch) == ("running", 2.0)
