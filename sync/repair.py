@@ -329,8 +329,11 @@ class DocumentRules:
     ) -> list[Correction]:
         fixes: dict[Path, Correction] = {}
         lattice_entries = dict.fromkeys(entries)
+        checked = [path for path in touched if _has_rule(ROOTS_BY_NAME[path[0]], path)]
+        if not checked and not lattice_entries:
+            return []  # e.g. extra fields, which no rule covers: nothing to read
         with self._doc.transaction(), self._reading():  # one transaction for every read
-            for path in touched:
+            for path in checked:
                 root = ROOTS_BY_NAME[path[0]]
                 if len(path) == 2 and root.keyed_by_id:
                     self._check_entry(root, path[1], fixes, peer=peer)
@@ -465,6 +468,15 @@ class DocumentRules:
             fixes[path] = Correction(
                 path, LATTICE, json_value(shown), target.status, record=changed
             )
+
+
+def _has_rule(root: Root, path: Path) -> bool:
+    """Whether a change at `path` can break a rule: a whole entry, or a field with a
+    kind or written by the server alone (unknown extra fields are kept as they are)."""
+    if len(path) == 2 and root.keyed_by_id:
+        return True
+    name = path[-1]
+    return root.server_only or name in root.fields or name in root.server_fields
 
 
 def _take_due(deferred: dict[Any, float], now: float) -> list[Any]:
