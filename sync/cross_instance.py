@@ -51,7 +51,7 @@ from persistence.update_log import UpdateLog
 from sync import peer_messages
 from sync.connection import Connection
 from sync.extensions import Extension
-from sync.origin import Origin
+from sync.origin import SERVER_ACTOR, Origin
 from sync.presence import local_awareness, local_presence
 from sync.protocol import AwarenessEntry, ProtocolError, decode_awareness, encode_awareness
 from sync.room import Room
@@ -280,7 +280,7 @@ class CrossInstance(Extension):
             del link.from_log[message.payload]
             return  # the log gave it to us first
         try:
-            changed = link.room.apply_peer_update(message.payload)
+            changed = link.room.apply_peer_update(message.payload, message.actor)
         except MalformedUpdate as exc:
             log.warning("room %s: peer update does not apply: %s", link.room.project_id, exc)
             self.read_log(link)
@@ -369,7 +369,9 @@ class CrossInstance(Extension):
     async def _read_snapshot(self, link: RoomLink) -> None:
         stored = await asyncio.wait_for(self.store.load(link.room.project_id), READ_TIMEOUT_S)
         if stored.snapshot is not None:
-            self._apply_stored(link, stored.snapshot.state, f"snapshot {stored.snapshot.upto_seq}")
+            # A snapshot is stored state: what it shows of server-only fields is the truth.
+            what = f"snapshot {stored.snapshot.upto_seq}"
+            self._apply_stored(link, stored.snapshot.state, SERVER_ACTOR, what)
         for row in stored.tail:
             self._take_row(link, row)
         link.log_seq = max(link.log_seq, stored.seq)
@@ -380,12 +382,12 @@ class CrossInstance(Extension):
         if link.unconfirmed.pop(row.update, None) is not None:
             return  # Redis brought it already; now we know it is stored
         link.remember_logged(row.update)
-        if self._apply_stored(link, row.update, f"log row {row.seq}"):
+        if self._apply_stored(link, row.update, row.actor, f"log row {row.seq}"):
             self.caught_up += 1
 
-    def _apply_stored(self, link: RoomLink, update: bytes, what: str) -> bool:
+    def _apply_stored(self, link: RoomLink, update: bytes, actor: str, what: str) -> bool:
         try:
-            link.room.apply_peer_update(update)
+            link.room.apply_peer_update(update, actor)
         except MalformedUpdate as exc:
             log.error("room %s: %s does not apply: %s", link.room.project_id, what, exc)
             return False

@@ -40,7 +40,7 @@ from sync import close_codes
 from sync.connection import Connection
 from sync.field_rules import conform, json_value
 from sync.lattice import LatticeTracker, _Field
-from sync.origin import Origin, Source
+from sync.origin import SERVER_ACTOR, Origin, Source
 from sync.shape import to_shared
 
 log = logging.getLogger(__name__)
@@ -175,16 +175,21 @@ class DocumentRules:
     def _events_of(self, root: Root) -> Callable[[list[Any], Any], None]:
         def on_events(events: list[Any], txn: Any) -> None:
             try:
-                self._origin = txn.origin
-                source = self._origin.source if isinstance(self._origin, Origin) else None
+                self._origin = origin = txn.origin
+                source = origin.source if isinstance(origin, Origin) else None
+                # The server's writes, here or on another instance, are the truth of
+                # what only it writes; another instance's client writes are not.
+                trusted = source is Source.SERVER or (
+                    source is Source.PEER and origin.actor == SERVER_ACTOR
+                )
                 for event in events:
-                    self._take_event(root, event, source)
+                    self._take_event(root, event, source, trusted=trusted)
             except Exception:
                 log.exception("repair: reading the events of %s failed", root.name)
 
         return on_events
 
-    def _take_event(self, root: Root, event: Any, source: Source | None) -> None:
+    def _take_event(self, root: Root, event: Any, source: Source | None, *, trusted: bool) -> None:
         # A path is (root, key) or (root, entry, field); deeper changes count for the
         # field (or root key) they happened in.
         depth = 2 if root.keyed_by_id else 1
@@ -198,13 +203,13 @@ class DocumentRules:
             # status write may have lost a race there: it shows in no event.)
             self._lattice_changed |= root.lattice is not None
         for path in paths:
-            if source in (Source.SERVER, Source.PEER):
+            if trusted:
                 self._learn_truth(root, path)
             if source is not Source.SERVER:
                 self._touched[path] = None
 
     def _learn_truth(self, root: Root, path: Path) -> None:
-        """The server (or another instance) wrote `path`: that is the true value."""
+        """The server (here or on another instance) wrote `path`: the true value."""
         if root.server_only:
             self._remember(path[:2], self._value_at(path[:2]))
         elif root.server_fields and len(path) == 3 and path[2] in root.server_fields:

@@ -236,11 +236,12 @@ class Room:
         have = decode_state_vector(self.doc.get_state())
         return any(item.clock + item.length > have.get(item.client, 0) for item in items)
 
-    def apply_peer_update(self, update: bytes) -> bool:
-        """An update another instance already stored: apply and fan out, do not store.
-        Returns whether it changed the document (False: it was here already)."""
+    def apply_peer_update(self, update: bytes, actor: str) -> bool:
+        """An update another instance accepted from `actor` (SERVER_ACTOR: its own write)
+        and stores: apply and fan out, do not store. Returns whether it changed the
+        document (False: it was here already)."""
         self._validator.check(update)
-        origin = Origin(Source.PEER, SERVER_ACTOR)
+        origin = Origin(Source.PEER, actor)
         changes = self._apply_live(update, origin)
         for change in changes:
             self.size.grew(len(change))

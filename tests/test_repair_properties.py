@@ -236,10 +236,10 @@ class World:
         peers = self.lives[instance].peers
         if peers is None or not peers.outbox:
             return False
-        update = peers.outbox.popleft()
+        update, actor = peers.outbox.popleft()
         for n, live in enumerate(self.lives):
             if n != instance:
-                live.room.apply_peer_update(update)
+                live.room.apply_peer_update(update, actor)
         return True
 
     def relay_all(self) -> bool:

@@ -20,7 +20,7 @@ from persistence.corrections import CorrectionRecord, CorrectionStore
 from persistence.document_store import DocumentStore
 from schemas.views import doc_to_json
 from sync.lattice import LatticeTracker, Target
-from sync.origin import Origin, Source
+from sync.origin import SERVER_ACTOR, Origin, Source
 from sync.protocol import sync_update
 from sync.repair import RepairPolicy
 from tests.support.live_room import (
@@ -342,8 +342,9 @@ async def test_another_instances_update_left_unrepaired_is_repaired_here_later(
     live.room.rules._policy = QUICK_PEER_CHECKS
     peer = Replica(live, 7)
     peer.root("budget")["total"] = 77.0  # another instance's server wrote this
-    peer.root("shots")["S1"] = Map({"duration_s": "3"})
-    live.room.apply_peer_update(peer.doc.get_update(live.room.doc.get_state()))
+    live.room.apply_peer_update(peer.doc.get_update(live.room.doc.get_state()), SERVER_ACTOR)
+    peer.root("shots")["S1"] = Map({"duration_s": "3"})  # and its client this
+    live.room.apply_peer_update(peer.doc.get_update(live.room.doc.get_state()), "agent")
     assert shown(live)["shots"]["S1"]["duration_s"] == "3"  # its instance's repair may come
     await asyncio.sleep(0.3)
     assert shown(live)["budget"]["total"] == 77.0
@@ -364,15 +365,15 @@ async def test_another_instances_update_repaired_there_is_not_repaired_again(
     peer = Replica(live, 7)
     before = live.room.doc.get_state()
     peer.root("shots")["S1"] = Map({"duration_s": "3", "status": "review"})
-    live.room.apply_peer_update(peer.doc.get_update(before))
+    live.room.apply_peer_update(peer.doc.get_update(before), "agent")
     peer.root("shots")["S1"]["status"] = "draft"  # backwards
-    live.room.apply_peer_update(peer.doc.get_update(live.room.doc.get_state()))
+    live.room.apply_peer_update(peer.doc.get_update(live.room.doc.get_state()), "agent")
     # Its instance repairs both (as the server: its writes arrive as a peer's too).
     server = Replica(live, 9)
     server.root("shots")["S1"]["duration_s"] = 3.0
     server.root("shots")["S1"]["status"] = "review"
     seq = live.room.seq
-    live.room.apply_peer_update(server.doc.get_update(live.room.doc.get_state()))
+    live.room.apply_peer_update(server.doc.get_update(live.room.doc.get_state()), SERVER_ACTOR)
     await asyncio.sleep(0.3)
     assert shown(live)["shots"]["S1"] == {"duration_s": 3.0, "status": "review"}
     assert await corrections(live) == []
@@ -402,7 +403,7 @@ async def test_instances_that_disagree_stop_fighting_over_a_path(
             for sender, receiver in ((a, b), (b, a)):
                 assert sender.peers is not None
                 while sender.peers.outbox:
-                    receiver.room.apply_peer_update(sender.peers.outbox.popleft())
+                    receiver.room.apply_peer_update(*sender.peers.outbox.popleft())
             await asyncio.sleep(0.004)
         repairs = [c for c in await corrections(a) if c.path == "shots/S1/status"]
         assert len(repairs) == 2 * policy.max_repaired_updates
@@ -454,3 +455,19 @@ def test_a_damaged_lattice_record_is_logged_and_the_document_still_loads(
     assert "the stored lattice record is damaged" in caplog.text
     target = tracker.target("tasks", "T1")  # from the shown values, as before records
     assert target is not None and (target.status, target.epoch) == ("running", 2.0)
+
+
+async def test_another_instances_client_value_under_budget_is_not_taken_for_the_truth(
+    live: LiveRoom,
+) -> None:
+    """Found by the two-instance property test: a client's budget write relayed from
+    another instance was learned as the server's value, so the same write by a client
+    here went unrepaired."""
+    truth = shown(live)["budget"]["total"]
+    elsewhere = Replica(live, 7)
+    elsewhere.root("budget")["total"] = 1e9
+    live.room.apply_peer_update(elsewhere.doc.get_update(live.room.doc.get_state()), "agent")
+    here = Replica(live, 8)
+    here.root("budget")["total"] = 1e9
+    here.send()
+    assert shown(live)["budget"]["total"] == truth

@@ -50,11 +50,11 @@ class PeerLink(Extension):
     """Instead of Redis: what one instance's rooms accept, queued for the others."""
 
     def __init__(self) -> None:
-        self.outbox: deque[bytes] = deque()
+        self.outbox: deque[tuple[bytes, str]] = deque()  # (update, actor)
 
     def on_update(self, room: Room, update: bytes, origin: Origin) -> None:
         if origin.source is not Source.PEER:
-            self.outbox.append(update)
+            self.outbox.append((update, origin.actor))
 
 
 @contextlib.asynccontextmanager
