@@ -110,6 +110,9 @@ def test_forged_and_malformed_tokens_are_refused() -> None:
         "bad project": forge({"alg": "HS256", "kid": "k1"}, {**claims, "project": "../x"}, key),
         "empty actor": forge({"alg": "HS256", "kid": "k1"}, {**claims, "actor": ""}, key),
         "control char actor": forge({"alg": "HS256", "kid": "k1"}, {**claims, "actor": "a\n"}, key),
+        "the server's actor": forge(
+            {"alg": "HS256", "kid": "k1"}, {**claims, "actor": "server"}, key
+        ),
         "float exp": forge({"alg": "HS256", "kid": "k1"}, {**claims, "exp": NOW + 0.5}, key),
         "bool exp": forge({"alg": "HS256", "kid": "k1"}, {**claims, "exp": True}, key),
         "no exp": forge(

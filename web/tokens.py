@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.document import is_valid_id
+from sync.origin import SERVER_ACTOR
 
 ALGORITHM = "HS256"
 ROLES = ("read", "write", "admin")  # each includes what the ones before it may do
@@ -128,6 +129,8 @@ def _check_claims(project: object, role: object, actor: object) -> tuple[str, st
         or not _ACTOR.fullmatch(actor)
     ):
         raise TokenError("the token's actor must be 1 to 128 printable characters")
+    if actor == SERVER_ACTOR:  # instances trust each other's writes under that name
+        raise TokenError(f"the actor name {SERVER_ACTOR!r} is reserved for the server")
     return project, role, actor
 
 
