@@ -135,6 +135,7 @@ class DocumentRules:
         # Paths and lattice entries peer updates touched -> loop time to check them.
         self._deferred_paths: dict[Path, float] = {}
         self._deferred_entries: dict[tuple[str, str], float] = {}
+        self._next_due: float | None = None  # the earliest of both (kept, not searched)
         # Entries the loaded document shows below their maximum are checked like a
         # peer's update (a live instance may be repairing them already).
         if self._lattice.dirty:
@@ -286,13 +287,15 @@ class DocumentRules:
 
     def next_deferred(self) -> float | None:
         """The loop time of the next deferred check, if any."""
-        return min([*self._deferred_paths.values(), *self._deferred_entries.values()], default=None)
+        return self._next_due
 
     def check_deferred(self) -> list[Correction]:
         """The repairs still needed where peer updates touched, for checks now due."""
         now = asyncio.get_running_loop().time()
         paths = _take_due(self._deferred_paths, now)
         entries = _take_due(self._deferred_entries, now)
+        waiting = [*self._deferred_paths.values(), *self._deferred_entries.values()]
+        self._next_due = min(waiting, default=None)
         try:
             corrections = self._check(paths, entries, peer=True)
         except Exception:
@@ -322,12 +325,17 @@ class DocumentRules:
     def _defer(self, touched: list[Path], entries: list[tuple[str, str]]) -> None:
         now = asyncio.get_running_loop().time()
         for path in touched:
-            self._deferred_paths.setdefault(path, now + self._policy.peer_delay_s)
+            self._check_by(self._deferred_paths, path, now + self._policy.peer_delay_s)
         for entry in entries:
             target = self._lattice.target(*entry)
             owned = target is not None and target.owned
-            due = now + (self._policy.owner_delay_s if owned else self._policy.peer_delay_s)
-            self._deferred_entries[entry] = min(self._deferred_entries.get(entry, due), due)
+            delay = self._policy.owner_delay_s if owned else self._policy.peer_delay_s
+            self._check_by(self._deferred_entries, entry, now + delay)
+
+    def _check_by(self, deferred: dict[Any, float], key: Any, due: float) -> None:
+        """Check `key` no later than `due` (an earlier time already set stays)."""
+        due = deferred[key] = min(deferred.get(key, due), due)
+        self._next_due = due if self._next_due is None else min(self._next_due, due)
 
     def _check(
         self, touched: list[Path], entries: list[tuple[str, str]], *, peer: bool
