@@ -53,13 +53,19 @@ async def test_log_is_compacted_and_reload_is_identical(
     assert json.dumps(after["doc"], sort_keys=True) == json.dumps(before["doc"], sort_keys=True)
 
 
-async def test_append_racing_compaction_is_not_lost(store: DocumentStore) -> None:
-    await store.create_project("race", "race", initial_update("race", 10, "USD", {}), "t")
+def task_updates(count: int) -> list[bytes]:
+    """One update per new task, as a client writing them one by one sends them."""
     writer = Doc()
     updates: list[bytes] = []
     writer.observe(lambda event: updates.append(event.update))
-    for i in range(300):
+    for i in range(count):
         writer.get("tasks", type=Map)[f"T{i}"] = Map({"attempt": i})
+    return updates
+
+
+async def test_append_racing_compaction_is_not_lost(store: DocumentStore) -> None:
+    await store.create_project("race", "race", initial_update("race", 10, "USD", {}), "t")
+    updates = task_updates(300)
 
     async def append_all() -> None:
         for update in updates:
@@ -78,11 +84,7 @@ async def test_append_racing_compaction_is_not_lost(store: DocumentStore) -> Non
 
 async def test_compaction_keeps_the_status_epoch_record(store: DocumentStore) -> None:
     await store.create_project("film", "film", initial_update("film", 10, "USD", {}), "t")
-    writer = Doc()
-    updates: list[bytes] = []
-    writer.observe(lambda event: updates.append(event.update))
-    for i in range(6):
-        writer.get("tasks", type=Map)[f"T{i}"] = Map({"attempt": i})
+    updates = task_updates(6)
     keep = timedelta(days=1)  # prune nothing: only the snapshots matter here
 
     await store.append(
