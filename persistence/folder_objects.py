@@ -1,15 +1,18 @@
 """The embedded object store: one file per object under a folder of the data dir.
 
 A put writes a temporary file under `.tmp/`, fsyncs it and renames it over its key, so
-a crash never leaves part of an object under a key (a leftover temporary file is
-removed at the next open). Every file operation runs in a worker thread, off the
-event loop.
+a crash never leaves part of an object under a key (a temporary file left by a crash is
+removed at an open once untouched for an hour: other processes, a server and the
+command line, may be writing theirs meanwhile). Every file operation runs in a worker
+thread, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import UTC, datetime
@@ -26,6 +29,7 @@ from persistence.object_store import (
 )
 
 _TMP = ".tmp"
+STALE_TMP_S = 3600.0
 
 
 class FolderObjects:
@@ -41,8 +45,11 @@ class FolderObjects:
         def prepare() -> None:
             tmp = self.root / _TMP
             tmp.mkdir(parents=True, exist_ok=True)
-            for leftover in tmp.iterdir():  # writes a crash interrupted
-                leftover.unlink(missing_ok=True)
+            stale = time.time() - STALE_TMP_S
+            for leftover in tmp.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if leftover.stat().st_mtime < stale:
+                        leftover.unlink()
 
         await asyncio.to_thread(prepare)
 

@@ -9,6 +9,7 @@ memory stays flat whatever the object's size; `put` hashes on the way.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterable, AsyncIterator
@@ -135,6 +136,16 @@ async def read_all(store: ObjectStore, key: str) -> bytes:
 async def chunks_of(data: bytes) -> AsyncIterator[bytes]:
     for start in range(0, len(data), CHUNK_BYTES):
         yield data[start : start + CHUNK_BYTES]
+
+
+async def file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """A file's bytes in chunks, each read in a worker thread."""
+    file = await asyncio.to_thread(path.open, "rb")
+    try:
+        while chunk := await asyncio.to_thread(file.read, CHUNK_BYTES):
+            yield chunk
+    finally:
+        await asyncio.to_thread(file.close)
 
 
 def make_object_store(data_dir: Path, s3: S3Config | None) -> ObjectStore:

@@ -7,27 +7,25 @@ then is the `artifacts/{artifact_id}` entry written with a server origin and com
 A crash in between leaves an object no entry names (an orphan, which `sweep` removes
 once it is older than the grace period), never an entry whose object is missing.
 
-The final key holds the content's hash, so two uploads of one id with different bytes
-never overwrite each other's object: whichever entry is indexed first wins, the other
-gets `ArtifactExists` and its object goes. The entry's `key` is relative to the
-project (`artifacts/{artifact}/{sha256}`), so an imported project's entries stay true
-under any project id; the server reads from the key it derives, never from a `key` a
-client edited.
+The final key holds the content's hash (`persistence.artifact_keys`), so two uploads
+of one id with different bytes never overwrite each other's object: whichever entry is
+indexed first wins, the other gets `ArtifactExists` and its object goes. The server
+reads from the key it derives, never from a `key` a client edited.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pycrdt import Doc, Map
+from pycrdt import Map
 
+from persistence.artifact_keys import PROJECTS, indexed, object_key, relative_key, stored_sha256
 from persistence.clock import to_iso, utc_now
 from persistence.errors import ProjectNotFound
 from persistence.object_store import ObjectStore, ObjectStoreError
@@ -39,9 +37,7 @@ from sync.shape import to_shared
 log = logging.getLogger(__name__)
 
 STAGING = "staging/"
-PROJECTS = "projects/"
 INDEX_TIMEOUT_S = 30.0
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ArtifactExists(Exception):
@@ -52,26 +48,6 @@ class ArtifactExists(Exception):
 
 class NotIndexed(Exception):
     """The object is stored but its entry did not commit in time (it may still)."""
-
-
-def relative_key(artifact_id: str, sha256: str) -> str:
-    return f"artifacts/{artifact_id}/{sha256}"
-
-
-def object_key(project_id: str, artifact_id: str, sha256: str) -> str:
-    return f"{PROJECTS}{project_id}/{relative_key(artifact_id, sha256)}"
-
-
-def stored_sha256(entry: Any) -> str | None:
-    """The hash of an entry's object (None: not an uploaded artifact)."""
-    sha = entry.get("sha256") if isinstance(entry, dict) else None
-    return sha if isinstance(sha, str) and _SHA256.match(sha) else None
-
-
-def indexed(doc: Doc) -> dict[str, dict[str, Any]]:
-    """artifact id -> entry, for the entries with a stored object."""
-    root = doc.get("artifacts", type=Map).to_py() or {}
-    return {aid: entry for aid, entry in root.items() if stored_sha256(entry)}
 
 
 @dataclass(frozen=True)
@@ -206,11 +182,7 @@ class Artifacts:
                 return set()
             # Replaying is work in proportion to the document: off the loop.
             entries = await asyncio.to_thread(lambda: indexed(replay(stored)))
-        return {
-            object_key(project_id, aid, sha)
-            for aid, entry in entries.items()
-            if (sha := stored_sha256(entry))
-        }
+        return {object_key(project_id, aid, sha) for aid, sha in entries.items()}
 
     def start(self, every_s: float) -> None:
         self._task = asyncio.create_task(self._run(every_s), name="orphan-sweep")

@@ -10,11 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from persistence.artifact_keys import object_key, stored_sha256
 from persistence.errors import ProjectNotFound
 from persistence.object_store import ObjectStoreError, ObjectTooLarge
 from persistence.replay import CorruptDocument
 from schemas.document import is_valid_id
-from sync.artifacts import ArtifactExists, NotIndexed, object_key, stored_sha256
+from sync.artifacts import ArtifactExists, NotIndexed
 from web.api.requests import project_id_param, services
 from web.errors import ApiError
 
