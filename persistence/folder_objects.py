@@ -107,6 +107,9 @@ class FolderObjects:
             await asyncio.to_thread(_rename, self._path(source), self._path(target))
         except FileNotFoundError:
             raise ObjectNotFound(source) from None
+        # A moved object is new under its key (like an S3 copy): the orphan sweep's
+        # grace period counts from now, not from when its bytes were written.
+        await asyncio.to_thread(os.utime, self._path(target))
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)

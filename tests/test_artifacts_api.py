@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from bench.procstat import rss_bytes
-from tests.support.api import create_project
+from tests.support.api import bearer, create_project, history
+from tests.support.auth import start_auth_server, token
 from tests.support.s3_server import S3ServerProcess
 from tests.support.server import ServerProcess
 
@@ -151,3 +152,47 @@ async def test_200_mb_round_trip_keeps_server_memory_flat(
     growth = max(peak, rss_bytes(pid)) - before
     print(f"server RSS growth {growth / MB:.1f} MB")
     assert growth < 50 * MB, f"server RSS grew {growth / MB:.1f} MB"
+
+
+async def test_an_unreachable_s3_is_reported_and_refused_clearly(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    s3 = S3ServerProcess(tmp_path).start()
+    try:
+        server = start_server(env=s3.env(s3.config()))
+        await create_project(server, "film")
+        async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
+            assert (await http.get("/readyz")).json()["checks"]["objects_s3"] == "ok"
+            s3.close()
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["objects_s3"].startswith("down: ")
+            put = await http.put(url("film", "a"), content=b"bytes")
+            assert put.status_code == 503 and put.json()["error"] == "object_store_unavailable"
+            doc = (await http.get("/api/projects/film")).json()["doc"]
+            assert doc["artifacts"] == {}
+    finally:
+        s3.close()
+
+
+async def test_uploads_need_the_write_role_and_reads_the_read_role(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    server, admin = start_auth_server(start_server)
+    await create_project(server, "film", token=admin)
+    reader, writer = token("film", "read", "rita"), token("film", "write", "wes")
+    async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
+        refused = await http.put(url("film", "a"), content=b"bytes", headers=bearer(reader))
+        assert refused.status_code == 403
+        anonymous = await http.put(url("film", "a"), content=b"bytes")
+        assert anonymous.status_code == 401
+        stored = await http.put(url("film", "a"), content=b"bytes", headers=bearer(writer))
+        assert stored.status_code == 201
+        got = await http.get(url("film", "a"), headers=bearer(reader))
+        assert got.content == b"bytes"
+        exported = await http.post("/api/projects/film/exports", json={}, headers=bearer(reader))
+        assert exported.status_code == 403
+        other = await http.get(url("film", "a"), headers=bearer(token("other", "admin", "x")))
+        assert other.status_code == 403
+    entries = await history(server, "film", admin)
+    assert entries[-1][1] == "server"  # the index is written by the server

@@ -140,14 +140,12 @@ class Settings:
 def s3_from_env(env: Mapping[str, str], bucket: str | None = None) -> S3Config | None:
     """The S3 settings when BLACKBOARD_S3_ENDPOINT is set (`bucket` overrides the
     configured one, e.g. for `--out s3://bucket/key`)."""
-    endpoint = env.get("BLACKBOARD_S3_ENDPOINT")
-    if not endpoint:
-        return None
-    return S3Config(
-        endpoint=endpoint,
-        access_key=env.get("BLACKBOARD_S3_ACCESS_KEY", ""),
-        secret_key=env.get("BLACKBOARD_S3_SECRET_KEY", ""),
+    config = S3Config(
+        endpoint=env.get("BLACKBOARD_S3_ENDPOINT") or "",
+        access_key=env.get("BLACKBOARD_S3_ACCESS_KEY") or "",
+        secret_key=env.get("BLACKBOARD_S3_SECRET_KEY") or "",
         bucket=bucket or env.get("BLACKBOARD_S3_BUCKET") or "blackboard",
-        secure=env.get("BLACKBOARD_S3_SECURE", "").lower() in ("1", "true", "yes", "on"),
+        secure=(env.get("BLACKBOARD_S3_SECURE") or "").lower() in ("1", "true", "yes", "on"),
         region=env.get("BLACKBOARD_S3_REGION") or None,
     )
+    return config if config.endpoint else None
