@@ -16,11 +16,13 @@ from pathlib import Path
 import httpx
 from pycrdt import Doc, Map
 
+from persistence.export_archive import SEAL_PREFIX, seal
 from persistence.factory import make_store
 from persistence.ledger import BudgetLedger
 from persistence.replay import replay
 from schemas.views import doc_to_json
 from sync.client import BlackboardClient
+from sync.yjs_encoding import decode_state_vector
 from tests.support.api import create_project
 from tests.support.cli import run_cli
 from tests.support.s3_server import S3ServerProcess
@@ -72,10 +74,10 @@ async def upload_artifacts(http: httpx.AsyncClient, project: str, count: int) ->
     return bodies
 
 
-def state_vector(update: bytes) -> bytes:
+def state_vector(update: bytes) -> dict[int, int]:
     doc = Doc()
     doc.apply_update(update)
-    return doc.get_state()
+    return decode_state_vector(doc.get_state())
 
 
 def manifest_of(path: Path) -> dict:
@@ -125,7 +127,8 @@ async def test_round_trip_under_a_new_id(
         assert copy["doc"] == original["doc"]
         assert len(copy["doc"]["shots"]) == 1000 and len(copy["doc"]["artifacts"]) == 50
         copy_update = (await http.get("/api/projects/film-copy/update")).content
-        assert base64.b64encode(state_vector(copy_update)).decode() == manifest["state_vector"]
+        exported = decode_state_vector(base64.b64decode(manifest["state_vector"]))
+        assert state_vector(copy_update) == exported
 
         balances = {}
         for project in ("film", "film-copy"):
@@ -170,24 +173,38 @@ async def test_round_trip_under_a_new_id(
 def bad_archives(archive: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     """Damaged copies of `archive`: name -> (file, what the refusal must say)."""
     raw = archive.read_bytes()
-    flipped = bytearray(raw)
-    flipped[len(raw) // 2] ^= 0x01
+    flipped = {}
+    # Spread over member data, local headers and the central directory near the end.
+    for at in (len(raw) // 4, len(raw) // 2, len(raw) * 3 // 4, len(raw) - 300):
+        copy = bytearray(raw)
+        copy[at] ^= 0x01
+        flipped[f"flipped-{at}"] = (bytes(copy), "damaged")
     truncated = raw[: len(raw) * 2 // 3]
     with zipfile.ZipFile(archive) as source:
         manifest = json.loads(source.read("manifest.json"))
         members = {n: source.read(n) for n in source.namelist() if n != "manifest.json"}
 
     def rebuilt(manifest: dict, drop: str | None = None) -> bytes:
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as target:
+        """A well-sealed archive with other contents: what a tamperer who knows the
+        format makes (the seal holds, so the checks of the contents must catch it)."""
+        path = tmp_path / "rebuilt.zip"
+        with zipfile.ZipFile(path, "w") as target:
             for name, body in members.items():
                 if name != drop:
                     target.writestr(name, body)
             target.writestr("manifest.json", json.dumps(manifest))
-        return buffer.getvalue()
+            target.comment = SEAL_PREFIX + b"0" * 64
+        seal(path)
+        return path.read_bytes()
 
+    unsealed = bytearray(raw)
+    unsealed[-1] ^= 0x01
+    in_a_header = bytearray(raw)
+    in_a_header[4] ^= 0x01  # "version needed" of the first member, which readers skip
     cases = {
-        "flipped": (bytes(flipped), "damaged"),
+        **flipped,
+        "unsealed": (bytes(unsealed), "its bytes do not match its seal"),
+        "in-a-header": (bytes(in_a_header), "its bytes do not match its seal"),
         "truncated": (truncated, "damaged"),
         "future": (rebuilt({**manifest, "format_version": 2}), "unknown format_version 2"),
         "missing": (rebuilt(manifest, drop="budget.json"), "missing member budget.json"),

@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,10 +17,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from persistence.export_archive import Progress as OnProgress
 from persistence.export_archive import write_export
-from persistence.import_archive import import_archive
 from persistence.ledger import BudgetLedger
 from persistence.object_store import ObjectStore, file_chunks, make_object_store
 from persistence.store import Store
+from sync.import_archive import import_archive
 from web.settings import Settings, s3_from_env
 
 S3_SCHEME = "s3://"
@@ -84,6 +84,16 @@ def _bar(what: str) -> Iterator[OnProgress]:
         yield update
 
 
+async def _counted(
+    chunks: AsyncIterator[bytes], progress: OnProgress, total: int
+) -> AsyncIterator[bytes]:
+    done = 0
+    async for chunk in chunks:
+        done += len(chunk)
+        progress("uploading", done, total)
+        yield chunk
+
+
 async def export_command(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     objects = make_object_store(settings.data_dir, settings.s3)
     target = None
@@ -105,8 +115,7 @@ async def export_command(store: Store, settings: Settings, args: argparse.Namesp
                 progress=progress,
             )
             if target is not None:
-                progress("uploading", 0, result.size)
-                await target[0].put(target[1], file_chunks(out))
+                await target[0].put(target[1], _counted(file_chunks(out), progress, result.size))
     print(
         f"exported {result.project_id} at seq {result.seq} ({result.artifacts} artifacts,"
         f" {result.size} bytes, sha256 {result.sha256}) to {args.out}"

@@ -1,8 +1,9 @@
 """Importing an export archive (DESIGN.md section 9): checked whole first, then the
 project created in one transaction.
 
-Every check runs before anything is written: the manifest's format and version, every
-member present (no more, no fewer) with the size and sha256 the manifest names (zip's
+Every check runs before anything is written: the manifest's format and version, the
+archive's seal (the sha256 of all its bytes, so even a byte zip readers skip counts),
+every member present (no more, no fewer) with the size and sha256 the manifest names (zip's
 own CRC catches most damage first), the update's state vector and JSON equal to the
 manifest's and `doc.json`, the budget well formed. Then the artifacts go to the object
 store (under the new project's keys; until the project exists they are orphans the
@@ -38,12 +39,15 @@ from persistence.export_archive import (
     UPDATE,
     Progress,
     no_progress,
+    seal_problem,
 )
 from persistence.ledger import account_importer
 from persistence.object_store import CHUNK_BYTES, ObjectStore
 from persistence.store import Store
 from schemas.document import is_valid_id
 from schemas.views import doc_to_json
+from sync.protocol import ProtocolError
+from sync.yjs_encoding import decode_state_vector
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 IMPORT_ACTOR = "import"
@@ -117,6 +121,9 @@ def _check(path: Path, progress: Progress) -> Archive:
     try:
         with zipfile.ZipFile(path) as file:
             manifest = _read_manifest(file)
+            problem = seal_problem(path)
+            if problem is not None:
+                raise ArchiveError(f"the archive is damaged: {problem}")
             files: dict[str, dict[str, Any]] = manifest["files"]
             names = [n for n in file.namelist() if n != MANIFEST]
             if len(names) != len(set(names)):
@@ -174,7 +181,12 @@ def _check_document(manifest: dict[str, Any], update: bytes, doc_json: Any) -> N
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise ArchiveError(f"{UPDATE} does not apply: {exc}") from None
-    if base64.b64encode(doc.get_state()).decode() != manifest["state_vector"]:
+    # Compared decoded: the encoding's order of clients is not fixed.
+    try:
+        claimed = decode_state_vector(base64.b64decode(manifest["state_vector"], validate=True))
+    except (ValueError, ProtocolError):
+        raise ArchiveError(f"{MANIFEST} has a state_vector that does not decode") from None
+    if decode_state_vector(doc.get_state()) != claimed:
         raise ArchiveError(f"{UPDATE} does not have the manifest's state vector")
     if doc_to_json(doc) != doc_json:
         raise ArchiveError(f"{UPDATE} and {DOC} differ")
