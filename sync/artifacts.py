@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pycrdt import Map
+from pycrdt import Doc, Map
 
 from persistence.artifact_keys import PROJECTS, indexed, object_key, relative_key, stored_sha256
 from persistence.clock import to_iso, utc_now
@@ -134,9 +134,16 @@ class Artifacts:
         found = root.get(artifact_id)
         if isinstance(found, Map) and stored_sha256(current := found.to_py()):
             return current
-        committed = room.server_write(
-            lambda doc: doc.get("artifacts", type=Map).__setitem__(artifact_id, to_shared(entry))
-        )
+
+        def write(doc: Doc) -> None:
+            target = doc.get("artifacts", type=Map).get(artifact_id)
+            if isinstance(target, Map):  # annotations a client wrote first are kept
+                for name, value in entry.items():
+                    target[name] = value
+            else:
+                doc.get("artifacts", type=Map)[artifact_id] = to_shared(entry)
+
+        committed = room.server_write(write)
         if committed is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(committed), INDEX_TIMEOUT_S)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pycrdt import Map
 
 from persistence.artifact_keys import object_key
 from persistence.object_store import chunks_of
@@ -82,3 +83,20 @@ async def test_the_sweep_spares_young_objects_and_reads_unloaded_projects(
         "projects/ghost/artifacts/y/" + "1" * 64,
     ]
     assert await artifacts.entry("film", "a") is not None
+
+
+async def test_an_upload_keeps_annotations_written_before_it(services: Services) -> None:
+    room = await services.rooms.get("film")
+    room.server_write(
+        lambda doc: doc.get("artifacts", type=Map).__setitem__(
+            "hero", Map({"note": "use for the poster"})
+        )
+    )
+    upload = await services.artifacts.upload(
+        "film", "hero", chunks_of(b"pixels"), "image/png", {"seed": 7.0}
+    )
+    assert upload.status == 201
+    entry = await services.artifacts.entry("film", "hero")
+    assert entry is not None
+    assert entry["note"] == "use for the poster" and entry["seed"] == 7
+    assert entry["sha256"] == hashlib.sha256(b"pixels").hexdigest()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -72,6 +72,8 @@ async def put_artifact(request: Request) -> JSONResponse:
         )
     except ProjectNotFound:
         raise ApiError(404, "not_found", f"project {project_id!r} does not exist") from None
+    except ClientDisconnect:  # nothing was kept; nobody is left to read the answer
+        raise ApiError(400, "incomplete_body", "the client left before the body ended") from None
     except ObjectTooLarge:
         raise ApiError(413, "too_large", f"the artifact exceeds {limit} bytes") from None
     except ArtifactExists as exc:
