@@ -31,6 +31,7 @@ from persistence.errors import ProjectNotFound, StoreError
 from persistence.history import seq_at_time
 from persistence.ledger import Balances, BudgetLedger, LedgerEntry
 from persistence.object_store import CHUNK_BYTES, ObjectStore, chunks_of
+from persistence.records import ProjectRecord, Snapshot
 from persistence.replay import replay
 from persistence.store import Store
 from schemas.views import doc_to_json
@@ -96,19 +97,20 @@ def no_progress(what: str, done: int, total: int | None) -> None:
     pass
 
 
-async def resolve_seq(
+async def _resolve_seq(
     store: Store, project_id: str, at_seq: int | None, at_time: datetime | None
-) -> int:
+) -> tuple[ProjectRecord, int]:
+    """The project and the seq to export: `at_seq`, the last at `at_time`, or the last."""
     record = await store.get_project(project_id)
     if record is None:
         raise ProjectNotFound(project_id)
     if at_seq is not None:
         if not 0 <= at_seq <= record.seq:
             raise ExportError(f"seq {at_seq} is outside 0..{record.seq}, the committed seqs")
-        return at_seq
+        return record, at_seq
     if at_time is not None:
-        return await seq_at_time(store, project_id, at_time)
-    return record.seq
+        return record, await seq_at_time(store, project_id, at_time)
+    return record, record.seq
 
 
 async def write_export(
@@ -126,10 +128,8 @@ async def write_export(
     """Write the archive to `out` (through `out.part`, renamed once complete).
 
     Raises ProjectNotFound, HistoryPruned (past retention), ExportError."""
-    seq = await resolve_seq(store, project_id, at_seq, at_time)
+    record, seq = await _resolve_seq(store, project_id, at_seq, at_time)
     latest = at_seq is None and at_time is None
-    record = await store.get_project(project_id)
-    assert record is not None
     stored = await store.load_at(project_id, seq)  # HistoryPruned past retention
     doc = await asyncio.to_thread(replay, stored)
     as_of = await _time_of(store, project_id, seq, stored.snapshot, record.created_at)
@@ -140,7 +140,7 @@ async def write_export(
     try:
         update = doc.get_update()
         await archive.member(UPDATE, chunks_of(update), compress=True, progress=progress)
-        doc_json = await asyncio.to_thread(_json_bytes, doc_to_json, doc)
+        doc_json = await asyncio.to_thread(_doc_json, doc)
         await archive.member(DOC, chunks_of(doc_json), compress=True, progress=progress)
         budget = await _budget(ledger, project_id, as_of, latest=latest)
         await archive.member(BUDGET, chunks_of(budget), compress=True, progress=progress)
@@ -173,12 +173,12 @@ async def write_export(
     return ExportResult(project_id, seq, as_of, size, sha, count)
 
 
-def _json_bytes(make: Callable[[Doc], Any], doc: Doc) -> bytes:
-    return json.dumps(make(doc), ensure_ascii=False, separators=(",", ":")).encode()
+def _doc_json(doc: Doc) -> bytes:
+    return json.dumps(doc_to_json(doc), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 async def _time_of(
-    store: Store, project_id: str, seq: int, snapshot: Any, created_at: datetime
+    store: Store, project_id: str, seq: int, snapshot: Snapshot | None, created_at: datetime
 ) -> datetime:
     """When `seq` was committed (its log row, else the snapshot holding it)."""
     if seq == 0:
