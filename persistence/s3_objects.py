@@ -53,8 +53,7 @@ class _Pull:
     def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> None:
         self._chunks = chunks
         self._loop = loop
-        self._pending: list[bytes] = []
-        self._held = 0
+        self._rest = memoryview(b"")  # what is left of the last chunk fetched
         self._done = False
         self.error: BaseException | None = None  # the body's own failure, re-raised as is
 
@@ -70,22 +69,25 @@ class _Pull:
             raise
 
     def read(self, size: int = -1) -> bytes:
-        while not self._done and (size < 0 or self._held < size):
-            chunk = self._next()
-            if chunk is None:
-                self._done = True
-            else:
-                self._pending.append(chunk)
-                self._held += len(chunk)
-        # One join per read: minio asks for a whole part at once, so a part is copied
-        # once here instead of once per chunk.
-        data = b"".join(self._pending)
-        if size < 0 or size >= len(data):
-            out, rest = data, b""
-        else:
-            out, rest = data[:size], data[size:]
-        self._pending, self._held = ([rest], len(rest)) if rest else ([], 0)
-        return out
+        """Up to `size` bytes (all that is left if negative); b"" at the end.
+
+        minio asks for a whole part at once: it is filled in place, chunk by chunk, each
+        chunk dropped once copied, so a part is held about twice (here, then by minio),
+        not once per chunk as well."""
+        if size < 0:
+            size = 2**62
+        out = bytearray()
+        while len(out) < size:
+            if not self._rest:
+                chunk = None if self._done else self._next()
+                if chunk is None:
+                    self._done = True
+                    break
+                self._rest = memoryview(chunk)
+            take = min(size - len(out), len(self._rest))
+            out += self._rest[:take]
+            self._rest = self._rest[take:]
+        return bytes(out)
 
 
 def _split_endpoint(endpoint: str, secure: bool) -> tuple[str, bool]:

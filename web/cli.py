@@ -23,6 +23,7 @@ from sync.projects import create_project
 from web import archive_cli
 from web.gc_tuning import tune_for_serving
 from web.logs import configure
+from web.malloc_tuning import return_large_blocks
 from web.settings import Settings
 from web.tokens import ROLES, Keyring, mint
 
@@ -122,6 +123,7 @@ def serve(settings: Settings) -> None:
     print(f"Blackboard on http://{settings.host}:{settings.port} ({backend})", flush=True)
     print(f"  sync: ws://{settings.host}:{settings.port}/sync/{{project_id}}", flush=True)
     tune_for_serving()
+    return_large_blocks()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
