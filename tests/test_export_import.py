@@ -11,6 +11,7 @@ import json
 import os
 import zipfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -320,6 +321,7 @@ async def test_http_exports(start_server: Callable[..., ServerProcess], tmp_path
 
         listed = (await http.get("/api/projects/film/exports")).json()["items"]
         assert [e["export_id"] for e in listed] == [export["export_id"], as_of.json()["export_id"]]
+        assert [e["size"] for e in listed] == [export["size"], as_of.json()["size"]]
         got = await http.get(f"/api/projects/film/exports/{export['export_id']}")
         assert got.status_code == 200 and got.headers["content-type"] == "application/zip"
         assert len(got.content) == export["size"]
@@ -333,6 +335,9 @@ async def test_http_exports(start_server: Callable[..., ServerProcess], tmp_path
         with zipfile.ZipFile(io.BytesIO(got.content)) as zipped:
             assert json.loads(zipped.read("doc.json")) == state["doc"]
 
+        now = datetime.now(UTC).isoformat()
+        by_time = await http.post("/api/projects/film/exports", json={"at_time": now})
+        assert by_time.status_code == 201 and by_time.json()["seq"] == export["seq"]
         bad = await http.post("/api/projects/film/exports", json={"at_seq": 10_000})
         assert bad.status_code == 422
         assert (await http.get("/api/projects/film/exports/nope")).status_code == 404
