@@ -50,6 +50,7 @@ from sync.protocol import ProtocolError
 from sync.yjs_encoding import decode_state_vector
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MAX_WHOLE_MEMBER_BYTES = 1024 * 1024 * 1024  # the members read into memory (documents)
 IMPORT_ACTOR = "import"
 
 
@@ -134,6 +135,9 @@ def _check(path: Path, progress: Progress) -> Archive:
             for name in files:
                 if name not in names:
                     raise ArchiveError(f"missing member {name}")
+            for name in (UPDATE, DOC, BUDGET):  # read whole below
+                if files[name]["size"] > MAX_WHOLE_MEMBER_BYTES:
+                    raise ArchiveError(f"{name} is larger than {MAX_WHOLE_MEMBER_BYTES} bytes")
             artifacts = []
             for name in names:
                 if name not in files:
