@@ -15,13 +15,18 @@ from persistence.artifact_keys import object_key
 from persistence.object_store import chunks_of
 from sync.artifacts import Artifacts
 from sync.projects import create_project
+from tests.support.s3_server import S3ServerProcess
 from web.services import Services
 from web.settings import Settings
 
 
-@pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[Services]:
-    svc = Services.build(Settings(data_dir=tmp_path, orphan_grace_s=0.0))
+@pytest.fixture(params=["folder", "s3"])
+async def services(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Services]:
+    s3 = None
+    if request.param == "s3":
+        server: S3ServerProcess = request.getfixturevalue("s3_server")
+        s3 = server.config()
+    svc = Services.build(Settings(data_dir=tmp_path, orphan_grace_s=0.0, s3=s3))
     await svc.start()
     await create_project(svc.store, "film", "Film", 10_000, "USD", {}, actor="test")
     try:
