@@ -40,7 +40,7 @@ from persistence.idempotency import (
     request_hash,
 )
 from persistence.in_list import padded_in
-from persistence.ledger_write import write_rows
+from persistence.ledger_write import LEDGER, write_rows
 from schemas.money import MAX_UNITS, to_number
 
 log = logging.getLogger(__name__)
@@ -272,6 +272,35 @@ def account_opener(total: int, currency: str) -> RowWriter:
         )
 
     return open_account
+
+
+IMPORT = "import"  # an account brought in by `blackboard import`
+
+
+def account_importer(
+    total: int, spent: int, currency: str, version: int, ref: str, actor: str
+) -> RowWriter:
+    """Writes an imported project's account and its one `import` ledger row (open
+    reservations are not carried) inside the transaction creating the project.
+
+    The row is op `version`, so the budget root the archive carries (which shows that
+    version) stays as it is, and the next op shows a newer one."""
+
+    async def import_account(conn: Connection, project_id: str, now: datetime) -> None:
+        await conn.execute(
+            "INSERT INTO budget_accounts (project_id, currency, total, spent, version,"
+            " updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            project_id,
+            currency,
+            total,
+            spent,
+            version,
+            now,
+        )
+        row = (project_id, version, IMPORT, total, 0, None, None, ref, None, actor)
+        await conn.execute(LEDGER, *row, total, 0, spent, now)
+
+    return import_account
 
 
 _ACCOUNT_COLUMNS = "currency, total, reserved, spent, version, updated_at"

@@ -11,6 +11,7 @@ from persistence.document_store import DocumentStore
 from persistence.factory import make_store
 from tests.support.backends import create_database, drop_database
 from tests.support.js import JsClients
+from tests.support.s3_server import S3ServerProcess
 from tests.support.server import ServerProcess
 
 
@@ -78,3 +79,13 @@ async def js() -> AsyncIterator[JsClients]:
         yield clients
     finally:
         await clients.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3ServerProcess]:
+    """One S3-compatible server process (moto) on loopback; each user takes a bucket."""
+    server = S3ServerProcess(tmp_path_factory.mktemp("s3")).start()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -63,3 +63,16 @@ def test_two_instances_on_shared_backends_behind_the_balancer() -> None:
         "blackboard migrate && exec blackboard serve --host 0.0.0.0"
         in (ROOT / "Dockerfile").read_text()
     )
+
+
+def test_instances_store_objects_in_minio_and_uploads_stream_through_nginx() -> None:
+    compose = (ROOT / "docker-compose.yml").read_text()
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert "BLACKBOARD_S3_ENDPOINT: minio:9000" in compose
+    assert "MINIO_ROOT_USER: blackboard\n" in compose
+    assert "BLACKBOARD_S3_ACCESS_KEY: blackboard\n" in compose
+    assert "MINIO_ROOT_PASSWORD: blackboard-minio" in compose
+    assert "BLACKBOARD_S3_SECRET_KEY: blackboard-minio" in compose
+    artifacts = nginx[nginx.index("/artifacts/ {") :]
+    assert "client_max_body_size 0;" in artifacts.split("}")[0]
+    assert "proxy_request_buffering off;" in artifacts.split("}")[0]

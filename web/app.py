@@ -10,7 +10,17 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from web import health, metrics, socket_endpoint
-from web.api import budget, corrections, documents, history, leases, presence, projects
+from web.api import (
+    artifacts,
+    budget,
+    corrections,
+    documents,
+    exports,
+    history,
+    leases,
+    presence,
+    projects,
+)
 from web.auth import AuthMiddleware, AuthPolicy
 from web.errors import (
     ApiError,
@@ -48,6 +58,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *budget.routes,
             *leases.routes,
             *presence.routes,
+            *artifacts.routes,
+            *exports.routes,
             *socket_endpoint.routes,
         ],
         middleware=[Middleware(AuthMiddleware, policy=auth)],

@@ -1,4 +1,4 @@
-"""`blackboard`: serve, migrate, create, compact, token (DESIGN.md section 6)."""
+"""`blackboard`: serve, migrate, create, compact, token, export, import (DESIGN.md section 6)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ from persistence.compaction import compact
 from persistence.errors import ProjectExists, ProjectNotFound, StoreError
 from persistence.factory import make_database, make_store
 from persistence.migrator import migrate
+from persistence.object_store import ObjectStoreError
 from persistence.store import Store
 from schemas.document import is_valid_id
 from schemas.migration_files import migrations_for
 from schemas.money import BadAmount, parse_amount
 from sync.projects import create_project
+from web import archive_cli
 from web.gc_tuning import tune_for_serving
 from web.logs import configure
+from web.malloc_tuning import return_large_blocks
 from web.settings import Settings
 from web.tokens import ROLES, Keyring, mint
 
@@ -63,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("project", nargs="?", help="one project id")
     which.add_argument("--all", action="store_true", help="every project")
 
+    archive_cli.add_commands(sub, common)
+
     token = sub.add_parser(
         "token", help="print an access token signed with BLACKBOARD_AUTH_SECRET's first key"
     )
@@ -100,6 +105,10 @@ def main(argv: list[str] | None = None) -> None:
         _run_with_store(settings, lambda store: _compact(store, settings, args))
     elif args.command == "token":
         _token(settings, args)
+    elif args.command == "export":
+        _run_with_store(settings, lambda store: archive_cli.export_command(store, settings, args))
+    elif args.command == "import":
+        _run_with_store(settings, lambda store: archive_cli.import_command(store, settings, args))
 
 
 def serve(settings: Settings) -> None:
@@ -114,6 +123,7 @@ def serve(settings: Settings) -> None:
     print(f"Blackboard on http://{settings.host}:{settings.port} ({backend})", flush=True)
     print(f"  sync: ws://{settings.host}:{settings.port}/sync/{{project_id}}", flush=True)
     tune_for_serving()
+    return_large_blocks()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -158,7 +168,7 @@ def _run_with_store(settings: Settings, work: Callable[[Store], Awaitable[None]]
 
     try:
         asyncio.run(run())
-    except (StoreError, OSError) as exc:
+    except (StoreError, OSError, ObjectStoreError, archive_cli.CliError) as exc:
         _fail(str(exc))
 
 

@@ -25,6 +25,11 @@ async def readyz(request: Request) -> JSONResponse:
         checks[svc.store.backend] = "ok"
     except Exception as exc:
         checks[svc.store.backend] = f"down: {exc}"
+    try:
+        await asyncio.wait_for(svc.objects.ping(), PING_TIMEOUT_S)
+        checks[f"objects_{svc.objects.name}"] = "ok"
+    except Exception as exc:
+        checks[f"objects_{svc.objects.name}"] = f"down: {exc}"
     checks["update_log"] = "ok" if svc.update_log.healthy else "retrying"
     ready = all(v == "ok" for v in checks.values())
     status = "ready" if ready else "unavailable"

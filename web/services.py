@@ -13,9 +13,11 @@ from persistence.factory import make_store
 from persistence.fence import Fences
 from persistence.leases import LeaseStore
 from persistence.ledger import BudgetLedger
+from persistence.object_store import ObjectStore, make_object_store
 from persistence.redis_bus import RedisBus
 from persistence.store import Store
 from persistence.update_log import UpdateLog
+from sync.artifacts import Artifacts
 from sync.correction_recorder import CorrectionRecorder
 from sync.cross_instance import CrossInstance, CrossInstancePolicy, new_instance_id
 from sync.expiry_sweeper import ExpirySweeper
@@ -40,6 +42,8 @@ class Services:
     mirror: AuthorityMirror
     sweeper: ExpirySweeper
     corrections: CorrectionRecorder
+    objects: ObjectStore
+    artifacts: Artifacts
     cross_instance: CrossInstance | None = None  # with BLACKBOARD_REDIS_URL
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
 
@@ -80,6 +84,14 @@ class Services:
             metrics.registry.register(cross_instance)
         mirror.bind(rooms)
         sweeper = ExpirySweeper(ledger, leases, mirror, Fences(store.db, holder=instance_id))
+        objects = make_object_store(settings.data_dir, settings.s3)
+        artifacts = Artifacts(
+            objects,
+            store,
+            rooms,
+            max_bytes=settings.max_artifact_bytes,
+            orphan_grace_s=settings.orphan_grace_s,
+        )
         return cls(
             settings,
             store,
@@ -91,6 +103,8 @@ class Services:
             mirror,
             sweeper,
             corrections,
+            objects=objects,
+            artifacts=artifacts,
             cross_instance=cross_instance,
             metrics=metrics,
         )
@@ -107,9 +121,12 @@ class Services:
             await self.cross_instance.start()
         self.ledger.start()
         self.sweeper.start()
+        await self.objects.open()  # creates the bucket if missing
+        self.artifacts.start(every_s=max(60.0, self.settings.orphan_grace_s / 4))
 
     async def stop(self) -> None:
         timeout = self.settings.shutdown_timeout_s
+        await self.artifacts.stop()
         await self.sweeper.stop()
         await self.ledger.stop(timeout)
         await self.mirror.close(timeout)

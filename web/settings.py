@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from persistence.object_store import S3Config
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -65,6 +67,9 @@ class Settings:
     history_retention_s: float = 7 * 24 * 3600.0
     shutdown_timeout_s: float = 30.0
     limits: Limits = field(default_factory=Limits)
+    s3: S3Config | None = None  # with BLACKBOARD_S3_ENDPOINT; else a folder in the data dir
+    max_artifact_bytes: int = 5 * 1024**3
+    orphan_grace_s: float = 3600.0  # objects with no index entry are swept after this long
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -123,7 +128,24 @@ class Settings:
                 ping_interval_s=_float(env, "BLACKBOARD_PING_INTERVAL_S", d.limits.ping_interval_s),
                 ping_timeout_s=_float(env, "BLACKBOARD_PING_TIMEOUT_S", d.limits.ping_timeout_s),
             ),
+            s3=s3_from_env(env),
+            max_artifact_bytes=_int(env, "BLACKBOARD_MAX_ARTIFACT_BYTES", d.max_artifact_bytes),
+            orphan_grace_s=_float(env, "BLACKBOARD_ORPHAN_GRACE_S", d.orphan_grace_s),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def s3_from_env(env: Mapping[str, str], bucket: str | None = None) -> S3Config | None:
+    """The S3 settings when BLACKBOARD_S3_ENDPOINT is set (`bucket` overrides the
+    configured one, e.g. for `--out s3://bucket/key`)."""
+    config = S3Config(
+        endpoint=env.get("BLACKBOARD_S3_ENDPOINT") or "",
+        access_key=env.get("BLACKBOARD_S3_ACCESS_KEY") or "",
+        secret_key=env.get("BLACKBOARD_S3_SECRET_KEY") or "",
+        bucket=bucket or env.get("BLACKBOARD_S3_BUCKET") or "blackboard",
+        secure=(env.get("BLACKBOARD_S3_SECURE") or "").lower() in ("1", "true", "yes", "on"),
+        region=env.get("BLACKBOARD_S3_REGION") or None,
+    )
+    return config if config.endpoint else None

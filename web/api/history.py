@@ -56,7 +56,7 @@ def _at_seq(raw: str, last: int) -> int:
     return seq
 
 
-def _at_time(raw: str) -> datetime:
+def parse_at_time(raw: str) -> datetime:
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
@@ -75,7 +75,7 @@ async def read_state(request: Request) -> JSONResponse:
         if "at_seq" in params:
             seq = _at_seq(params["at_seq"], record.seq)
         else:
-            seq = await seq_at_time(store, record.project_id, _at_time(params["at_time"]))
+            seq = await seq_at_time(store, record.project_id, parse_at_time(params["at_time"]))
         doc = replay(await store.load_at(record.project_id, seq))
     except HistoryPruned:
         oldest = await store.oldest_retained_seq(record.project_id)
