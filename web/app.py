@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from web import health, metrics, socket_endpoint
+from web import health, metrics, socket_endpoint, ui_routes
 from web.api import budget, corrections, documents, history, leases, presence, projects
 from web.auth import AuthMiddleware, AuthPolicy
 from web.errors import (
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *leases.routes,
             *presence.routes,
             *socket_endpoint.routes,
+            *ui_routes.routes,
         ],
         middleware=[Middleware(AuthMiddleware, policy=auth)],
         exception_handlers={
