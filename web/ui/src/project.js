@@ -3,6 +3,7 @@
 
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
+import { removeAwarenessStates } from 'y-protocols/awareness'
 import { Board } from './board.js'
 import { setAttr, setText } from './dom.js'
 import { ShotEditor, addShot } from './editor.js'
@@ -69,6 +70,19 @@ const provider = new WebsocketProvider(
   projectId, doc, { params: token ? { token } : {}, maxBackoffTime: 5000 })
 const color = COLORS[doc.clientID % COLORS.length]
 provider.awareness.setLocalStateField('user', { name, kind: 'person', color })
+
+// Leaving the page says goodbye at once (stock y-websocket would leave this page "present"
+// for others until its socket times out); a page restored from the back/forward cache
+// comes back.
+window.addEventListener('pagehide', () => {
+  removeAwarenessStates(provider.awareness, [doc.clientID], 'page hidden')
+  provider.disconnect()
+})
+window.addEventListener('pageshow', (event) => {
+  if (!event.persisted) return
+  provider.awareness.setLocalStateField('user', { name: $('#name').value || name, kind: 'person', color })
+  provider.connect()
+})
 
 let everConnected = false
 function showConnection (state, text) {
