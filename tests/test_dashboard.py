@@ -18,6 +18,7 @@ from sync.client import BlackboardClient
 from tests.support.api import bearer, create_project, eventually
 from tests.support.auth import start_auth_server, token
 from tests.support.browser import DESKTOP, PHONE, Browser
+from tests.support.js import JsClients
 from tests.support.server import ServerProcess
 from web.ui_routes import STATIC_DIR
 
@@ -86,6 +87,10 @@ async def test_live_both_ways_with_a_python_client(
         await page.until(lambda d: card_title(d, "S2") == "Arrives live", timeout=10)
         elapsed = time.monotonic() - started
         assert elapsed < LIVE_WITHIN_S, f"a Python client's shot took {elapsed:.2f}s to show"
+        # The Python client sets no awareness: the server's presence count shows it.
+        await page.until(
+            lambda d: "1 more connection" in d.find_element("id", "presence-extra").text
+        )
         assert await page.script(
             "const c = document.querySelector('[data-shot-id=\"S1\"]');"
             "return [c.marker, c.getBoundingClientRect().toJSON()]"
@@ -117,8 +122,8 @@ async def test_live_both_ways_with_a_python_client(
         )
 
 
-async def test_two_pages_see_each_others_presence(
-    server: ServerProcess, browsers: Callable[[], Awaitable[Browser]]
+async def test_two_pages_see_each_others_presence_and_agents(
+    server: ServerProcess, browsers: Callable[[], Awaitable[Browser]], js: JsClients
 ) -> None:
     await create_project(server, "film")
     first, second = await browsers(), await browsers()
@@ -141,6 +146,15 @@ async def test_two_pages_see_each_others_presence(
     await first.until(lambda d: present(d) == {names[0], "Director Kim"})
     await second.open("about:blank")
     await first.until(lambda d: present(d) == {names[0]})
+
+    # An agent on a stock client that sets its awareness shows as an agent.
+    await js.connect("bot", server.ws, "film")
+    await js.call(
+        "setAwareness", name="bot", state={"user": {"name": "render-bot", "kind": "agent"}}
+    )
+    await first.until(lambda d: present(d) == {names[0], "render-bot"})
+    entry = await first.find('[data-presence="render-bot"]')
+    assert entry.get_attribute("data-kind") == "agent"
 
 
 async def test_scrubber_shows_an_older_title_read_only(
@@ -167,6 +181,7 @@ async def test_scrubber_shows_an_older_title_read_only(
     )
     await page.until(lambda d: card_title(d, "S1") == "First cut")
     assert await page.run(lambda d: d.find_element("id", "history-bar").is_displayed())
+    await page.screenshot("project-history", *DESKTOP, mobile=False)
     assert f"seq {old_seq}" in await page.run(lambda d: d.find_element("id", "history-label").text)
     await page.run(lambda d: d.find_element("css selector", '[data-shot-id="S1"]').click())
     assert not await page.run(lambda d: d.find_element("id", "edit-title").is_enabled())
@@ -243,6 +258,7 @@ async def test_disconnected_then_back(
     server.kill()
     banner = await page.find("#offline", timeout=15)
     assert "retrying" in banner.text
+    await page.screenshot("project-offline", *PHONE, mobile=True)
     state = await page.run(
         lambda d: d.find_element("id", "connection").get_attribute("data-connection")
     )

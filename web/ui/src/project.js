@@ -52,7 +52,6 @@ if (claims && typeof claims.role === 'string') {
   $('#role-badge').hidden = false
   setText($('#role-badge'), `${claims.actor} · ${claims.role}`)
 }
-$('#new-shot').disabled = readOnly
 
 const board = new Board($('#board'), ctx, (shotId) => editor.open(shotId))
 const editor = new ShotEditor($('#editor'), ctx)
@@ -98,7 +97,7 @@ provider.on('status', ({ status }) => {
     everConnected = true
     showConnection('syncing', 'Syncing…')
   } else if (status === 'disconnected' || (status === 'connecting' && everConnected)) {
-    showConnection('retrying', 'Disconnected, retrying…')
+    showConnection('retrying', 'Retrying…')
     setText($('#offline-text'), 'Disconnected from the server, retrying. Edits made now are kept and sent when the connection is back.')
   }
 })
@@ -106,7 +105,10 @@ provider.on('sync', (synced) => {
   if (synced && provider.wsconnected) showConnection('connected', 'Live')
 })
 provider.on('connection-error', () => {
-  if (!provider.wsconnected) showConnection('retrying', 'Cannot reach the server, retrying…')
+  if (!provider.wsconnected) {
+    showConnection('retrying', 'Retrying…')
+    setText($('#offline-text'), 'Cannot reach the server, retrying. Edits made now are kept and sent when the connection is back.')
+  }
 })
 provider.on('closed', ({ code, reason }) => { // 44xx: the server refused; retrying cannot help
   showConnection('refused', 'Refused')
@@ -137,6 +139,7 @@ function render () {
   setText($('#stat-running'), tasks.filter((t) => t && (t.status === 'running' || t.status === 'claimed')).length)
   setText($('#stat-failed'), tasks.filter((t) => t && t.status === 'failed').length)
   editor.render(view)
+  $('#new-shot').disabled = !ctx.editable()
 }
 
 doc.on('update', () => {
@@ -145,11 +148,13 @@ doc.on('update', () => {
 })
 
 let peopleOnline = 0
-provider.awareness.on('change', () => {
+function showPresence () {
   peopleOnline = renderPresence($('#presence'), provider.awareness, doc.clientID).length
   setText($('#stat-online'), peopleOnline)
   showOtherConnections()
-})
+}
+provider.awareness.on('change', showPresence)
+showPresence()
 
 let serverConnections = null
 function showOtherConnections () {
