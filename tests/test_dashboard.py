@@ -40,7 +40,11 @@ async def browsers() -> AsyncIterator[Callable[[], Awaitable[Browser]]]:
         return started[-1]
 
     yield start
-    await asyncio.gather(*(browser.close() for browser in started))
+    try:
+        for browser in started:
+            assert await browser.script_errors() == []
+    finally:
+        await asyncio.gather(*(browser.close() for browser in started))
 
 
 def card_title(driver: WebDriver, shot_id: str) -> str | None:
@@ -354,6 +358,7 @@ async def test_screenshots_and_the_project_list(
         assert path.stat().st_size > 10_000
     await page.run(lambda d: d.find_element("css selector", '[data-shot-id="S02"]').click())
     await page.screenshot("shot-editor", *DESKTOP, mobile=False)
+    await page.screenshot("shot-editor-phone", *PHONE, mobile=True)
 
     await page.open(f"{server.http}/ui/")
     card = await page.find('[data-project-id="nightfall"]')

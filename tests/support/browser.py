@@ -94,6 +94,11 @@ class Browser:
         await self.viewport(*DESKTOP)
         return path
 
+    async def script_errors(self) -> list[str]:
+        """Uncaught errors the page's scripts threw since the last call."""
+        entries = await self.run(lambda d: d.get_log("browser"))
+        return [entry["message"] for entry in entries if entry.get("source") == "javascript"]
+
     async def close(self) -> None:
         await asyncio.to_thread(self.driver.quit)
 

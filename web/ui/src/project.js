@@ -172,15 +172,27 @@ setInterval(() => { // lease countdowns
 const base = `/api/projects/${encodeURIComponent(projectId)}`
 const corrections = new PagedTail(`${base}/corrections`, token)
 
+let polling = null // one poll at a time: the corrections tail must not read a page twice
+let pollAgain = false
 async function poll () {
   if (document.visibilityState !== 'visible') return
-  const results = await Promise.allSettled([
+  if (polling) {
+    pollAgain = true
+    return
+  }
+  polling = Promise.allSettled([
     api(`${base}/presence`, token).then((p) => { serverConnections = p.connections; showOtherConnections() }),
     corrections.poll().then((grew) => { if (grew) renderCorrections($('#corrections'), corrections.items) }),
     scrubber.refreshLast()
   ])
+  const results = await polling
+  polling = null
   const refused = results.find((r) => r.status === 'rejected' && r.reason.status === 401)
-  if (refused) askForToken(refused.reason.message)
+  if (refused) return askForToken(refused.reason.message)
+  if (pollAgain) {
+    pollAgain = false
+    poll()
+  }
 }
 
 let refreshTimer = null
