@@ -8,21 +8,29 @@ from pathlib import Path
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from web import ui_routes
 from web.errors import ApiError, handle_api_error
 
 
-def client() -> httpx.AsyncClient:
-    app = Starlette(routes=ui_routes.routes, exception_handlers={ApiError: handle_api_error})
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
+def client(app: Starlette | None = None) -> httpx.AsyncClient:
+    app = app or Starlette(routes=ui_routes.routes, exception_handlers={ApiError: handle_api_error})
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
 async def test_unbuilt_dashboard_says_how_to_build_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ui_routes, "STATIC_DIR", tmp_path / "missing")
-    async with client() as http:
+    missing = tmp_path / "missing"
+    monkeypatch.setattr(ui_routes, "STATIC_DIR", missing)
+    assets = ui_routes._Assets(directory=missing, check_dir=False)
+    app = Starlette(
+        routes=[*ui_routes.routes[:-1], Mount(ui_routes.ASSETS_PATH, assets)],
+        exception_handlers={ApiError: handle_api_error},
+    )
+    async with client(app) as http:
         for path in ("/ui/", "/ui/projects/film"):
             response = await http.get(path)
             assert response.status_code == 503
@@ -30,6 +38,7 @@ async def test_unbuilt_dashboard_says_how_to_build_it(
                 "error": "ui_not_built",
                 "detail": "the dashboard is not built: run `make ui`",
             }
+        assert (await http.get("/ui/assets/project.js")).status_code == 404
 
 
 async def test_shells_redirect_and_bad_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

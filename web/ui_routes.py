@@ -41,6 +41,14 @@ async def project_page(request: Request) -> Response:
     return _page("project.html")
 
 
+class _Assets(StaticFiles):
+    """The built assets; before `make ui` each is a plain 404, not a server error."""
+
+    async def check_config(self) -> None:
+        if STATIC_DIR.is_dir():
+            await super().check_config()
+
+
 async def to_list(request: Request) -> Response:
     query = f"?{request.url.query}" if request.url.query else ""
     return RedirectResponse(f"/ui/{query}")
@@ -50,5 +58,5 @@ routes = [
     Route("/ui", to_list),
     Route("/ui/", project_list),
     Route("/ui/projects/{project_id}", project_page),
-    Mount(ASSETS_PATH, StaticFiles(directory=STATIC_DIR, check_dir=False), name="ui_assets"),
+    Mount(ASSETS_PATH, _Assets(directory=STATIC_DIR, check_dir=False), name="ui_assets"),
 ]

@@ -43,7 +43,6 @@ function liveView () {
 // -- the page's own state: who, which role, connected or not --------------------------
 
 setText($('#project-id'), projectId)
-document.title = `${projectId} · Blackboard`
 if (readOnly) {
   $('#readonly').hidden = false
   setText($('#readonly-who'), claims.actor)
@@ -127,7 +126,9 @@ function render () {
   frame = 0
   const view = ctx.view()
   const spec = view.spec || {}
-  setText($('#project-title'), spec.title || projectTitle || projectId)
+  const title = spec.title || projectTitle || projectId
+  setText($('#project-title'), title)
+  document.title = `${title} · Blackboard`
   setText($('#project-logline'), spec.logline || '')
   board.render(view)
   renderTasks($('#tasks'), view.tasks)
