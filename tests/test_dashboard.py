@@ -253,6 +253,48 @@ async def test_a_refused_token_asks_for_another(
     assert "the token is for project 'other'" in problem.text
 
 
+async def test_the_project_list_and_a_project_token(
+    start_server: Callable[..., ServerProcess], browsers: Callable[[], Awaitable[Browser]]
+) -> None:
+    server, admin = start_auth_server(start_server)
+    await create_project(server, "film", token=admin, title="The Film", budget_total=500)
+    await create_project(server, "short", token=admin, title="A Short")
+    page = await browsers()
+    await page.open(f"{server.http}/ui/?token={token('*', 'read', 'producer')}")
+    card = await page.find('[data-project-id="film"]')
+    await page.until(lambda d: "$500" in card.text and "nobody" in card.text)
+    assert "The Film" in card.text
+    assert "A Short" in (await page.find('[data-project-id="short"]')).text
+    # A token for one project cannot list them all: the list opens that project instead.
+    await page.open(f"{server.http}/ui/?token={token('film', 'read', 'rita')}")
+    await page.until(lambda d: d.current_url.endswith("/ui/projects/film"))
+    await page.live()
+
+
+async def test_a_status_moved_back_is_put_back_and_listed(
+    server: ServerProcess, browsers: Callable[[], Awaitable[Browser]]
+) -> None:
+    await create_project(server, "film")
+    doc = Doc()
+    async with BlackboardClient(server.ws, "film", doc) as agent:
+        doc.get("shots", type=Map)["S1"] = Map({"title": "Storm", "status": "review"})
+        await agent.flush()
+    page = await browsers()
+    await open_project(page, server, "film")
+    await page.run(lambda d: d.find_element("css selector", '[data-shot-id="S1"]').click())
+    await page.run(lambda d: d.find_element("id", "edit-status").send_keys("draft"))
+    correction = await page.find(".correction")
+    assert "shots/S1/status" in correction.text and "lattice" in correction.text
+    await page.until(
+        lambda d: d.find_element("id", "edit-status").get_attribute("value") == "review"
+    )
+    assert await page.run(
+        lambda d: d.find_elements(
+            "css selector", '.column[data-status="review"] [data-shot-id="S1"]'
+        )
+    )
+
+
 async def test_disconnected_then_back(
     server: ServerProcess, browsers: Callable[[], Awaitable[Browser]]
 ) -> None:

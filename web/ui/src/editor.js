@@ -72,8 +72,10 @@ export class ShotEditor {
     this.root.querySelector('#edit-gone').hidden = Boolean(shot)
     for (const [name, input] of Object.entries(this.fields)) {
       input.disabled = !editable || !shot
-      // Never overwrite what someone is typing; everything else follows the document.
-      if (shot && document.activeElement !== input && input.dataset.dirty !== 'true') {
+      // Never overwrite what someone is typing; everything else follows the document (a
+      // select is written at once, so it follows even while focused: a repair shows).
+      const typing = input.tagName !== 'SELECT' && document.activeElement === input
+      if (shot && !typing && input.dataset.dirty !== 'true') {
         const value = typeof shot[name] === 'string' ? shot[name] : ''
         if (name === 'status' && value && !SHOT_STATUSES.includes(value) && !input.querySelector(`option[value="${CSS.escape(value)}"]`)) {
           input.append(h('option', { value }, value))
