@@ -218,6 +218,7 @@ async def test_tokens_read_page_refuses_edits_write_page_edits(
         await page.until(lambda d: card_title(d, "S1") == "Locked")
         notice = await page.find("[data-readonly]")
         assert "rita" in notice.text and "read" in notice.text
+        await page.screenshot("project-read-only", *DESKTOP, mobile=False)
         assert not await page.run(lambda d: d.find_element("id", "new-shot").is_enabled())
         await page.run(lambda d: d.find_element("css selector", '[data-shot-id="S1"]').click())
         for field in ("edit-title", "edit-status", "edit-assignee", "edit-notes"):

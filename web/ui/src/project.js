@@ -243,7 +243,7 @@ $('#new-shot').addEventListener('click', () => {
 })
 
 $('#name').value = name
-$('#name').disabled = Boolean(claims && claims.actor)
+$('.name-field').hidden = Boolean(claims && claims.actor) // the token names this person
 $('#name').addEventListener('change', () => {
   const chosen = $('#name').value.trim().slice(0, 64)
   if (!chosen) return
