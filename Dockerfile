@@ -1,5 +1,14 @@
 # One Blackboard server process. docker-compose.yml runs two of them behind a load
 # balancer; configuration comes from the environment (README, "Configuration").
+# The dashboard's assets (web/ui/ -> web/static/, as `make ui` builds them): Node is
+# needed to build them only, not in the image.
+FROM node:20-slim AS ui
+WORKDIR /src/web/ui
+COPY web/ui/package.json web/ui/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ui/ ./
+RUN node build.mjs
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,6 +24,7 @@ COPY schemas schemas
 COPY persistence persistence
 COPY sync sync
 COPY web web
+COPY --from=ui /src/web/static web/static
 RUN pip install . && mkdir -p /data && chown blackboard /data
 
 USER blackboard

@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JS_STAMP := tests/js/node_modules/.installed
 PEERS_STAMP := bench/peers/node_modules/.installed
+UI_STAMP := web/ui/node_modules/.installed
 
-.PHONY: serve test lint bench services
+.PHONY: serve test lint bench services ui browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +24,20 @@ $(PEERS_STAMP): bench/peers/package.json bench/peers/package-lock.json
 	cd bench/peers && npm ci --silent --no-audit --no-fund
 	touch $@
 
-serve: $(STAMP)
+# The dashboard (web/ui/ -> web/static/, shipped in the wheel): `npm ci` from the lock,
+# then the esbuild bundle.
+$(UI_STAMP): web/ui/package.json web/ui/package-lock.json
+	cd web/ui && npm ci --silent --no-audit --no-fund
+	touch $@
+
+ui: $(UI_STAMP)
+	cd web/ui && node build.mjs
+
+# The browser tests drive Debian's Chromium through its chromedriver (never a download).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
+
+serve: $(STAMP) ui
 	$(BIN)/blackboard serve
 
 # Postgres and Redis are normally running on this kind of machine; start them if not.
@@ -36,7 +50,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) $(JS_STAMP) $(PEERS_STAMP) services lint
+test: $(STAMP) $(JS_STAMP) $(PEERS_STAMP) ui browser services lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP) $(JS_STAMP) $(PEERS_STAMP) services

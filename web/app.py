@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from web import health, metrics, socket_endpoint
+from web import health, metrics, socket_endpoint, ui_routes
 from web.api import (
     artifacts,
     budget,
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *artifacts.routes,
             *exports.routes,
             *socket_endpoint.routes,
+            *ui_routes.routes,
         ],
         middleware=[Middleware(AuthMiddleware, policy=auth)],
         exception_handlers={

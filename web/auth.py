@@ -1,6 +1,7 @@
 """Who is calling and what they may do, checked at the door.
 
-With BLACKBOARD_AUTH_SECRET set, every request except `GET /healthz` and every socket
+With BLACKBOARD_AUTH_SECRET set, every request except `GET /healthz` and the dashboard's
+page shells and assets (`/ui/...`, no data in them) and every socket
 carries a token (`web/tokens.py`) as `Authorization: Bearer <token>` or `?token=<token>`.
 `AuthMiddleware` checks it before the app sees the request, so a refused caller is sent
 no document byte and nothing of the request body or socket is read:
@@ -38,7 +39,10 @@ log = logging.getLogger(__name__)
 
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/ui"})
+# The dashboard's page shells and assets hold no project data (the page reads it through
+# the API and the socket with its own token), so a browser can load them to ask for one.
+PUBLIC_PREFIXES = ("/ui/",)
 _PROJECT_PATH = re.compile(r"^/(?:api/projects|sync)/([^/]+)")
 _CLOSE_CODES = {
     401: close_codes.UNAUTHORIZED,
@@ -198,7 +202,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] in PUBLIC_PATHS:
+        if scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         try:
