@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# The actor of the server's own writes (repairs, mirrors, expiries) in the log and the
+# ledger; instances trust each other's writes under it, so no client may claim it.
+SERVER_ACTOR = "server"
 
 
 class Kind(Enum):
