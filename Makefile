@@ -11,7 +11,7 @@ PEERS_STAMP := bench/peers/node_modules/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,lint,peers]'
 	touch $@
 
 $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
