@@ -12,7 +12,8 @@ Entries are tracked per instance: the nested Map an entry key holds (replacing i
 starts a new entry). For a lattice with an epoch (task `attempt`, shot `revision`), a
 status value counts for the epoch it was written in: the epoch its writer set in the
 same update, else the epoch of the status it overwrote (its origin), else the entry's
-current epoch. The server's own writes count for the current epoch.
+current epoch. The server's own writes count for the current epoch (over a status of
+another epoch it writes the epoch too, so other instances count them alike).
 
 What this process learns of each lattice write it accepts (value, epoch) goes into the
 log with it (`take_record`, `sync.status_epochs`): a document keeps neither lost values
