@@ -478,6 +478,26 @@ def test_replicas_converge_across_room_reloads(
         ("reload", 0),
     ],
 )
+# A shot rejected on one instance, reworked through the other, while a client of the
+# first approves the rejected revision offline (its write wins the key: repaired).
+@example(
+    ids=[4, 3, 2],
+    steps=[
+        ("write", 0, "S1", "review"),
+        ("write", 0, "S1", "rejected"),
+        ("up", 0),
+        ("up", 0),
+        ("relay", 0),
+        ("down", 1),
+        ("offline", 0),
+        ("retry", 1, "S1", True),
+        ("up", 1),
+        ("write", 0, "S1", "approved"),
+        ("online", 0),
+        ("relay", 1),
+        ("relay", 0),
+    ],
+)
 def test_replicas_converge_across_instances(ids: list[int], steps: list[tuple[Any, ...]]) -> None:
     """The same with two instances' rooms of the project, which see each other's updates
     late and in any interleaving (and may reload): every replica on either converges on
