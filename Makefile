@@ -12,7 +12,7 @@ UI_STAMP := web/ui/node_modules/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,lint,peers]'
 	touch $@
 
 $(JS_STAMP): tests/js/package.json tests/js/package-lock.json

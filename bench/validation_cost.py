@@ -32,7 +32,7 @@ from pathlib import Path
 from pycrdt import Doc, Map, get_state
 
 from sync.lattice import LatticeTracker
-from sync.origin import Origin, Source
+from sync.origin import SERVER_ACTOR, Origin, Source
 from sync.repair import DocumentRules, write_corrections
 from sync.validation import ShadowValidator
 
@@ -132,7 +132,7 @@ def _reviewed(live: Doc) -> Callable[[bytes], None]:
             live.apply_update(update)
         corrections = rules.review(update, CLIENT)
         if corrections:
-            with live.transaction(origin=Origin(Source.SERVER, "server")):
+            with live.transaction(origin=Origin(Source.SERVER, SERVER_ACTOR)):
                 write_corrections(corrections, live)
 
     return run

@@ -41,6 +41,7 @@ from persistence.idempotency import (
 )
 from persistence.in_list import padded_in
 from persistence.ledger_write import LEDGER, write_rows
+from schemas.document import SERVER_ACTOR
 from schemas.money import MAX_UNITS, to_number
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ CLIENT_OPS = ("reserve", "commit", "release", "charge", "topup")
 EXPIRE = "expire"  # the server releasing a reservation past its expiry
 DEFAULT_TTL_S = 900.0
 MAX_TTL_S = 30 * 24 * 3600.0
-SERVER_ACTOR = "server"
 SCOPE = "budget"  # idempotency keys of budget ops (per project)
 
 

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# The actor of the server's own writes (repairs, mirrors, expiries) in the log and the
+# ledger; instances trust each other's writes under it, so no client may claim it.
+SERVER_ACTOR = "server"
 
 
 class Kind(Enum):
@@ -28,8 +31,9 @@ class Lattice:
     """A status that only moves up: the merge of two values is the higher one.
 
     `order` runs from the bottom up. A value not in it ranks below all of them. With an
-    `epoch_field` (task `attempt`), the order applies within one epoch and a higher epoch
-    wins outright: a retry restarts the status from `order[0]`.
+    `epoch_field` (task `attempt`, shot `revision`), the order applies within one epoch
+    and a higher epoch wins outright: a retry (a rework) restarts the status from
+    `order[0]`. An entry with no epoch written is at epoch 0.
     """
 
     field: str
@@ -76,9 +80,12 @@ class Root:
 TASK_STATUS = Lattice(
     "status", ("pending", "claimed", "running", "done", "failed"), epoch_field="attempt"
 )
-# `rejected` may replace `review` only: it sits right above it, below `approved`.
+# `rejected` may replace `review` only: it sits right above it, below `approved`. A
+# rejected shot is reworked under a higher `revision`, which restarts it at `draft`.
 SHOT_STATUS = Lattice(
-    "status", ("draft", "planned", "generating", "review", "rejected", "approved")
+    "status",
+    ("draft", "planned", "generating", "review", "rejected", "approved"),
+    epoch_field="revision",
 )
 
 T, N, A, M, ANY = Kind.TEXT, Kind.NUMBER, Kind.ARRAY, Kind.MAP, Kind.ANY
@@ -102,6 +109,7 @@ ROOTS: tuple[Root, ...] = (
             "characters": A,
             "artifact_ids": A,
             "status": T,
+            "revision": N,
             "assignee": T,
             "notes": T,
         },

@@ -9,10 +9,11 @@ not depending on arrival order. So this tracker reads the structs of each update
 depends only on the set of updates, never on their order.
 
 Entries are tracked per instance: the nested Map an entry key holds (replacing it
-starts a new entry). For a lattice with an epoch (task `attempt`), a status value counts
-for the epoch it was written in: the attempt its writer set in the same update, else
-the epoch of the status it overwrote (its origin), else the entry's current epoch. The
-server's own writes count for the current epoch.
+starts a new entry). For a lattice with an epoch (task `attempt`, shot `revision`), a
+status value counts for the epoch it was written in: the epoch its writer set in the
+same update, else the epoch of the status it overwrote (its origin), else the entry's
+current epoch. The server's own writes count for the current epoch (over a status of
+another epoch it writes the epoch too, so other instances count them alike).
 
 What this process learns of each lattice write it accepts (value, epoch) goes into the
 log with it (`take_record`, `sync.status_epochs`): a document keeps neither lost values
@@ -67,23 +68,23 @@ class _Slot:
     deleted: bool = False
     epoch: Epoch = 0.0
     best: dict[Epoch, str] = field(default_factory=dict)  # lattice maximum per epoch
-    shown: dict[int, _Field] = field(default_factory=dict)  # its writes not deleted
+    shown: dict[int, FieldWrite] = field(default_factory=dict)  # its writes not deleted
 
     @property
     def lattice(self) -> Lattice:
         assert self.root.lattice is not None
         return self.root.lattice
 
-    def newest_shown(self, key: str | None) -> _Field | None:
+    def newest_shown(self, key: str | None) -> FieldWrite | None:
         """The write of `key` (status or epoch) the entry shows."""
         fields = [f for f in self.shown.values() if f.key == key]
         return max(fields, key=lambda f: f.item) if fields else None
 
 
 @dataclass(eq=False)
-class _Field:
+class FieldWrite:
     """One write of a status or epoch field inside a slot (one struct: yrs may merge a
-    run of deleted writes into one)."""
+    run of deleted writes into one). Callers only hand what `index` returns to `settle`."""
 
     slot: _Slot
     key: str
@@ -96,7 +97,7 @@ class _Field:
     here: bool = False  # accepted by this process (from its client, or its own write)
 
 
-_Ref = _Slot | _Field
+_Ref = _Slot | FieldWrite
 _Written = list[tuple[int, object]]  # (clock, value) of each write a field holds
 
 
@@ -106,8 +107,9 @@ class Target:
 
     status: str | None
     epoch: Epoch | None  # None for lattices without an epoch
-    # The status shown was written for another epoch (maybe with the same value): it
-    # must be written again, or writes based on it would count for that epoch.
+    # The status shown was written for another epoch (maybe with the same value), or
+    # none is shown: it must be written again, with the epoch, or writes based on it
+    # would count for another epoch.
     stale: bool = False
     # This process accepted the write the entry shows (its status, else its epoch): of
     # several instances that see a break, that one repairs it first (`sync.repair`).
@@ -184,7 +186,7 @@ class LatticeTracker:
         `record` the stored entries of its lattice writes (`sync.status_epochs`).
 
         A shown status with no stored entry (written before they were stored) counts for
-        the shown attempt, and its value for the maximum.
+        the shown epoch, and its value for the maximum.
         """
         for f in self.index(state):
             f.settled, f.written = True, None
@@ -208,7 +210,7 @@ class LatticeTracker:
 
     def _load_entry(self, entry: status_epochs.Entry) -> None:
         field = self._lookup((entry.client, entry.clock))
-        if not isinstance(field, _Field):
+        if not isinstance(field, FieldWrite):
             return  # its entry is gone
         if entry.kind == status_epochs.ATTEMPT:
             if entry.epoch is not None:
@@ -233,7 +235,7 @@ class LatticeTracker:
         record, self._record = bytes(self._record), bytearray()
         return record
 
-    def index(self, update: bytes) -> list[_Field]:
+    def index(self, update: bytes) -> list[FieldWrite]:
         """Place the new structs of an update the Doc integrated (a transaction's update),
         mark what it deleted; return its new status and epoch writes (not yet settled)."""
         try:
@@ -243,15 +245,17 @@ class LatticeTracker:
             return []
         local = _LocalItems(decoded.items)
         memo: dict[int, _Ref | None] = {}
-        fields: dict[int, _Field] = {}
+        fields: dict[int, FieldWrite] = {}
         for item in decoded.items:
             ref = self._place(item, local, memo)
-            if isinstance(ref, _Field) and not ref.settled:
+            if isinstance(ref, FieldWrite) and not ref.settled:
                 fields[id(ref)] = ref
         self._delete(decoded.deleted)
         return list(fields.values())
 
-    def settle(self, fields: list[_Field], sent: bytes | None, *, server: bool, here: bool) -> None:
+    def settle(
+        self, fields: list[FieldWrite], sent: bytes | None, *, server: bool, here: bool
+    ) -> None:
         """Fold the values of new writes in, with the epoch each belongs to.
 
         `sent` is the update as its author sent it: it still holds the values of writes
@@ -280,7 +284,7 @@ class LatticeTracker:
             if not f.settled:
                 self._settle_status(f, values, attempts, server=server, here=here)
 
-    def _values(self, fields: list[_Field], sent: bytes | None) -> dict[int, _Written]:
+    def _values(self, fields: list[FieldWrite], sent: bytes | None) -> dict[int, _Written]:
         """The values written in each field, as (clock, value): from its own struct, and
         from the update as sent (one field may hold several writes: yrs merges a run of
         deleted ones into one struct)."""
@@ -298,13 +302,13 @@ class LatticeTracker:
             for item in self._items_of(sent).values():
                 value = _value(item)
                 ref = self._lookup((item.client, item.clock)) if value is not NO_VALUE else None
-                if isinstance(ref, _Field) and id(ref) in waiting:
+                if isinstance(ref, FieldWrite) and id(ref) in waiting:
                     values.setdefault(id(ref), []).append((item.clock, value))
         return values
 
     def _settle_status(
         self,
-        f: _Field,
+        f: FieldWrite,
         values: dict[int, _Written],
         attempts: dict[tuple[int, int], tuple[int, Epoch]],
         *,
@@ -315,7 +319,7 @@ class LatticeTracker:
         chain = [f]
         while True:
             origin = self._lookup(chain[-1].origin)
-            if not isinstance(origin, _Field) or origin.settled or origin in chain:
+            if not isinstance(origin, FieldWrite) or origin.settled or origin in chain:
                 break
             chain.append(origin)
         for g in reversed(chain):
@@ -352,7 +356,7 @@ class LatticeTracker:
         self._record += status_epochs.encode_entry(entry)
 
     def _epoch_of(
-        self, f: _Field, attempts: dict[tuple[int, int], tuple[int, Epoch]], *, server: bool
+        self, f: FieldWrite, attempts: dict[tuple[int, int], tuple[int, Epoch]], *, server: bool
     ) -> Epoch | None:
         slot = f.slot
         if not slot.lattice.epoch_field:
@@ -362,7 +366,7 @@ class LatticeTracker:
         written = attempts.get((id(slot), f.item[0]))
         if written is not None:
             return written[1]
-        if isinstance(self._lookup(f.origin), _Field):
+        if isinstance(self._lookup(f.origin), FieldWrite):
             return self._epoch_at(f.origin)
         return slot.epoch
 
@@ -408,7 +412,7 @@ class LatticeTracker:
             return Target(status, None, owned=owned)
         if status is None and slot.best:
             status = lattice.bottom  # a retry with no status yet restarts it
-        stale = status_field is not None and self._epoch_at(status_field.item) != slot.epoch
+        stale = status_field is None or self._epoch_at(status_field.item) != slot.epoch
         return Target(status, slot.epoch, stale, owned)
 
     # --- the index -----------------------------------------------------------------
@@ -459,15 +463,15 @@ class LatticeTracker:
                     ref = self._new_field(parent, item.key, item)
         elif isinstance(parent, _Slot):  # a newer value of the same entry key
             ref = self._new_slot(parent.root, parent.key, item)
-        elif isinstance(parent, _Field):  # a newer write of the same field
+        elif isinstance(parent, FieldWrite):  # a newer write of the same field
             ref = self._new_field(parent.slot, parent.key, item)
         if ref is not None:
             self._add(item, ref)
         return ref
 
     @staticmethod
-    def _new_field(slot: _Slot, key: str, item: Item) -> _Field:
-        written = _Field(slot, key, (item.client, item.clock), item.length, item.origin, item)
+    def _new_field(slot: _Slot, key: str, item: Item) -> FieldWrite:
+        written = FieldWrite(slot, key, (item.client, item.clock), item.length, item.origin, item)
         slot.shown[id(written)] = written
         return written
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from schemas.document import SERVER_ACTOR as SERVER_ACTOR  # re-exported: sync's name
 from sync.connection import Connection
 
 
@@ -19,6 +20,3 @@ class Origin:
     source: Source
     actor: str
     connection: Connection | None = None
-
-
-SERVER_ACTOR = "server"

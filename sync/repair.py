@@ -39,7 +39,7 @@ from schemas.document import ROOTS, ROOTS_BY_NAME, Root, is_valid_id
 from sync import close_codes
 from sync.connection import Connection
 from sync.field_rules import conform, json_value
-from sync.lattice import LatticeTracker, _Field
+from sync.lattice import FieldWrite, LatticeTracker
 from sync.origin import SERVER_ACTOR, Origin, Source
 from sync.shape import to_shared
 
@@ -131,7 +131,7 @@ class DocumentRules:
         self._reviewing = False
         self._reads: dict[Path, Any] = {}  # values read during one review
         self._lattice_changed = False  # by the running transaction
-        self._unsettled: deque[tuple[Any, list[_Field]]] = deque()
+        self._unsettled: deque[tuple[Any, list[FieldWrite]]] = deque()
         # Paths and lattice entries peer updates touched -> loop time to check them.
         self._deferred_paths: dict[Path, float] = {}
         self._deferred_entries: dict[tuple[str, str], float] = {}
@@ -318,7 +318,7 @@ class DocumentRules:
                 allowed.append(correction)
         return allowed
 
-    def _settle(self, origin: Any, fields: list[_Field], sent: bytes | None) -> None:
+    def _settle(self, origin: Any, fields: list[FieldWrite], sent: bytes | None) -> None:
         here = isinstance(origin, Origin) and origin.source is Source.CLIENT
         self._lattice.settle(fields, sent, server=False, here=here)
 
@@ -469,17 +469,24 @@ class DocumentRules:
         entry = self._value_at((root.name, key))
         if not isinstance(entry, Map):
             return
+        status = _present(self._value_at((root.name, key, lattice.field)))
+        rewrite = target.status is not None and (status != target.status or target.stale)
         if target.epoch is not None and lattice.epoch_field:
             shown = _present(self._value_at((root.name, key, lattice.epoch_field)))
-            if _epoch(shown) != target.epoch or (shown is not None and not _is_number(shown)):
+            wrong = _epoch(shown) != target.epoch or (shown is not None and not _is_number(shown))
+            # Other instances count a status for the epoch written with it, else for that
+            # of the status it overwrote: a status written over one of another epoch (or
+            # over none) takes the epoch along, or they would count it for another one.
+            if wrong or (rewrite and target.stale):
                 path = (root.name, key, lattice.epoch_field)
-                fixes[path] = Correction(path, LATTICE, json_value(shown), target.epoch)
-        shown = _present(self._value_at((root.name, key, lattice.field)))
-        if target.status is not None and (shown != target.status or target.stale):
+                fixes[path] = Correction(
+                    path, LATTICE, json_value(shown), target.epoch, record=wrong
+                )
+        if rewrite:
             path = (root.name, key, lattice.field)
-            changed = shown != target.status
+            changed = status != target.status
             fixes[path] = Correction(
-                path, LATTICE, json_value(shown), target.status, record=changed
+                path, LATTICE, json_value(status), target.status, record=changed
             )
 
 

@@ -1,7 +1,8 @@
 """The stored record of every write to a lattice field: what `sync.lattice` knew of it.
 
 A Doc keeps the status an entry shows, not the values that lost a race or were
-overwritten (their content is dropped), nor the attempt each status write counted for.
+overwritten (their content is dropped), nor the epoch (task attempt, shot revision) each
+status write counted for.
 Yet a reloaded tracker needs both, or it would take the shown status for the maximum
 and, for a stale replica's write based on an overwritten status, not know its attempt.
 So each log row carries the entries of the lattice writes in it
@@ -10,7 +11,8 @@ So each log row carries the entries of the lattice writes in it
 Entries are self-delimiting, so records join by concatenation (the storage layer never
 reads them): varuint(client) varuint(clock) varuint(length) u8(kind) float64-be(epoch)
 [varstring(value) for STATUS_VALUE]. `epoch` is the attempt a status write counted for
-(NaN: none, a stale write), or the number an attempt write wrote.
+(NaN: none, a stale write), or the number an attempt write wrote. Rows written before
+shots had a revision hold their shot-status writes at epoch 0: revision 0, as read now.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sync.protocol import ProtocolError, Reader, encode_varbytes, encode_varuint
 _EPOCH = struct.Struct(">d")
 STATUS = 0  # a status write whose value is not text
 STATUS_VALUE = 1  # a status write, with its value
-ATTEMPT = 2  # a write of the epoch field (task `attempt`)
+ATTEMPT = 2  # a write of the epoch field (task `attempt`, shot `revision`)
 
 Epoch = float
 

@@ -56,6 +56,38 @@ async def test_a_stale_status_is_repaired_for_its_author_and_everyone(
     await agent.close()
 
 
+async def test_a_stock_client_reworks_a_rejected_shot_over_stale_offline_work(
+    server: ServerProcess, js: JsClients
+) -> None:
+    await create_project(server, "film")
+    ids = {name: (await js.connect(name, server.ws, "film"))["clientID"] for name in "xy"}
+    a, b = sorted(ids, key=ids.__getitem__)  # b's stale write wins the key, as above
+    shot = ["shots", "S1"]
+    await js.call("set", name=a, path=shot, value={"title": "Opening", "status": "review"})
+    await js.call("set", name=a, path=[*shot, "status"], value="rejected")
+    await js.call("waitFor", name=b, path=[*shot, "status"], value="rejected")
+    await js.call("disconnect", name=b)  # b works offline from here, on revision 0
+    await js.call("update", name=a, path=shot, values={"revision": 1, "status": "draft"})
+    await js.call("set", name=b, path=[*shot, "status"], value="approved")  # stale
+    await js.call("reconnect", name=b)
+
+    reworked = {"title": "Opening", "status": "draft", "revision": 1}
+    for name in (a, b):
+        await js.call("waitFor", name=name, path=shot, value=reworked)
+    await js.call("set", name=b, path=[*shot, "status"], value="planned")  # on revision 1
+    await js.call("waitFor", name=a, path=[*shot, "status"], value="planned")
+
+    async def server_planned() -> None:
+        doc = (await project_json(server, "film"))["doc"]
+        assert doc["shots"]["S1"] == {**reworked, "status": "planned"}
+
+    await eventually(server_planned)
+    lattice = [c for c in await _corrections(server, "film") if c["rule"] == "lattice"]
+    assert [(c["path"], c["before"], c["after"]) for c in lattice] == [
+        ("shots/S1/status", "approved", "draft")
+    ]
+
+
 def _status_is(client: BlackboardClient, task: str, status: str) -> None:
     assert client.doc.get("tasks", type=Map)[task]["status"] == status
 

@@ -1,6 +1,6 @@
 """Property: whatever the interleaving of concurrent client edits through a real Room,
 every replica converges on one repaired document, and every status ends at the lattice
-maximum of what was written in the highest attempt.
+maximum of what was written in the highest epoch (task attempt, shot revision).
 
 Clients are pycrdt Docs speaking the sync protocol to a Room (SQLite store, group-commit
 log) through in-memory connections. Hypothesis chooses their client ids (which decide
@@ -12,10 +12,10 @@ What "written" means: a value a client published, i.e. one that reached the serv
 update: online edits are sent one update per transaction; a replica that was offline
 sends, when it rejoins, its document's difference, which holds the last value it wrote
 to each field (earlier ones it overwrote itself were never published). A status counts
-for the attempt its writer saw (or set, for a retry). Clients are well-behaved agents: a
-retry writes `attempt` and `status: pending` together, and a client applies what the
-server sent only once its own edits are delivered (so it never builds on a mixed state
-the server is about to repair).
+for the epoch its writer saw (or set, for a retry or a rework). Clients are well-behaved
+agents: a retry writes `attempt` and `status: pending` together (a rework: `revision`
+and `status: draft`), and a client applies what the server sent only once its own edits
+are delivered (so it never builds on a mixed state the server is about to repair).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Write:
     entry: str
     name: str
     value: Any
-    epoch: float  # the attempt its writer saw (tasks)
+    epoch: float  # the attempt (tasks) or revision (shots) its writer saw
 
 
 @dataclass
@@ -103,9 +103,9 @@ class SimClient:
                 entry[w.name] = w.value
         self._writing = []
 
-    def view_epoch(self, task: str) -> float:
-        attempt = self.doc.get("tasks", type=Map)[task].get("attempt")
-        return float(attempt) if isinstance(attempt, int | float) else 0.0
+    def view_epoch(self, root: str, entry: str) -> float:
+        epoch = self.doc.get(root, type=Map)[entry].get(LATTICES[root].epoch_field)
+        return float(epoch) if isinstance(epoch, int | float) else 0.0
 
     def apply_remote(self, frames: list[bytes]) -> None:
         for frame in frames:
@@ -152,17 +152,20 @@ class World:
     # --- client actions ---------------------------------------------------------------
 
     def write_status(self, client: SimClient, entry: str, value: Any) -> None:
-        root = "tasks" if entry in TASKS else "shots"
-        epoch = client.view_epoch(entry) if root == "tasks" else 0.0
-        client.edit([Write(root, entry, "status", value, epoch)])
+        root = _root_of(entry)
+        client.edit([Write(root, entry, "status", value, client.view_epoch(root, entry))])
 
-    def retry(self, client: SimClient, task: str, status_first: bool = False) -> None:
-        """Set the next attempt and `pending` in one transaction (in either order: the
-        status struct's epoch is then not readable from the document's clocks)."""
-        epoch = client.view_epoch(task) + 1
+    def retry(self, client: SimClient, entry: str, status_first: bool = False) -> None:
+        """Set the next epoch (a task's attempt, a shot's revision) and the bottom status
+        in one transaction (in either order: the status struct's epoch is then not
+        readable from the document's clocks)."""
+        root = _root_of(entry)
+        lattice = LATTICES[root]
+        assert lattice.epoch_field is not None
+        epoch = client.view_epoch(root, entry) + 1
         writes = [
-            Write("tasks", task, "attempt", epoch, epoch),
-            Write("tasks", task, "status", "pending", epoch),
+            Write(root, entry, lattice.epoch_field, epoch, epoch),
+            Write(root, entry, "status", lattice.bottom, epoch),
         ]
         client.edit(writes[::-1] if status_first else writes)
 
@@ -274,14 +277,20 @@ class World:
 
     # --- the model ------------------------------------------------------------------------
 
-    def expected_status(self, root: str, entry: str) -> tuple[Any, float | None]:
+    def expected_status(self, root: str, entry: str) -> tuple[Any, float]:
+        lattice = LATTICES[root]
         writes = [w for w in self.published if w.root == root and w.entry == entry]
-        if root == "shots":
-            return _join(SHOT_STATUS, [w.value for w in writes if w.name == "status"]), None
-        epoch = max(float(w.value) for w in writes if w.name == "attempt")
+        epoch = max((float(w.value) for w in writes if w.name == lattice.epoch_field), default=0)
         statuses = [w.value for w in writes if w.name == "status" and w.epoch == epoch]
         # A retry restarts from the bottom until a status of its own is written.
-        return _join(TASK_STATUS, statuses) or TASK_STATUS.bottom, epoch
+        return _join(lattice, statuses) or lattice.bottom, epoch
+
+
+LATTICES = {"tasks": TASK_STATUS, "shots": SHOT_STATUS}
+
+
+def _root_of(entry: str) -> str:
+    return "tasks" if entry in TASKS else "shots"
 
 
 def _join(lattice: Lattice, values: list[Any]) -> Any:
@@ -298,7 +307,7 @@ entries = st.sampled_from(TASKS + SHOTS)
 statuses = st.sampled_from([*sorted({*TASK_STATUS.order, *SHOT_STATUS.order, "bogus"}), 7])
 STEPS = [
     st.tuples(st.just("write"), st.integers(0, 2), entries, statuses),
-    st.tuples(st.just("retry"), st.integers(0, 2), st.sampled_from(TASKS), st.booleans()),
+    st.tuples(st.just("retry"), st.integers(0, 2), entries, st.booleans()),
     st.tuples(st.just("junk"), st.integers(0, 2), st.integers(0, 5)),
     st.tuples(st.just("up"), st.integers(0, 2)),
     st.tuples(st.just("down"), st.integers(0, 2)),
@@ -368,11 +377,11 @@ def check(world: World) -> None:
     for client in world.clients:
         assert doc_to_json(client.doc) == server, f"{client.name} diverged"
     for entry in TASKS + SHOTS:
-        root = "tasks" if entry in TASKS else "shots"
+        root = _root_of(entry)
         status, epoch = world.expected_status(root, entry)
         shown = server[root][entry]
-        if epoch is not None:
-            assert shown["attempt"] == epoch, (entry, shown)
+        # A shot never reworked shows no revision: revision 0.
+        assert shown.get(LATTICES[root].epoch_field, 0.0) == epoch, (entry, shown)
         assert shown["status"] == status, (entry, shown, world.published)
     # The other rules held too, on the same converged document.
     assert server["budget"]["total"] == 10.0
@@ -467,6 +476,26 @@ def test_replicas_converge_across_room_reloads(
         ("retry", 1, "T1", False),
         ("online", 1),
         ("reload", 0),
+    ],
+)
+# A shot rejected on one instance, reworked through the other, while a client of the
+# first approves the rejected revision offline (its write wins the key: repaired).
+@example(
+    ids=[4, 3, 2],
+    steps=[
+        ("write", 0, "S1", "review"),
+        ("write", 0, "S1", "rejected"),
+        ("up", 0),
+        ("up", 0),
+        ("relay", 0),
+        ("down", 1),
+        ("offline", 0),
+        ("retry", 1, "S1", True),
+        ("up", 1),
+        ("write", 0, "S1", "approved"),
+        ("online", 0),
+        ("relay", 1),
+        ("relay", 0),
     ],
 )
 def test_replicas_converge_across_instances(ids: list[int], steps: list[tuple[Any, ...]]) -> None:

@@ -19,6 +19,7 @@ from persistence.clock import utc_now
 from persistence.corrections import CorrectionRecord, CorrectionStore
 from persistence.document_store import DocumentStore
 from schemas.views import doc_to_json
+from sync import status_epochs
 from sync.lattice import LatticeTracker, Target
 from sync.origin import SERVER_ACTOR, Origin, Source
 from sync.protocol import sync_update
@@ -297,6 +298,121 @@ async def test_the_lattice_survives_a_reload(live: LiveRoom) -> None:
     assert shown(live)["tasks"]["T1"] == {"status": "running", "attempt": 2.0}
 
 
+async def test_a_reworked_shot_restarts_at_draft_and_wins_outright(live: LiveRoom) -> None:
+    """A rejected shot cannot move on within its revision; a higher `revision` (a rework)
+    restarts it at `draft`, and stale offline work on the old revision loses outright."""
+    setup = Replica(live, 5)
+    setup.root("shots")["S1"] = Map({"title": "Opening", "status": "review"})
+    setup.send()
+    stale = Replica(live, 900)  # will edit offline from here, on revision 0
+    director = Replica(live, 6)
+    director.root("shots")["S1"]["status"] = "rejected"
+    director.send()
+    director.root("shots")["S1"]["status"] = "generating"  # no rework without a revision
+    director.send()
+    assert shown(live)["shots"]["S1"]["status"] == "rejected"
+    director.pull()
+    with director.doc.transaction():  # the rework
+        director.root("shots")["S1"]["revision"] = 1
+        director.root("shots")["S1"]["status"] = "draft"
+    director.send()
+    stale.root("shots")["S1"]["status"] = "approved"  # still on revision 0: it loses
+    stale.send()
+    assert shown(live)["shots"]["S1"] == {"title": "Opening", "status": "draft", "revision": 1.0}
+    # Work on the rework counts, up to a rejection of its own and past it.
+    director.pull()
+    for status in ("planned", "review", "approved"):
+        director.root("shots")["S1"]["status"] = status
+        director.send()
+        assert shown(live)["shots"]["S1"]["status"] == status
+    lattice = [(c.path, c.before, c.after) for c in await corrections(live) if c.rule == "lattice"]
+    assert lattice == [
+        ("shots/S1/status", "generating", "rejected"),
+        ("shots/S1/status", "approved", "draft"),
+    ]
+
+
+async def test_a_revision_written_alone_or_after_the_status_restarts_the_shot(
+    live: LiveRoom,
+) -> None:
+    """A rework that writes no status restarts at `draft` all the same (the server
+    writes it); one that writes its status before the revision, in one transaction,
+    counts that status for the new revision."""
+    setup = Replica(live, 5)
+    setup.root("shots")["S1"] = Map({"status": "rejected"})
+    setup.root("shots")["S2"] = Map({"status": "rejected"})
+    setup.send()
+    editor = Replica(live, 6)
+    editor.root("shots")["S1"]["revision"] = 1
+    with editor.doc.transaction():
+        editor.root("shots")["S2"]["status"] = "planned"
+        editor.root("shots")["S2"]["revision"] = 1
+    editor.send()
+    assert shown(live)["shots"]["S1"] == {"status": "draft", "revision": 1.0}
+    assert shown(live)["shots"]["S2"] == {"status": "planned", "revision": 1.0}
+    # A revision that goes back down is repaired like any stale epoch.
+    editor.pull()
+    editor.root("shots")["S2"]["revision"] = 0
+    editor.send()
+    assert shown(live)["shots"]["S2"] == {"status": "planned", "revision": 1.0}
+    lattice = [(c.path, c.before, c.after) for c in await corrections(live) if c.rule == "lattice"]
+    assert lattice == [
+        ("shots/S1/status", "rejected", "draft"),
+        ("shots/S2/revision", 0.0, 1.0),
+    ]
+
+
+async def test_shot_revisions_survive_a_reload(live: LiveRoom) -> None:
+    setup = Replica(live, 5)
+    setup.root("shots")["S1"] = Map({"status": "rejected"})
+    setup.send()
+    old_revision = Replica(live, 900)  # offline from here, on revision 0
+    same_revision = Replica(live, 901)
+    director = Replica(live, 6)
+    with director.doc.transaction():
+        director.root("shots")["S1"]["revision"] = 1
+        director.root("shots")["S1"]["status"] = "draft"
+    director.send()
+    same_revision.pull()  # saw revision 1, draft; then goes offline
+    director.root("shots")["S1"]["status"] = "planned"
+    director.send()
+    await live.reload()
+
+    old_revision.root("shots")["S1"]["status"] = "approved"
+    old_revision.send()
+    assert shown(live)["shots"]["S1"] == {"status": "planned", "revision": 1.0}
+    # Its `draft` was overwritten before the reload: only the stored record says that a
+    # status written on top of it counts for revision 1.
+    same_revision.root("shots")["S1"]["status"] = "generating"
+    same_revision.send()
+    assert shown(live)["shots"]["S1"] == {"status": "generating", "revision": 1.0}
+
+
+def test_records_written_before_shot_revisions_read_as_revision_zero() -> None:
+    """A row stored before shots had a revision holds each shot-status write at epoch 0
+    and no revision write: it loads as revision 0, the lost maximum included."""
+    doc = Doc(client_id=7)
+    doc.get("shots", type=Map)["S1"] = Map({"title": "s"})
+    lost = Doc(client_id=5)  # a higher status that loses the race for the key
+    lost.apply_update(doc.get_update())
+    lost.get("shots", type=Map)["S1"]["status"] = "approved"
+    doc.get("shots", type=Map)["S1"]["status"] = "review"
+    doc.apply_update(lost.get_update(doc.get_state()))
+    assert doc.get("shots", type=Map)["S1"]["status"] == "review"
+    written = {7: "review", 5: "approved"}
+    writes = [f for f in LatticeTracker().index(doc.get_update()) if f.key == "status"]
+    assert sorted(f.item[0] for f in writes) == [5, 7]
+    old_record = b"".join(
+        status_epochs.encode_entry(
+            status_epochs.Entry(*f.item, f.length, status_epochs.STATUS, 0.0, written[f.item[0]])
+        )
+        for f in writes
+    )
+    tracker = LatticeTracker.of_document(doc, old_record)
+    assert tracker.target("shots", "S1") == Target("approved", 0.0)
+    assert ("shots", "S1") in tracker.dirty  # it shows less than its maximum
+
+
 async def test_a_status_shown_for_an_older_attempt_is_written_again(live: LiveRoom) -> None:
     """A retry's `pending` loses the key to a concurrent `pending` of the old attempt:
     the value is right but belongs to attempt 1, so the server writes it again, and the
@@ -379,6 +495,75 @@ async def test_another_instances_update_repaired_there_is_not_repaired_again(
     assert await corrections(live) == []
     await live.update_log.flush()
     assert live.room.seq == seq  # nothing written here
+
+
+async def settled(lives: tuple[LiveRoom, ...]) -> None:
+    """Relay every instance's updates to the others until none is left to relay or to
+    check (each deferred check runs when due)."""
+    for _ in range(100):
+        moved = False
+        for sender in lives:
+            assert sender.peers is not None
+            while sender.peers.outbox:
+                update, actor = sender.peers.outbox.popleft()
+                for receiver in lives:
+                    if receiver is not sender:
+                        receiver.room.apply_peer_update(update, actor)
+                moved = True
+        if not moved and all(live.room.rules.next_deferred() is None for live in lives):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the instances kept exchanging updates")
+
+
+async def server_writes(live: LiveRoom) -> int:
+    """How many log rows the server (of any instance) wrote."""
+    await live.update_log.flush()
+    return sum(e.actor == SERVER_ACTOR for e in await live.store.history("film", 0, 1000))
+
+
+async def test_a_repair_over_a_status_of_another_epoch_counts_alike_everywhere(
+    tmp_path: Path,
+) -> None:
+    """A repair that writes a status over one of an older revision writes the revision
+    with it. Otherwise the other instance counts that status for the revision of the one
+    it overwrote: it writes the status again itself (found by the two-process test), and
+    judges writes based on it otherwise than the instance that repaired."""
+    # Delays far apart: the owner's repair arrives before the other instance's check.
+    policy = RepairPolicy(owner_delay_s=0.02, peer_delay_s=0.5)
+    async with linked_rooms(tmp_path, 2, repair=policy) as (a, b):
+        setup = Replica(a, 5)
+        setup.root("shots")["S1"] = Map({"status": "rejected"})
+        setup.send()
+        await settled((a, b))
+        rework, stale, late = Replica(a, 10), Replica(b, 20), Replica(b, 40)
+        with rework.doc.transaction():
+            rework.root("shots")["S1"]["revision"] = 1
+            rework.root("shots")["S1"]["status"] = "draft"
+        stale.root("shots")["S1"]["status"] = "approved"  # wins the key: repaired by b
+        before = await server_writes(a)
+        rework.send()
+        stale.send()
+        await settled((a, b))
+        assert await server_writes(a) == before + 1  # once, by b
+        seen, planner = Replica(b, 30), Replica(a, 31)  # both over the repair's `draft`
+        planner.root("shots")["S1"]["status"] = "planned"
+        planner.send()
+        await settled((a, b))
+        late.root("shots")["S1"]["status"] = "generating"  # on revision 0: repaired
+        late.send()
+        await settled((a, b))
+        seen.root("shots")["S1"]["status"] = "review"  # loses the key: repaired
+        seen.send()
+        await settled((a, b))
+        for live in (a, b):
+            assert shown(live)["shots"]["S1"] == {"status": "review", "revision": 1.0}
+        repairs = [(c.path, c.before, c.after) for c in await corrections(a)]
+        assert repairs == [
+            ("shots/S1/status", "approved", "draft"),
+            ("shots/S1/status", "generating", "planned"),
+            ("shots/S1/status", "planned", "review"),
+        ]
 
 
 async def test_instances_that_disagree_stop_fighting_over_a_path(

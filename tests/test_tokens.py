@@ -137,3 +137,25 @@ def test_mint_refuses_bad_claims() -> None:
         mint(keyring, "bad id!", "read", "a", 60)
     with pytest.raises(ValueError):
         mint(keyring, "film", "read", "", 60)
+
+
+def test_a_secret_that_looks_like_another_kind_of_key_is_refused() -> None:
+    ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq8"
+    with pytest.raises(ValueError, match="cannot sign"):
+        Keyring.parse(f"k1:{ssh_public_key}")
+
+
+def test_required_claims_and_unknown_critical_headers_are_refused() -> None:
+    keyring = Keyring.parse(SECRET)
+    key = keyring.keys["k1"]
+    claims = {"project": "film", "role": "read", "actor": "a", "exp": NOW + 60}
+    for name in ("project", "role", "actor"):
+        without = {k: v for k, v in claims.items() if k != name}
+        with pytest.raises(TokenError, match=f"the token has no {name}"):
+            verify(keyring, forge({"alg": "HS256", "kid": "k1"}, without, key), now=NOW)
+    critical = {"alg": "HS256", "kid": "k1", "crit": ["exp-ext"], "exp-ext": 1}
+    with pytest.raises(TokenError, match="malformed token"):
+        verify(keyring, forge(critical, claims, key), now=NOW)
+    # An `iat` ahead of the clock is information, not a refusal (as before PyJWT).
+    later = forge({"alg": "HS256", "kid": "k1"}, {**claims, "iat": NOW + 30}, key)
+    assert verify(keyring, later, now=NOW).actor == "a"

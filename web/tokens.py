@@ -1,8 +1,7 @@
 """Access tokens: HMAC-SHA256-signed claims, minted and verified with a keyring.
 
-A token is a JWT in compact form signed with HS256 (any JWT library can mint one):
-
-    base64url(header) "." base64url(claims) "." base64url(HMAC-SHA256(key, first two parts))
+A token is a JWT in compact form signed with HS256 (any JWT library can mint one); this
+module mints and verifies them through PyJWT:
 
     header: {"alg": "HS256", "typ": "JWT", "kid": "<key id>"}
     claims: {"project": "<id>" | "*", "role": "read" | "write" | "admin",
@@ -13,23 +12,25 @@ pair signs; every pair verifies, so a secret is rotated by putting a new pair fi
 waiting for old tokens to expire, then dropping the old pair. A single secret without a
 `kid:` prefix gets the key id `default`.
 
-Verification is strict and bounded: the length is capped before anything is decoded, the
-algorithm must be exactly HS256 (no `none`, no asymmetric algorithms, no other hashes),
-the signature is compared in constant time before the claims are parsed, and `exp` is
-checked without leeway.
+Verification is strict and bounded: the length and the shape (three unpadded base64url
+segments) are checked before anything is decoded, the key is the one the header's `kid`
+names, the algorithm must be exactly HS256 (no `none`, no asymmetric algorithms, no other
+hashes), the signature is checked before the claims are used, `project`, `role`, `actor`
+and `exp` are required, and `exp` is checked without leeway, here, against this module's
+clock (`now`: PyJWT reads the wall clock itself, which tests cannot set).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
+import contextlib
 import re
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import jwt
 
 from schemas.document import is_valid_id
 from sync.origin import SERVER_ACTOR
@@ -41,9 +42,28 @@ DEFAULT_KID = "default"
 MAX_TOKEN_CHARS = 4096
 MAX_ACTOR_CHARS = 128
 MIN_SECRET_CHARS = 16
+REQUIRED_CLAIMS = ("project", "role", "actor", "exp")
 _KID = re.compile(r"[A-Za-z0-9._-]{1,32}")
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+# Three unpadded base64url segments (PyJWT itself would accept padding and empty parts).
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _ACTOR = re.compile(r"[^\x00-\x1f\x7f]+")
+# Claims are checked here (`exp` against `now`); PyJWT checks the signature, the
+# algorithm and that the required claims are present.
+_DECODE_OPTIONS: Any = {
+    "require": list(REQUIRED_CLAIMS),
+    "verify_exp": False,
+    "verify_iat": False,
+    "verify_nbf": False,
+}
+
+
+@contextlib.contextmanager
+def _own_key_length_rule() -> Iterator[None]:
+    """The keyring has its own minimum (MIN_SECRET_CHARS; the README's example secret is
+    32 random bytes): PyJWT's advice on keys under 32 bytes would repeat on every token."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        yield
 
 
 class TokenError(ValueError):
@@ -87,35 +107,13 @@ class Keyring:
                 raise ValueError(f"key id {kid!r} is listed twice")
             if len(secret) < MIN_SECRET_CHARS:
                 raise ValueError(f"the secret of key {kid!r} is shorter than {MIN_SECRET_CHARS}")
+            try:  # PyJWT refuses secrets that look like other keys (PEM, SSH, a JWK)
+                with _own_key_length_rule():
+                    jwt.encode({}, secret, algorithm=ALGORITHM)
+            except jwt.InvalidKeyError as exc:
+                raise ValueError(f"the secret of key {kid!r} cannot sign: {exc}") from None
             keys[kid] = secret.encode()
         return cls(signing_kid=next(iter(keys)), keys=keys)
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(segment: str) -> bytes:
-    if not _SEGMENT.fullmatch(segment):
-        raise TokenError("malformed token")
-    try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise TokenError("malformed token") from None
-
-
-def _json_object(data: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise TokenError("malformed token") from None
-    if not isinstance(value, dict):
-        raise TokenError("malformed token")
-    return value
-
-
-def _sign(key: bytes, signing_input: str) -> bytes:
-    return hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
 
 
 def _check_claims(project: object, role: object, actor: object) -> tuple[str, str, str]:
@@ -153,40 +151,41 @@ def mint(
         raise ValueError(str(exc)) from None
     issued = int(time.time() if now is None else now)
     expires = issued + int(ttl_s) if ttl_s > 0 else issued - 1
-    header = {"alg": ALGORITHM, "typ": "JWT", "kid": keyring.signing_kid}
     claims = {"project": project, "role": role, "actor": actor, "exp": expires, "iat": issued}
-    signing_input = ".".join(
-        _b64encode(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
-    )
-    signature = _sign(keyring.keys[keyring.signing_kid], signing_input)
-    return f"{signing_input}.{_b64encode(signature)}"
+    kid = keyring.signing_kid
+    with _own_key_length_rule():
+        return jwt.encode(claims, keyring.keys[kid], algorithm=ALGORITHM, headers={"kid": kid})
 
 
 def verify(keyring: Keyring, token: str, *, now: float | None = None) -> Claims:
     """The claims of a valid token; TokenExpired or TokenError otherwise."""
-    if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
+    if not token or len(token) > MAX_TOKEN_CHARS or not _COMPACT.fullmatch(token):
         raise TokenError("malformed token")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise TokenError("malformed token")
-    header_b64, claims_b64, signature_b64 = parts
-    header = _json_object(_b64decode(header_b64))
-    if header.get("alg") != ALGORITHM:
-        raise TokenError("unsupported token algorithm (only HS256 is accepted)")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise TokenError("malformed token") from None
     if header.get("typ", "JWT") != "JWT":
         raise TokenError("unsupported token type")
     kid = header.get("kid", DEFAULT_KID)
     key = keyring.keys.get(kid) if isinstance(kid, str) else None
     if key is None:
         raise TokenError("unknown signing key")
-    expected = _sign(key, f"{header_b64}.{claims_b64}")
-    if not hmac.compare_digest(expected, _b64decode(signature_b64)):
-        raise TokenError("bad token signature")
-    claims = _json_object(_b64decode(claims_b64))
+    try:
+        with _own_key_length_rule():
+            claims = jwt.decode(token, key, algorithms=[ALGORITHM], options=_DECODE_OPTIONS)
+    except jwt.InvalidAlgorithmError:
+        raise TokenError("unsupported token algorithm (only HS256 is accepted)") from None
+    except jwt.InvalidSignatureError:
+        raise TokenError("bad token signature") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError(f"the token has no {exc.claim}") from None
+    except jwt.InvalidTokenError:
+        raise TokenError("malformed token") from None
     project, role, actor = _check_claims(
         claims.get("project"), claims.get("role"), claims.get("actor")
     )
-    expires = claims.get("exp")
+    expires = claims["exp"]
     if isinstance(expires, bool) or not isinstance(expires, int):
         raise TokenError("the token has no integer exp")
     if expires <= (time.time() if now is None else now):

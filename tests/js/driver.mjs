@@ -89,6 +89,11 @@ const commands = {
     return { synced: provider.synced, closes, clientID: doc.clientID }
   },
   async set ({ name, path, value, plain = false }) { setPath(client(name).doc, path, value, plain) },
+  // Set several fields of the Map at `path` in one transaction (as one edit).
+  async update ({ name, path, values }) {
+    const doc = client(name).doc
+    doc.transact(() => { for (const [key, value] of Object.entries(values)) setPath(doc, [...path, key], value) })
+  },
   async delete ({ name, path }) {
     const [root, ...keys] = path
     const doc = client(name).doc
