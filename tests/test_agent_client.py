@@ -364,3 +364,25 @@ async def test_a_call_queued_longer_than_the_key_retention_is_not_replayed(
 def test_the_key_retention_is_a_setting() -> None:
     assert Settings.from_env({}).idempotency_ttl_s == 7 * 24 * 3600
     assert Settings.from_env({"BLACKBOARD_IDEMPOTENCY_TTL_S": "60"}).idempotency_ttl_s == 60
+
+
+async def test_the_example_agent_runs_against_a_real_server(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    def example(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "examples/agent.py", "--url", server.ws, *args]
+        replica = ["--replica", str(tmp_path / "agent.db")]
+        return subprocess.run(
+            command + replica, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+
+    first = example("--demo", "--project", "demo")
+    assert first.returncode == 0, first.stderr
+    assert "T1 done with fencing token 1; spent 2.5, available 97.5" in first.stdout
+    task = (await project_json(server, "demo"))["doc"]["tasks"]["T1"]
+    assert task["status"] == "done" and json.loads(task["result"])["frames"] == 96
+    assert "lease_holder" not in task or task["lease_holder"] is None  # released
+    ledger = await _ledger(server, "demo")
+    assert [(e["op"], e.get("ref")) for e in ledger] == [("reserve", "T1"), ("commit", None)]
+    again = example("--project", "demo")
+    assert again.returncode == 0 and "no pending task in 'demo'" in again.stdout

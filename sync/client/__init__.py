@@ -1,10 +1,11 @@
 """The Python client for agents: `BlackboardClient` (offline-first, DESIGN.md section 10)
 and `Session` (one socket, no replica, no reconnect)."""
 
-from sync.client.client import BlackboardClient, ClientStopped
+from sync.client.client import BlackboardClient
 from sync.client.errors import (
     CallExpired,
     CallRefused,
+    ClientStopped,
     ConnectionClosed,
     ConnectionRefused,
     LeaseLost,

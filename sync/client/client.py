@@ -34,7 +34,12 @@ from persistence.idempotency import KEY_RETENTION_S
 from sync.client.backoff import Backoff
 from sync.client.calls import Budget, CallQueue, Leases
 from sync.client.credentials import Credentials, TokenProvider
-from sync.client.errors import ConnectionClosed, ConnectionRefused, UpdateTooLarge
+from sync.client.errors import (
+    ClientStopped,
+    ConnectionClosed,
+    ConnectionRefused,
+    UpdateTooLarge,
+)
 from sync.client.replica import Replica
 from sync.client.session import DEFAULT_RECEIVE_BYTES, REMOTE_ORIGIN, Session
 from sync.client.task_lease import TaskLease
@@ -50,10 +55,6 @@ SNAPSHOT_AFTER_ROWS = 2000  # replica rows before the document is snapshotted
 EMPTY_UPDATE = b"\x00\x00"
 REFUSED_CLOSES = frozenset({4403, 4404, 1009})
 EXPIRED_TOKEN = 4401
-
-
-class ClientStopped(Exception):
-    """The client was stopped while a call waited; the call stays in the replica."""
 
 
 class BlackboardClient:

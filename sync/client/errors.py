@@ -49,3 +49,7 @@ class CallExpired(Exception):
 
 class LeaseLost(Exception):
     """The task's lease expired or was taken over while held."""
+
+
+class ClientStopped(Exception):
+    """The client was stopped while a call waited; the call stays in the replica."""
