@@ -386,3 +386,24 @@ async def test_the_example_agent_runs_against_a_real_server(
     assert [(e["op"], e.get("ref")) for e in ledger] == [("reserve", "T1"), ("commit", None)]
     again = example("--project", "demo")
     assert again.returncode == 0 and "no pending task in 'demo'" in again.stdout
+
+
+async def test_a_restarted_agent_has_its_document_offline(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    await create_project(server, "film")
+    replica = tmp_path / "a.db"
+    async with BlackboardClient(server.ws, "film", replica=replica) as first:
+        first.doc.get("shots", type=Map)["S1"] = Map({"title": "synced"})
+        await first.flushed(10)
+    server.kill()
+    again = BlackboardClient(server.ws, "film", replica=replica)
+    await again.start()  # the server is down: the document comes from the replica
+    assert again.doc.get("spec", type=Map)["title"] == "film"
+    assert again.doc.get("shots", type=Map)["S1"]["title"] == "synced"
+    again.doc.get("shots", type=Map)["S2"] = Map({"title": "offline"})
+    assert again.pending_updates == 1 and again.name == first.name
+    await again.stop()
+    left = Replica(replica)
+    assert left.pending_rows() == 1
+    left.close()

@@ -66,7 +66,6 @@ class BlackboardClient:
         token: str | None = None,
         token_provider: TokenProvider | None = None,
         replica: str | Path | None = None,
-        doc: Doc | None = None,
         name: str | None = None,
         max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
         max_receive_bytes: int = DEFAULT_RECEIVE_BYTES,
@@ -75,9 +74,8 @@ class BlackboardClient:
         backoff: Backoff | None = None,
     ) -> None:
         """`replica`: a SQLite file for the document and the unacknowledged work (None:
-        memory only). `doc`: start from this Doc (a new replica only). `name`: the lease
-        holder (kept in the replica, so a restarted agent holds its leases again).
-        `max_message_bytes`: the server's message limit."""
+        memory only). `name`: the lease holder (kept in the replica, so a restarted agent
+        holds its leases again). `max_message_bytes`: the server's message limit."""
         self.server_url = url.rstrip("/")
         self.project_id = project_id
         self.credentials = Credentials(token, token_provider)
@@ -85,18 +83,13 @@ class BlackboardClient:
         self.max_receive_bytes = max_receive_bytes
         self.connect_timeout_s = connect_timeout_s
         self.backoff = backoff or Backoff()
-        self.replica = Replica(replica)
+        self.replica = Replica(replica)  # opens the file; start() loads it off the loop
         self._keeps_document = replica is not None
-        updates, pending = self.replica.load()
-        if doc is not None and updates:
-            raise ValueError("the replica already holds a document: pass doc to a new one only")
-        self.doc = doc if doc is not None else Doc()
-        for update in updates:
-            self.doc.apply_update(update)
-        self._pending: deque[tuple[int, bytes]] = deque(pending)  # (row, update)
+        self.doc = Doc()
+        self._pending: deque[tuple[int, bytes]] = deque()  # (row, update), oldest first
         # Every local update up to this row is acknowledged (acks are cumulative, so the
         # pending rows are always the newest local rows).
-        self._acked_row = pending[0][0] - 1 if pending else self.replica.last_row()
+        self._acked_row = 0
         self.name = name or self.replica.get_meta("name") or f"agent-{uuid.uuid4().hex[:12]}"
         self.replica.set_meta("name", self.name)
         self.calls = CallQueue(
@@ -125,13 +118,12 @@ class BlackboardClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._http: httpx.AsyncClient | None = None
         self._subscription = self.doc.observe(self._on_change)
-        if doc is not None and self.doc.get_state() != b"\x00":
-            self._record_local(self.doc.get_update())  # made before the client: pending
 
     # --- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect in the background (and reconnect, forever); returns at once."""
+        """Load the replica, then connect in the background (and reconnect, forever)."""
+        await self._load()
         http_url = "http" + self.server_url.removeprefix("ws")  # ws -> http, wss -> https
         self._http = httpx.AsyncClient(base_url=http_url, timeout=30.0)
         self.calls.start(self._http)
@@ -139,6 +131,16 @@ class BlackboardClient:
             asyncio.create_task(self._run(), name="blackboard-connection"),
             asyncio.create_task(self._persist(), name="blackboard-replica"),
         ]
+
+    async def _load(self) -> None:
+        updates, pending = await asyncio.to_thread(self.replica.load)
+        with self.doc.transaction(origin=REMOTE_ORIGIN):  # not new local changes
+            for update in updates:
+                self.doc.apply_update(update)
+        # Edits made before start() are in `pending` too: the observer wrote them.
+        self._pending = deque(pending)
+        last = await asyncio.to_thread(self.replica.last_row)
+        self._acked_row = self._sent_row = pending[0][0] - 1 if pending else last
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Wait (up to `timeout`) for what is sent to be acknowledged if connected, then
