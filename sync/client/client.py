@@ -402,7 +402,7 @@ class BlackboardClient:
             await asyncio.to_thread(self.replica.append_remote, remote)
         if self._acked_mark:
             mark, self._acked_mark = self._acked_mark, 0
-            await asyncio.to_thread(self.replica.mark_acked, mark)
+            await asyncio.to_thread(self.replica.mark_acked, mark, keep=self._keeps_document)
         if self._keeps_document and self.replica.rows_since_snapshot > SNAPSHOT_AFTER_ROWS:
             upto = await asyncio.to_thread(self.replica.last_row)
             state = self.doc.get_update()  # holds every row up to `upto`, and maybe more

@@ -105,9 +105,16 @@ class Replica:
             )
             self.rows_since_snapshot += len(updates)
 
-    def mark_acked(self, upto_row: int) -> None:
+    def mark_acked(self, upto_row: int, *, keep: bool = True) -> None:
+        """The local updates up to `upto_row` are on the server: keep them as part of the
+        document (until the next snapshot), or forget them (a replica of pending work only)."""
         with self._transaction() as db:
-            db.execute("UPDATE updates SET pending = 0 WHERE pending = 1 AND id <= ?", (upto_row,))
+            if keep:
+                db.execute(
+                    "UPDATE updates SET pending = 0 WHERE pending = 1 AND id <= ?", (upto_row,)
+                )
+            else:
+                db.execute("DELETE FROM updates WHERE id <= ?", (upto_row,))
 
     def last_row(self) -> int:
         with self._lock:
