@@ -91,7 +91,8 @@ async def test_agent_and_server_killed_lose_nothing_and_reserve_once(
     agent.kill()
     agent.wait(10)
 
-    # The server comes back; kill both while the backlog is being committed.
+    # The server comes back; kill both once the first piece of the backlog (2 MB, sent as
+    # several messages under the 1 MiB limit) is committed.
     server.restart()
     agent = _agent("sync", server.ws, "film", replica)
 
@@ -122,7 +123,7 @@ async def test_agent_and_server_killed_lose_nothing_and_reserve_once(
     assert summary["pending_updates"] == 0
     shots = (await project_json(server, "film"))["doc"]["shots"]
     assert sorted(shots) == sorted(f"S{i}" for i in range(2000))
-    assert shots["S1999"] == {"title": "shot 1999", "order": 1999}
+    assert shots["S1999"] == {"title": "shot 1999", "order": 1999, "notes": "7cf" * 250}
     reserves = [e for e in await _ledger(server, "film") if e["op"] == "reserve"]
     assert sorted(e["ref"] for e in reserves) == ["r0", "r1", "r2"]
     left = Replica(replica)

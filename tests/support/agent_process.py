@@ -24,7 +24,8 @@ async def offline(url: str, project_id: str, replica: str, edits: int, reserves:
     await client.start()  # the server is down: the client keeps retrying
     shots = client.doc.get("shots", type=Map)
     for i in range(edits):
-        shots[f"S{i}"] = Map({"title": f"shot {i}", "order": i})
+        # About 1 kB each: the backlog (2 MB for 2,000) spans several 1 MiB messages.
+        shots[f"S{i}"] = Map({"title": f"shot {i}", "order": i, "notes": f"{i:x}" * 250})
     calls = [asyncio.create_task(client.budget.reserve(1, ref=f"r{i}")) for i in range(reserves)]
     # Each call's key is in the replica before it is sent (nothing can be sent here).
     while len(client.replica.calls()) < reserves:  # noqa: ASYNC110 (state in another thread)
