@@ -199,14 +199,17 @@ class BlackboardClient:
         await self._until(lambda: self._acked_row >= row, None, "durable acks")
 
     async def _until(self, done: Callable[[], bool], timeout: float | None, what: str) -> None:
-        async with asyncio.timeout(timeout):
-            while True:
-                changed = self._changed  # taken before the check: no wakeup is missed
-                if self._error is not None:
-                    raise self._error
-                if done():
-                    return
-                await changed.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    changed = self._changed  # taken before the check: no wakeup is missed
+                    if self._error is not None:
+                        raise self._error
+                    if done():
+                        return
+                    await changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}") from None
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
