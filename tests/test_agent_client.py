@@ -250,6 +250,8 @@ async def test_an_expired_token_is_replaced_by_the_provider(
     assert len(minted) == 2 and client.credentials.token == minted[1]
     client.doc.get("shots", type=Map)["S2"] = Map({"title": "after"})
     await client.flushed(10)
+    charged = await client.budget.charge(1)  # the HTTP calls carry the fresh token too
+    assert charged["actor"] == "ana"
     await client.stop()
     shots = (await project_json(server, "film", admin))["doc"]["shots"]
     assert shots["S1"]["title"] == "before" and shots["S2"]["title"] == "after"
