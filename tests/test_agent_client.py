@@ -410,3 +410,24 @@ async def test_a_restarted_agent_has_its_document_offline(
     left = Replica(replica)
     assert left.pending_rows() == 1
     left.close()
+
+
+async def test_calls_wait_for_the_edits_made_before_them(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Offline, an agent creates a task and claims it: the claim goes out only after the
+    task is on the server (sent first, it would be refused 404)."""
+    await create_project(server, "film")
+    server.kill()
+    client = BlackboardClient(server.ws, "film", replica=tmp_path / "a.db", name="worker-a")
+    await client.start()
+    client.doc.get("tasks", type=Map)["T9"] = Map({"kind": "render", "status": "pending"})
+    claim = asyncio.create_task(client.leases.claim("T9", 60))
+    await asyncio.sleep(1)
+    assert not claim.done()  # offline: queued
+    server.restart()
+    granted = await asyncio.wait_for(claim, 60)
+    assert granted["holder"] == "worker-a" and granted["fencing_token"] == 1
+    await client.stop()
+    task = (await project_json(server, "film"))["doc"]["tasks"]["T9"]
+    assert task["lease_holder"] == "worker-a"
