@@ -431,3 +431,23 @@ async def test_calls_wait_for_the_edits_made_before_them(
     await client.stop()
     task = (await project_json(server, "film"))["doc"]["tasks"]["T9"]
     assert task["lease_holder"] == "worker-a"
+
+
+async def test_a_failing_plain_token_provider_is_asked_again(
+    start_server: StartServer,
+) -> None:
+    server, admin = start_auth_server(start_server)
+    await create_project(server, "film", token=admin)
+    asked: list[int] = []
+
+    def provider() -> str:  # a plain callable this time
+        asked.append(1)
+        if len(asked) == 1:
+            raise RuntimeError("the token service is down")
+        return token("film", "write", "ana")
+
+    client = BlackboardClient(server.ws, "film", token_provider=provider)
+    await client.start()
+    await client.wait_synced(20)
+    assert len(asked) == 2 and list(client.close_codes) == [1006]
+    await client.stop()

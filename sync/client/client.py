@@ -280,17 +280,21 @@ class BlackboardClient:
 
     async def _connection(self) -> tuple[int, str]:
         """One connection, from connecting to its close; the close code and reason."""
+        try:
+            token = await self.credentials.current()
+        except Exception:
+            log.exception("token_provider failed; retrying after the backoff")
+            return 1006, "no token"
         session = Session(
             self.server_url,
             self.project_id,
             self.doc,
-            token=self.credentials.token,
+            token=token,
             max_receive_bytes=self.max_receive_bytes,
             listener=self,
         )
         self._session = session
         try:
-            session.token = await self.credentials.current()
             await session.connect(self.connect_timeout_s)
         except (OSError, TimeoutError, websockets.WebSocketException, ConnectionClosed) as exc:
             log.info("connecting to %s failed: %r", session.server_url, exc)
