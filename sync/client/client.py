@@ -55,6 +55,7 @@ SNAPSHOT_AFTER_ROWS = 2000  # replica rows before the document is snapshotted
 EMPTY_UPDATE = b"\x00\x00"
 REFUSED_CLOSES = frozenset({4403, 4404, 1009})
 EXPIRED_TOKEN = 4401
+HEALTHY_AFTER_S = 3.0  # a connection that lasted this long resets the backoff
 
 
 class BlackboardClient:
@@ -294,19 +295,25 @@ class BlackboardClient:
             listener=self,
         )
         self._session = session
+        connected_at: float | None = None
         try:
             await session.connect(self.connect_timeout_s)
         except (OSError, TimeoutError, websockets.WebSocketException, ConnectionClosed) as exc:
             log.info("connecting to %s failed: %r", session.server_url, exc)
             await session.close()
         else:
-            self.backoff.reset()
+            connected_at = asyncio.get_running_loop().time()
             if self._presence is not None:
                 self._presence_clock += 1  # past the removal the server made on our close
                 self._send_presence(session)
             self._notify()
         try:
-            return await session.wait_closed()
+            closed = await session.wait_closed()
+            if connected_at is not None:
+                lasted = asyncio.get_running_loop().time() - connected_at
+                if lasted >= HEALTHY_AFTER_S:  # not a server that closes us at once, again
+                    self.backoff.reset()
+            return closed
         finally:
             if self._pump is not None:
                 self._pump.cancel()
