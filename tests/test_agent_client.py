@@ -29,6 +29,7 @@ from sync.client.replica import Replica
 from tests.support.api import create_project, eventually, project_json
 from tests.support.auth import start_auth_server, token
 from tests.support.server import ROOT, ServerProcess
+from web.services import Services
 from web.settings import Settings
 
 StartServer = Callable[..., ServerProcess]
@@ -364,9 +365,13 @@ async def test_a_call_queued_longer_than_the_key_retention_is_not_replayed(
     assert await _ledger(server, "film") == []  # the expired reserve was never sent
 
 
-def test_the_key_retention_is_a_setting() -> None:
+def test_the_key_retention_is_a_setting(tmp_path: Path) -> None:
     assert Settings.from_env({}).idempotency_ttl_s == 7 * 24 * 3600
-    assert Settings.from_env({"BLACKBOARD_IDEMPOTENCY_TTL_S": "60"}).idempotency_ttl_s == 60
+    settings = Settings.from_env(
+        {"BLACKBOARD_IDEMPOTENCY_TTL_S": "60", "BLACKBOARD_DATA_DIR": str(tmp_path)}
+    )
+    assert settings.idempotency_ttl_s == 60
+    assert Services.build(settings).ledger.key_retention_s == 60  # what prune_keys keeps
 
 
 async def test_the_example_agent_runs_against_a_real_server(
