@@ -55,7 +55,7 @@ async def _fill(server: ServerProcess, project: str, target_bytes: int) -> int:
                         text = os.urandom(SHOT_TEXT // 2).hex()
                         shots[f"S{n:05d}"] = Map({"title": f"shot {n}", "description": text})
                         n += 1
-                await client.flush()
+                await client.flushed()
             return len(client.doc.get_update())
 
 

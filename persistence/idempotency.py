@@ -18,7 +18,9 @@ from typing import Any, Generic, TypeVar
 from persistence.database import Connection, Database
 from persistence.in_list import padded_in
 
-KEY_RETENTION_S = 24 * 3600.0  # Stripe's floor: a retry within a day is always a replay
+# A retry within a week is always a replay: agents stay offline for long, and their
+# queued calls go out with their first key (BLACKBOARD_IDEMPOTENCY_TTL_S).
+KEY_RETENTION_S = 7 * 24 * 3600.0
 MAX_KEY_LENGTH = 255
 
 T = TypeVar("T")
@@ -112,5 +114,5 @@ async def store_keys(conn: Connection, keys: Sequence[NewKey], now: datetime) ->
 
 
 async def prune_keys(db: Database, before: datetime) -> int:
-    """Forget keys created before `before` (keep at least KEY_RETENTION_S)."""
+    """Forget keys created before `before` (the caller keeps its retention)."""
     return await db.execute("DELETE FROM idempotency_keys WHERE created_at < $1", before)

@@ -331,8 +331,10 @@ class BudgetLedger:
         max_batch: int = 256,
         max_queued: int = 10_000,
         linger_s: float = 0.002,
+        key_retention_s: float = KEY_RETENTION_S,
     ) -> None:
         self.db = db
+        self.key_retention_s = key_retention_s
         self.max_batch = max_batch
         self.linger_s = linger_s
         self.max_queued = max_queued
@@ -528,7 +530,7 @@ class BudgetLedger:
     async def prune_keys(self) -> int:
         async with self.db.read_transaction() as conn:
             now = await database_now(conn, self.db.dialect)
-        return await prune_keys(self.db, now - timedelta(seconds=KEY_RETENTION_S))
+        return await prune_keys(self.db, now - timedelta(seconds=self.key_retention_s))
 
 
 def _answer(

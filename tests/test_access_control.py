@@ -16,7 +16,7 @@ import pytest
 import websockets
 from pycrdt import Doc, Map
 
-from sync.client import BlackboardClient, ConnectionClosed
+from sync.client import ConnectionClosed, Session
 from sync.protocol import (
     MessageType,
     decode_message,
@@ -160,7 +160,7 @@ def _alg_none_token() -> str:
 async def test_read_token_syncs_but_its_writes_are_refused(start_server: StartServer) -> None:
     server, admin = start_auth_server(start_server)
     await create_project(server, "film", token=admin)
-    async with BlackboardClient(server.ws, "film", token=token("film", "write", "ed")) as writer:
+    async with Session(server.ws, "film", token=token("film", "write", "ed")) as writer:
         shots = writer.doc.get("shots", type=Map)
         shots["S1"] = Map({"title": "Opening"})
         shots["S2"] = Map({"title": "Cut"})
@@ -170,7 +170,7 @@ async def test_read_token_syncs_but_its_writes_are_refused(start_server: StartSe
     before = await _state(server, "film", admin)
 
     # A reader syncs (its step 2 carries only deletes the server has: not a write) ...
-    reader = BlackboardClient(server.ws, "film", token=token("film", "read", "rita"))
+    reader = Session(server.ws, "film", token=token("film", "read", "rita"))
     await reader.connect()
     assert reader.doc.get("shots", type=Map).to_py() == {"S1": {"title": "Opening"}}
     await asyncio.sleep(0.3)
@@ -227,7 +227,7 @@ async def test_actor_of_the_token_is_on_every_update_correction_and_ledger_row(
 ) -> None:
     server, admin = start_auth_server(start_server)
     await create_project(server, "film", token=admin)
-    async with BlackboardClient(server.ws, "film", token=token("film", "write", "agent-7")) as c:
+    async with Session(server.ws, "film", token=token("film", "write", "agent-7")) as c:
         c.doc.get("shots", type=Map)["S1"] = Map({"title": "Opening", "duration_s": "12"})
         await c.flush()  # "12" breaks a rule: repaired, and recorded as a correction
     editor = bearer(token("film", "write", "editor-2"))
@@ -280,7 +280,7 @@ async def test_expiry_closes_the_socket_and_a_fresh_token_reconnects(
 ) -> None:
     server, admin = start_auth_server(start_server)
     await create_project(server, "film", token=admin)
-    client = BlackboardClient(server.ws, "film", token=token("film", "write", "ana", ttl_s=2))
+    client = Session(server.ws, "film", token=token("film", "write", "ana", ttl_s=2))
     await client.connect()
     started = asyncio.get_running_loop().time()
     await eventually(lambda: _assert_equal(client.connected, False), timeout=10)

@@ -10,7 +10,7 @@ import httpx
 import websockets
 from pycrdt import Doc, Map
 
-from sync.client import BlackboardClient
+from sync.client import Session
 from sync.protocol import SyncMessage, decode_message, sync_step1, sync_update
 from tests.support.api import create_project, eventually, history, project_json
 from tests.support.auth import connect, until_closed
@@ -97,9 +97,9 @@ async def test_post_update_answers_422_with_the_reason(server: ServerProcess) ->
 
 async def test_repairs_reach_every_client_and_are_listed(server: ServerProcess) -> None:
     await create_project(server, "film")
-    agent = BlackboardClient(server.ws, "film")
+    agent = Session(server.ws, "film")
     await agent.connect()
-    watcher = BlackboardClient(server.ws, "film")
+    watcher = Session(server.ws, "film")
     await watcher.connect()
     with agent.doc.transaction():
         agent.doc.get("shots", type=Map)["S1"] = Map({"duration_s": "12", "status": "review"})
@@ -110,7 +110,7 @@ async def test_repairs_reach_every_client_and_are_listed(server: ServerProcess) 
         assert posted.status_code == 200
         offending_seq = posted.json()["seq"]
 
-        def repaired(client: BlackboardClient) -> None:
+        def repaired(client: Session) -> None:
             shots = client.doc.get("shots", type=Map).to_py()
             assert shots == {"S1": {"duration_s": 12.0, "status": "review"}}
             assert client.doc.get("budget", type=Map)["total"] == 1000.0

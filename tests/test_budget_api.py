@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 from pycrdt import Map
 
-from sync.client import BlackboardClient
+from sync.client import Session
 from tests.support.api import create_project, eventually
 from tests.support.budget_workload import check_outcome, run_workload
 from tests.support.server import ROOT, ServerProcess
@@ -147,7 +147,7 @@ async def test_budget_root_follows_the_ledger_live(
 ) -> None:
     server = start_server(env=backend_env)
     await create_project(server, "live", budget_total=100)
-    agent = BlackboardClient(server.ws, "live")
+    agent = Session(server.ws, "live")
     await agent.connect()
     budget = agent.doc.get("budget", type=Map)
     assert budget.to_py()["total"] == 100

@@ -16,7 +16,7 @@ from persistence.document_store import DocumentStore
 from persistence.factory import make_store
 from persistence.records import PendingAppend
 from persistence.replay import replay
-from sync.client import BlackboardClient
+from sync.client import Session
 from sync.projects import initial_update
 from tests.support.api import create_project, eventually, project_json
 from tests.support.server import ServerProcess
@@ -27,7 +27,7 @@ async def test_log_is_compacted_and_reload_is_identical(
 ) -> None:
     server = start_server(env={"BLACKBOARD_COMPACT_AFTER_ROWS": "25"})
     await create_project(server, "long")
-    async with BlackboardClient(server.ws, "long") as client:
+    async with Session(server.ws, "long") as client:
         shots = client.doc.get("shots", type=Map)
         for i in range(120):
             shots[f"S{i % 30}"] = Map({"title": f"take {i}", "order": i})

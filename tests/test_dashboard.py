@@ -14,7 +14,7 @@ from pycrdt import Doc, Map
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from sync.client import BlackboardClient
+from sync.client import Session
 from tests.support.api import bearer, create_project, eventually
 from tests.support.auth import start_auth_server, token
 from tests.support.browser import DESKTOP, PHONE, Browser
@@ -74,7 +74,7 @@ async def test_live_both_ways_with_a_python_client(
 ) -> None:
     await create_project(server, "film")
     doc = Doc()
-    async with BlackboardClient(server.ws, "film", doc) as agent:
+    async with Session(server.ws, "film", doc) as agent:
         doc.get("shots", type=Map)["S1"] = Map({"title": "Harbour", "status": "draft"})
         await agent.flush()
         page = await browsers()
@@ -166,7 +166,7 @@ async def test_scrubber_shows_an_older_title_read_only(
 ) -> None:
     await create_project(server, "film")
     doc = Doc()
-    async with BlackboardClient(server.ws, "film", doc) as agent:
+    async with Session(server.ws, "film", doc) as agent:
         doc.get("shots", type=Map)["S1"] = Map({"title": "First cut", "status": "draft"})
         await agent.flush()
         async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
@@ -208,7 +208,7 @@ async def test_tokens_read_page_refuses_edits_write_page_edits(
         assert (await http.get("/api/projects/film")).status_code == 401
     doc = Doc()
     writer = token("film", "write", "agent-7")
-    async with BlackboardClient(server.ws, "film", doc, token=writer) as agent:
+    async with Session(server.ws, "film", doc, token=writer) as agent:
         doc.get("shots", type=Map)["S1"] = Map({"title": "Locked", "status": "draft"})
         await agent.flush()
 
@@ -277,7 +277,7 @@ async def test_a_status_moved_back_is_put_back_and_listed(
 ) -> None:
     await create_project(server, "film")
     doc = Doc()
-    async with BlackboardClient(server.ws, "film", doc) as agent:
+    async with Session(server.ws, "film", doc) as agent:
         doc.get("shots", type=Map)["S1"] = Map({"title": "Storm", "status": "review"})
         await agent.flush()
     page = await browsers()
@@ -319,7 +319,7 @@ async def seed_film(server: ServerProcess) -> None:
     """A project with something in every section, for looking at."""
     await create_project(server, "nightfall", title="Nightfall", budget_total=25000)
     doc = Doc()
-    async with BlackboardClient(server.ws, "nightfall", doc) as agent:
+    async with Session(server.ws, "nightfall", doc) as agent:
         spec = doc.get("spec", type=Map)
         spec["title"] = "Nightfall"
         spec["logline"] = "A lighthouse keeper finds the sea has stopped."

@@ -22,7 +22,7 @@ from pycrdt import Doc, Map
 from persistence.factory import make_store
 from persistence.replay import replay
 from sync import close_codes
-from sync.client import BlackboardClient
+from sync.client import Session
 from tests.support.api import create_project, eventually, project_json
 from tests.support.backends import migrate_database
 from tests.support.private_postgres import PrivatePostgres
@@ -36,7 +36,7 @@ class Writer:
 
     def __init__(self, server: ServerProcess, project_id: str, name: str) -> None:
         self.name = name
-        self.client = BlackboardClient(server.ws, project_id)
+        self.client = Session(server.ws, project_id)
         self.carried_by: list[tuple[int, str]] = []  # (message number, shot id)
 
     @property
@@ -163,7 +163,7 @@ async def test_database_down_peers_sync_nothing_acked_then_bounded(
     )
     await create_project(server, "film")
     writer = Writer(server, "film", "a")
-    reader = BlackboardClient(server.ws, "film")
+    reader = Session(server.ws, "film")
     await writer.client.connect()
     await reader.connect()
     writer.write("before")
@@ -251,9 +251,9 @@ async def test_http_update_answers_only_once_committed(
         await store.close()
 
 
-def _assert_closed(client: BlackboardClient) -> None:
+def _assert_closed(client: Session) -> None:
     assert not client.connected
 
 
-def _same_shots(a: BlackboardClient, b: BlackboardClient) -> None:
+def _same_shots(a: Session, b: Session) -> None:
     assert set(a.doc.get("shots", type=Map).keys()) == set(b.doc.get("shots", type=Map).keys())

@@ -22,7 +22,7 @@ from persistence.factory import make_store
 from persistence.ledger import BudgetLedger
 from persistence.replay import replay
 from schemas.views import doc_to_json
-from sync.client import BlackboardClient
+from sync.client import Session
 from sync.yjs_encoding import decode_state_vector
 from tests.support.api import create_project
 from tests.support.cli import run_cli
@@ -32,7 +32,7 @@ from tests.support.server import ServerProcess
 
 async def write_shots(server: ServerProcess, project: str, start: int, count: int) -> None:
     """`count` shots in updates of 100 (each update one seq of history)."""
-    async with BlackboardClient(server.ws, project) as client:
+    async with Session(server.ws, project) as client:
         shots = client.doc.get("shots", type=Map)
         for base in range(start, start + count, 100):
             with client.doc.transaction():

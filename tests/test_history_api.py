@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 import httpx
 from pycrdt import Map
 
-from sync.client import BlackboardClient
+from sync.client import Session
 from tests.support.api import create_project
 from tests.support.cli import run_cli
 from tests.support.server import ServerProcess
 
 
 async def write_shots(server: ServerProcess, names: list[str]) -> None:
-    async with BlackboardClient(server.ws, "film") as client:
+    async with Session(server.ws, "film") as client:
         shots = client.doc.get("shots", type=Map)
         for name in names:
             shots[name] = Map({"title": name})  # one update (one seq) each

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pycrdt import Doc, Map
 
-from sync.client import BlackboardClient
+from sync.client import Session
 from tests.support.api import create_project, eventually, project_json
 from tests.support.js import JsClients
 from tests.support.server import ServerProcess
@@ -14,7 +14,7 @@ async def test_concurrent_edits_converge_everywhere(server: ServerProcess, js: J
     await create_project(server, "film")
     await js.connect("a", server.ws, "film")
     await js.connect("b", server.ws, "film")
-    agent = BlackboardClient(server.ws, "film")
+    agent = Session(server.ws, "film")
     await agent.connect()
 
     # Same shot, different fields, at once; plus a shot each.
@@ -89,7 +89,7 @@ async def test_offline_edits_converge_after_reconnect(server: ServerProcess, js:
 
     # A Python agent edits offline too, then connects with its stale state.
     agent_doc = Doc()
-    agent = BlackboardClient(server.ws, "off", agent_doc)
+    agent = Session(server.ws, "off", agent_doc)
     await agent.connect()
     await agent.close()
     with agent_doc.transaction():

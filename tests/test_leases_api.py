@@ -11,16 +11,16 @@ from typing import Any
 import httpx
 from pycrdt import Map
 
-from sync.client import BlackboardClient
+from sync.client import Session
 from tests.support.api import create_project, eventually
 from tests.support.server import ServerProcess
 
 _keys = itertools.count()
 
 
-async def _agent_with_task(server: ServerProcess, project_id: str) -> BlackboardClient:
+async def _agent_with_task(server: ServerProcess, project_id: str) -> Session:
     await create_project(server, project_id)
-    agent = BlackboardClient(server.ws, project_id)
+    agent = Session(server.ws, project_id)
     await agent.connect()
     tasks = agent.doc.get("tasks", type=Map)
     with agent.doc.transaction():
@@ -37,7 +37,7 @@ async def _lease(
     return response.status_code, response.json()
 
 
-def _task_shows(agent: BlackboardClient, expected: dict[str, Any]) -> Callable[[], None]:
+def _task_shows(agent: Session, expected: dict[str, Any]) -> Callable[[], None]:
     def check() -> None:
         task = agent.doc.get("tasks", type=Map)["T1"].to_py()
         assert {k: task.get(k) for k in expected} == expected, task

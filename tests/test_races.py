@@ -8,7 +8,7 @@ from collections.abc import Callable
 import websockets
 from pycrdt import Doc, Map
 
-from sync.client import BlackboardClient
+from sync.client import Session
 from sync.protocol import (
     SyncMessage,
     SyncType,
@@ -23,7 +23,7 @@ from tests.support.server import ServerProcess
 async def test_simultaneous_first_joiners_all_sync(server: ServerProcess) -> None:
     """pycrdt-websocket: one of two first clients of a new room could hang forever."""
     await create_project(server, "fresh")
-    clients = [BlackboardClient(server.ws, "fresh") for _ in range(12)]
+    clients = [Session(server.ws, "fresh") for _ in range(12)]
     await asyncio.wait_for(asyncio.gather(*(c.connect() for c in clients)), 15)
     for client in clients:
         assert client.doc.get("spec", type=Map)["title"] == "fresh"
@@ -37,7 +37,7 @@ async def test_reconnect_during_unload_loses_nothing(
     server = start_server(env={"BLACKBOARD_ROOM_IDLE_S": "0.02"})
     await create_project(server, "churn")
     for i in range(40):
-        client = BlackboardClient(server.ws, "churn", durable=False)
+        client = Session(server.ws, "churn", durable=False)
         await client.connect()
         # Everything written in earlier rounds is here, whatever the unload did.
         assert len(client.doc.get("tasks", type=Map)) == i
@@ -81,7 +81,7 @@ async def test_dead_client_does_not_stop_broadcasts(server: ServerProcess) -> No
 
     receiver = await websockets.connect(f"{server.ws}/sync/dead", compression=None)
     await receiver.send(sync_step1(b"\x00"))
-    writer = BlackboardClient(server.ws, "dead")
+    writer = Session(server.ws, "dead")
     await writer.connect()
     for i in range(5):
         writer.doc.get("shots", type=Map)[f"S{i}"] = Map({"title": str(i)})

@@ -9,7 +9,7 @@ import base64
 import httpx
 from pycrdt import Map
 
-from sync.client import BlackboardClient
+from sync.client import Session
 from sync.protocol import sync_update
 from tests.support.api import create_project, eventually, project_json
 from tests.support.js import JsClients
@@ -37,7 +37,7 @@ async def test_a_stale_status_is_repaired_for_its_author_and_everyone(
     await js.call("disconnect", name=b)  # b works offline from here
     await js.call("set", name=a, path=[*task, "status"], value="done")
     await js.call("set", name=b, path=[*task, "status"], value="claimed")  # stale
-    agent = BlackboardClient(server.ws, "film")
+    agent = Session(server.ws, "film")
     await agent.connect()
     await js.call("reconnect", name=b)
 
@@ -88,7 +88,7 @@ async def test_a_stock_client_reworks_a_rejected_shot_over_stale_offline_work(
     ]
 
 
-def _status_is(client: BlackboardClient, task: str, status: str) -> None:
+def _status_is(client: Session, task: str, status: str) -> None:
     assert client.doc.get("tasks", type=Map)[task]["status"] == status
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pycrdt import Map
 
-from sync.client import BlackboardClient
+from sync.client import Session
 from tests.support.api import create_project, project_json
 from tests.support.server import ServerProcess
 
 
 async def _write_shots(server: ServerProcess, project_id: str, count: int) -> None:
-    async with BlackboardClient(server.ws, project_id) as client:
+    async with Session(server.ws, project_id) as client:
         shots = client.doc.get("shots", type=Map)
         for i in range(count):
             shots[f"S{i}"] = Map({"title": f"shot {i}", "order": i})
@@ -27,7 +27,7 @@ async def test_graceful_restart_keeps_everything(server: ServerProcess) -> None:
     assert after["doc"] == before["doc"]
     assert len(after["doc"]["shots"]) == 50
     # A fresh client sees everything too.
-    async with BlackboardClient(server.ws, "film") as fresh:
+    async with Session(server.ws, "film") as fresh:
         assert len(fresh.doc.get("shots", type=Map)) == 50
 
 

@@ -24,7 +24,7 @@ from persistence.factory import make_store
 from persistence.fence import Fences
 from persistence.replay import replay
 from sync import peer_messages
-from sync.client import BlackboardClient
+from sync.client import Session
 from tests.support.api import create_project, eventually, project_json
 from tests.support.backends import REDIS_URL, redis_prefix
 from tests.support.js import JsClients
@@ -121,7 +121,7 @@ async def test_edits_on_every_instance_reach_every_client_one_message_each(
     tap = await ChannelTap.open(REDIS_URL, f"{prefix}doc:film")
     await js.connect("on_a", a.ws, "film")
     await js.connect("on_b", b.ws, "film")
-    agent = BlackboardClient(b.ws, "film")
+    agent = Session(b.ws, "film")
     await agent.connect()
     await asyncio.sleep(0.5)
     baseline = tap.counts["u"]
@@ -245,7 +245,7 @@ async def test_killed_instance_restarts_and_catches_up(cluster: Cluster, js: JsC
 
     # An instance that starts with no clients and then gets one serves everything.
     (c,) = cluster(1)
-    fresh = BlackboardClient(c.ws, "kill")
+    fresh = Session(c.ws, "kill")
     await fresh.connect()
     assert fresh.doc.get("tasks", type=Map).to_py() == expected_tasks
     assert fresh.doc.get("shots", type=Map).to_py() == expected_shots
@@ -258,7 +258,7 @@ async def test_paused_instance_that_missed_messages_converges_from_the_log(
     a, b = cluster(2, redis_url=private_redis.url)
     await create_project(a, "pause")
     await js.connect("on_b", b.ws, "pause")
-    writer = BlackboardClient(a.ws, "pause")
+    writer = Session(a.ws, "pause")
     await writer.connect()
     with writer.doc.transaction():
         writer.doc.get("spec", type=Map)["logline"] = "noir"
@@ -408,7 +408,7 @@ async def test_a_compaction_fence_held_elsewhere_stops_every_instance_compacting
     await create_project(a, "compact")
     other_instance = make_store(pg_url, a.data_dir)
     await other_instance.open(migrate_schema=False)
-    writers = [BlackboardClient(s.ws, "compact") for s in (a, b)]
+    writers = [Session(s.ws, "compact") for s in (a, b)]
     try:
         held = await Fences(other_instance.db, "other-instance").acquire(
             compaction_fence("compact"), timedelta(seconds=4)

@@ -52,7 +52,7 @@ class Services:
         store = make_store(settings.database_url, settings.data_dir, settings.database_pool_size)
         update_log = UpdateLog(store, max_pending_bytes=settings.limits.max_pending_log_bytes)
         compactor = CompactionWorker(store, timedelta(seconds=settings.history_retention_s))
-        ledger = BudgetLedger(store.db)
+        ledger = BudgetLedger(store.db, key_retention_s=settings.idempotency_ttl_s)
         leases = LeaseStore(store.db)
         mirror = AuthorityMirror(ledger, leases)
         metrics = ServerMetrics()

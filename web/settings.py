@@ -66,6 +66,7 @@ class Settings:
     compact_after_bytes: int = 4 * 1024 * 1024
     history_retention_s: float = 7 * 24 * 3600.0
     shutdown_timeout_s: float = 30.0
+    idempotency_ttl_s: float = 7 * 24 * 3600.0  # how long a budget/lease key is replayed
     limits: Limits = field(default_factory=Limits)
     s3: S3Config | None = None  # with BLACKBOARD_S3_ENDPOINT; else a folder in the data dir
     max_artifact_bytes: int = 5 * 1024**3
@@ -103,6 +104,7 @@ class Settings:
                 env, "BLACKBOARD_HISTORY_RETENTION_S", d.history_retention_s
             ),
             shutdown_timeout_s=_float(env, "BLACKBOARD_SHUTDOWN_TIMEOUT_S", d.shutdown_timeout_s),
+            idempotency_ttl_s=_float(env, "BLACKBOARD_IDEMPOTENCY_TTL_S", d.idempotency_ttl_s),
             limits=Limits(
                 max_message_bytes=_int(
                     env, "BLACKBOARD_MAX_MESSAGE_BYTES", d.limits.max_message_bytes

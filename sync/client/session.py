@@ -1,12 +1,13 @@
-"""The Python client for agents: keep a local pycrdt Doc in sync with a project.
+"""One socket to a project: handshake, local updates out, acks and remote updates in.
 
-An agent may edit its Doc while disconnected; on `connect()` the handshake sends the
-server what it lacks (sync step 2) and receives what the agent lacks. With durable acks
-on (the default), `flush()` returns once every local change is committed on the server.
+Used alone it is the simplest client (no replica, no reconnect): it observes its Doc and
+sends every local change while connected; offline edits go out with the next handshake
+(sync step 2). `BlackboardClient` drives one Session per connection through a
+`SessionListener` instead, which decides what to send and keeps what arrives.
 
-    async with BlackboardClient("ws://127.0.0.1:8000", "film-1") as client:
-        client.doc.get("shots", type=Map)["S1"] = Map({"title": "Opening"})
-        await client.flush()
+    async with Session("ws://127.0.0.1:8000", "film-1") as session:
+        session.doc.get("shots", type=Map)["S1"] = Map({"title": "Opening"})
+        await session.flush()
 """
 
 from __future__ import annotations
@@ -14,34 +15,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from types import TracebackType
+from typing import Protocol
 from urllib.parse import urlencode
 
 import websockets
 from pycrdt import Doc, Subscription, TransactionEvent
 
+from sync.client.errors import ConnectionClosed
 from sync.protocol import (
     AwarenessMessage,
     MessageType,
     Reader,
     SyncMessage,
     SyncType,
+    awareness_message,
     decode_message,
     sync_step1,
     sync_step2,
     sync_update,
 )
 
-_REMOTE = "blackboard-remote"
+REMOTE_ORIGIN = "blackboard-remote"
+# The server's step 2 carries the whole document: up to its document limit (64 MiB by
+# default) plus the message header.
+DEFAULT_RECEIVE_BYTES = 64 * 1024 * 1024 + 1024
 
 
-class ConnectionClosed(Exception):
-    def __init__(self, code: int | None, reason: str) -> None:
-        super().__init__(f"closed by the server: {code} {reason}")
-        self.code = code
-        self.reason = reason
+class SessionListener(Protocol):
+    def on_step1(self, session: Session, state_vector: bytes) -> None:
+        """The server asked for what it lacks: answer with `session.send_step2`."""
+
+    def on_remote(self, update: bytes) -> None:
+        """An update from the server was applied to the Doc."""
+
+    def on_ack(self, session: Session, count: int) -> None:
+        """The server committed the first `count` update-bearing messages."""
 
 
-class BlackboardClient:
+class Session:
     def __init__(
         self,
         server_url: str,
@@ -50,14 +61,16 @@ class BlackboardClient:
         *,
         token: str | None = None,
         durable: bool = True,
-        max_message_bytes: int = 16 * 1024 * 1024,
+        max_receive_bytes: int = DEFAULT_RECEIVE_BYTES,
+        listener: SessionListener | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.project_id = project_id
         self.doc = doc if doc is not None else Doc()
         self.token = token
         self.durable = durable
-        self.max_message_bytes = max_message_bytes
+        self.max_receive_bytes = max_receive_bytes
+        self.listener = listener
         self.sent = 0  # update-bearing messages sent on this connection
         self.acked = 0
         self.close_code: int | None = None
@@ -68,7 +81,9 @@ class BlackboardClient:
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._synced = asyncio.Event()
         self._progress = asyncio.Event()
-        self._subscription: Subscription = self.doc.observe(self._on_local_change)
+        self._subscription: Subscription | None = (
+            self.doc.observe(self._on_local_change) if listener is None else None
+        )
 
     @property
     def url(self) -> str:
@@ -82,13 +97,17 @@ class BlackboardClient:
     def connected(self) -> bool:
         return self._ws is not None and self.close_code is None
 
+    @property
+    def synced(self) -> bool:
+        return self.connected and self._synced.is_set()
+
     async def connect(self, timeout: float = 10.0) -> None:
         """Open the socket and finish the handshake (both sides have each other's state)."""
         self.sent = self.acked = 0
         self.close_code, self.close_reason = None, ""
         self._synced.clear()
         self._ws = await websockets.connect(
-            self.url, max_size=self.max_message_bytes, compression=None, open_timeout=timeout
+            self.url, max_size=self.max_receive_bytes, compression=None, open_timeout=timeout
         )
         self._outbox = asyncio.Queue()
         self._reader = asyncio.create_task(self._read_loop())
@@ -104,6 +123,16 @@ class BlackboardClient:
             self._progress.clear()
             await self._wait(self._progress.wait(), timeout, "durable acks")
 
+    async def drain(self) -> None:
+        """Wait until every queued message was handed to the socket."""
+        await self._wait(self._outbox.join(), None, "the send queue")
+
+    async def wait_closed(self) -> tuple[int, str]:
+        """Wait for the end of the connection; its close code and reason."""
+        if self._reader is not None:
+            await asyncio.wait({self._reader})  # neither cancels the reader nor raises
+        return self.close_code or 1006, self.close_reason
+
     async def close(self, timeout: float = 10.0) -> None:
         """Send what is queued, then close."""
         if self._ws is not None and self.connected:
@@ -118,7 +147,7 @@ class BlackboardClient:
                 await self._reader
         self._ws = None
 
-    async def __aenter__(self) -> BlackboardClient:
+    async def __aenter__(self) -> Session:
         await self.connect()
         return self
 
@@ -131,10 +160,22 @@ class BlackboardClient:
         await self.close()
 
     def dispose(self) -> None:
-        """Stop observing the Doc (call when the Doc outlives the client)."""
-        self.doc.unobserve(self._subscription)
+        """Stop observing the Doc (call when the Doc outlives the session)."""
+        if self._subscription is not None:
+            self.doc.unobserve(self._subscription)
+            self._subscription = None
 
-    async def _wait(self, waiter: object, timeout: float, what: str) -> None:
+    def send_update(self, update: bytes) -> int:
+        """Queue one update; its number among this connection's update-bearing messages."""
+        return self._send(sync_update(update))
+
+    def send_step2(self, update: bytes) -> int:
+        return self._send(sync_step2(update))
+
+    def send_awareness(self, awareness_update: bytes) -> None:
+        self._outbox.put_nowait(awareness_message(awareness_update))
+
+    async def _wait(self, waiter: object, timeout: float | None, what: str) -> None:
         reader = self._reader
         assert reader is not None
         wait_task = asyncio.ensure_future(waiter)  # type: ignore[arg-type]
@@ -149,14 +190,15 @@ class BlackboardClient:
         raise TimeoutError(f"timed out waiting for {what}")
 
     def _on_local_change(self, event: TransactionEvent) -> None:
-        if event.transaction.origin() == hash(_REMOTE) or not self.connected:
+        if event.transaction.origin() == hash(REMOTE_ORIGIN) or not self.connected:
             return  # offline edits go out with the next handshake
-        self._send(sync_update(event.update))
+        self.send_update(event.update)
 
-    def _send(self, message: bytes) -> None:
+    def _send(self, message: bytes) -> int:
         # Called from Doc observers, which cannot await: queue in order, send later.
         self.sent += 1
         self._outbox.put_nowait(message)
+        return self.sent
 
     async def _send_loop(self) -> None:
         assert self._ws is not None
@@ -181,6 +223,8 @@ class BlackboardClient:
             self.close_code = code if code is not None else 1006
             self.close_reason = (self._ws.close_reason if self._ws else None) or ""
             self._progress.set()
+            if self._sender is not None:
+                self._sender.cancel()  # nothing more can be sent on this socket
 
     def _handle(self, frame: bytes) -> None:
         if frame and frame[0] == MessageType.ACK:
@@ -188,14 +232,21 @@ class BlackboardClient:
             reader.varuint()
             self.acked = reader.varuint()
             self._progress.set()
+            if self.listener is not None:
+                self.listener.on_ack(self, self.acked)
             return
         message = decode_message(frame)
         if isinstance(message, SyncMessage):
             if message.kind == SyncType.STEP1:
-                self._send(sync_step2(self.doc.get_update(message.payload)))
+                if self.listener is not None:
+                    self.listener.on_step1(self, message.payload)
+                else:
+                    self.send_step2(self.doc.get_update(message.payload))
                 return
-            with self.doc.transaction(origin=_REMOTE):
+            with self.doc.transaction(origin=REMOTE_ORIGIN):
                 self.doc.apply_update(message.payload)
+            if self.listener is not None:
+                self.listener.on_remote(message.payload)
             if message.kind == SyncType.STEP2:
                 self._synced.set()  # the server answered our step 1: we have its state
         elif isinstance(message, AwarenessMessage):

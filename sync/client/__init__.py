@@ -1,0 +1,28 @@
+"""The Python client for agents: `BlackboardClient` (offline-first, DESIGN.md section 10)
+and `Session` (one socket, no replica, no reconnect)."""
+
+from sync.client.client import BlackboardClient
+from sync.client.errors import (
+    CallExpired,
+    CallRefused,
+    ClientStopped,
+    ConnectionClosed,
+    ConnectionRefused,
+    LeaseLost,
+    UpdateTooLarge,
+)
+from sync.client.session import Session
+from sync.client.task_lease import TaskLease
+
+__all__ = [
+    "BlackboardClient",
+    "CallExpired",
+    "CallRefused",
+    "ClientStopped",
+    "ConnectionClosed",
+    "ConnectionRefused",
+    "LeaseLost",
+    "Session",
+    "TaskLease",
+    "UpdateTooLarge",
+]
