@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from persistence.clock import to_iso
@@ -29,6 +28,7 @@ from web.api.requests import (
 )
 from web.auth import require_role
 from web.errors import ApiError
+from web.json_response import JSONResponse
 
 MAX_REF_LENGTH = 256
 REPLAYED_HEADER = "Idempotent-Replayed"
