@@ -58,9 +58,10 @@ def _at_seq(raw: str, last: int) -> int:
 def _at_time(raw: str) -> datetime:
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        # Naive means UTC. In UTC year 1 at +14:00 falls before datetime.min.
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise ApiError(422, "invalid", "at_time must be an ISO 8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # naive: UTC
 
 
 async def read_state(request: Request) -> JSONResponse:
