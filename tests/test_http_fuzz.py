@@ -229,9 +229,9 @@ def _nul_requests() -> Iterator[tuple[str, str, bytes]]:
             for value in NUL_VALUES:
                 yield method, f"{path}?{name}={_quoted(value)}", b""
         if method in ("POST", "PUT"):
-            for name in BODY_NAMES:
-                for value in NUL_VALUES:
-                    body = {field: WORDS[0] for field in BODY_NAMES} | {name: value}
+            for word in WORDS:  # each op and action, so each reaches its own checks
+                for name in BODY_NAMES:
+                    body = {field: word for field in BODY_NAMES} | {name: NUL_VALUES[1]}
                     yield method, path, json.dumps(body).encode()
 
 

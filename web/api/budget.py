@@ -51,6 +51,8 @@ def parse_op(body: dict[str, Any]) -> BudgetOp:
         raise ApiError(422, "invalid", f"{op} needs a reservation_id")
     if not on_reservation and reservation_id is not None:
         raise ApiError(422, "invalid", f"reservation_id does not apply to {op}")
+    if on_reservation:
+        reservation_id = text_field(body, "reservation_id")  # length and NUL checks
     amount: int | None = None
     if op == "release":
         if body.get("amount") is not None:
