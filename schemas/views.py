@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
 from typing import Any
 
@@ -34,6 +35,17 @@ def finite_json(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
+
+
+def json_bytes(value: Any) -> bytes:
+    """`value` as strict JSON in UTF-8 (what every JSON view sends): one strict pass,
+    and only if that fails (NaN/Infinity or binary content somewhere, or a lone
+    surrogate, say from a presence state) `finite_json` first, ASCII-escaped."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8")
+    except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
+        return json.dumps(finite_json(value), allow_nan=False, separators=(",", ":")).encode()
 
 
 def holds_non_finite(value: Any) -> bool:

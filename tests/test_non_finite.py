@@ -4,8 +4,13 @@ answering, for the repaired document and for a state from before the repair."""
 
 from __future__ import annotations
 
-import httpx
+import json
+import math
 
+import httpx
+from pycrdt import Array, Doc, Map
+
+from schemas.views import doc_to_json, json_bytes
 from tests.support.api import create_project, eventually, history, project_json
 from tests.support.js import JsClients
 from tests.support.server import ServerProcess
@@ -82,3 +87,43 @@ async def test_a_non_finite_or_huge_number_in_a_new_projects_spec_is_refused(
             assert set(response.json()) == {"error", "detail"}, what
         listed = (await http.get("/api/projects")).json()["items"]
         assert listed == []  # nothing was created
+
+
+async def test_non_finite_numbers_over_http_are_repaired(server: ServerProcess) -> None:
+    await create_project(server, "film")
+    doc = Doc()
+    with doc.transaction():
+        doc.get("dna_bank", type=Map)["C1"] = Map(
+            {"name": "Ana", "embedding": Array([0.5, math.nan, -math.inf])}
+        )
+        doc.get("approvals", type=Map)["A1"] = {"subject": "S1", "score": math.inf}  # plain
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+        response = await http.post("/api/projects/film/update", content=doc.get_update())
+        assert response.status_code == 200, response.text
+        doc_json = (await project_json(server, "film"))["doc"]
+        assert doc_json["dna_bank"]["C1"] == {"name": "Ana", "embedding": [0.5, None, None]}
+        assert doc_json["approvals"]["A1"] == {"subject": "S1"}
+        rules = {
+            (c["path"], c["rule"])
+            for c in (await http.get("/api/projects/film/corrections")).json()["items"]
+        }
+        assert rules == {
+            ("dna_bank/C1/embedding", "non_finite"),
+            ("approvals/A1", "plain_entry"),
+            ("approvals/A1/score", "non_finite"),
+        }
+
+
+def test_every_value_a_document_can_hold_is_served_as_strict_json() -> None:
+    doc = Doc()
+    shots = doc.get("shots", type=Map)
+    with doc.transaction():  # as loaded from a log written before the repair rule
+        shots["S1"] = Map({"d": math.nan, "deep": Array([math.inf, {"x": -math.inf}])})
+        shots["S2"] = Map({"bin": b"\x00\x01", "t": "é"})
+    served = json.loads(json_bytes({"doc": doc_to_json(doc), "note": "\ud800"}))
+    assert served["doc"]["shots"] == {
+        "S1": {"d": None, "deep": [None, {"x": None}]},
+        "S2": {"bin": "AAE=", "t": "é"},
+    }
+    assert served["note"] == "\ud800"  # escaped, still JSON
+    assert json_bytes({"t": "é", "n": 2.5}) == '{"t":"é","n":2.5}'.encode()  # strict pass
