@@ -6,13 +6,16 @@ stream not yet, and asyncpg now refuses to start anything on it ("cannot switch 
 state 12; another operation (2) is in progress"). Nothing was sent, so the operation is
 safe to run again: the connection is terminated (never handed out again) and the work
 starts over on another one, up to once per pooled connection. Inside a transaction the
-work done so far is lost with the connection: the caller gets `ConnectionDropped`. A
+work done so far is lost with the connection: the caller gets `ConnectionDropped`.
+Work cancelled or timed out terminates its connection too (a statement may still be
+running on it), rather than wait for the cancellation and reset it. A
 connection dropped after the work is done fails its reset on release: asyncpg
 terminates it, and the finished work stands (its error is not the work's).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -26,6 +29,8 @@ from persistence.errors import StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Work cancelled or timed out may leave its statement running on the connection.
+_INTERRUPTED = (asyncio.CancelledError, TimeoutError)
 
 
 class ConnectionDropped(StoreError):
@@ -130,6 +135,9 @@ class PostgresDatabase:
         conn = await self.pool.acquire()
         try:
             yield conn
+        except _INTERRUPTED:
+            conn.terminate()  # an operation may still run on it: never hand it out again
+            raise
         finally:
             try:
                 await self.pool.release(conn)
@@ -149,8 +157,8 @@ class PostgresDatabase:
                     continue  # nothing was sent: begin again on another connection
                 try:
                     yield _Conn(conn)
-                except ConnectionDropped:
-                    raise  # terminated: the server rolled the transaction back
+                except (ConnectionDropped, *_INTERRUPTED):
+                    raise  # terminated: the server rolls the transaction back
                 except BaseException:
                     # On a connection that is gone the server rolled back already; the
                     # error that says why is the one to keep.

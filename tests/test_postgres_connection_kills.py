@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
+import pytest
 
+from persistence.postgres_database import PostgresDatabase
 from tests.support.api import create_project
 from tests.support.backends import PG_URL
 from tests.support.server import ServerProcess
@@ -87,3 +89,24 @@ async def test_killed_connections_are_discarded_and_nothing_acked_is_lost(
     assert balances["spent"] == len(acknowledged_ops) > 0
     logs = server.logs()
     assert BUSY_MESSAGE not in logs, [line for line in logs.splitlines() if BUSY_MESSAGE in line]
+
+
+async def test_a_cancelled_operation_does_not_hold_or_reuse_its_connection(pg_url: str) -> None:
+    db = PostgresDatabase(pg_url, pool_size=1)
+    await db.open()
+    try:
+        first = await db.fetchval("SELECT pg_backend_pid()")
+        sleeping = asyncio.create_task(db.fetchval("SELECT pg_sleep(30)"))
+        await asyncio.sleep(0.3)
+        sleeping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sleeping
+        # The one pooled connection was terminated, not reset: the next statement gets a
+        # new connection at once instead of waiting on the interrupted one.
+        async with asyncio.timeout(5):
+            second = await db.fetchval("SELECT pg_backend_pid()")
+        assert second != first
+        async with db.transaction() as conn:  # and transactions work on it
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await db.close()
