@@ -7,6 +7,7 @@ double, JS rules) converts back to exactly the stored amount.
 
 from __future__ import annotations
 
+import re
 from decimal import Context, Decimal, Inexact, InvalidOperation
 
 SCALE = 4
@@ -16,6 +17,10 @@ _MAX = Decimal(MAX_UNITS).scaleb(-SCALE)  # 99999999999.9999
 _STEP = Decimal(1).scaleb(-SCALE)
 # Enough digits for any amount up to _MAX; rounding anything away raises.
 _EXACT = Context(prec=40, traps=[Inexact, InvalidOperation])
+# A decimal string is plain ASCII digits: Decimal() alone would take " 12 ", "1_000",
+# "+5", "5." and Arabic-Indic digits (12 to it).
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?", re.ASCII)
+_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)  # an ISO 4217 code's shape
 
 
 class BadAmount(ValueError):
@@ -26,6 +31,8 @@ def parse_amount(value: object, name: str = "amount") -> int:
     """A non-negative amount (JSON number, Decimal or decimal string) as integer units."""
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
         raise BadAmount(f"{name} must be a number")
+    if isinstance(value, str) and not _PLAIN_DECIMAL.fullmatch(value):
+        raise BadAmount(f"{name} must be a number (a plain decimal such as 12.5), got {value!r}")
     try:
         # A float goes through its shortest repr, which is the text the client sent
         # whenever that text fits a double (always, within MAX_UNITS and SCALE).
@@ -43,6 +50,11 @@ def parse_amount(value: object, name: str = "amount") -> int:
     except Inexact:
         raise BadAmount(f"{name} has more than {SCALE} decimal places") from None
     return int(kept.scaleb(SCALE, context=_EXACT))
+
+
+def is_currency(code: str) -> bool:
+    """Whether `code` is three uppercase ASCII letters (`USD`)."""
+    return _CURRENCY.fullmatch(code) is not None
 
 
 def to_number(units: int) -> int | float:

@@ -16,7 +16,11 @@ arrive in, every replica ends on the same repaired document. The rules come from
 - `bad_id`: an entry whose id breaks `ID_PATTERN` is removed (its content stays in the
   correction);
 - `lattice`: a status below its lattice maximum gets the maximum back
-  (`sync.lattice`).
+  (`sync.lattice`);
+- `non_finite`: NaN or ±Infinity anywhere in a value (a known field or not, however
+  deep): a number field holding one is removed, a value holding one deeper (a Map, an
+  Array, a plain object) is rewritten with null in its place. Found only where an
+  update that may carry one (`yjs_structs.may_hold_non_finite`) touched.
 
 Which entries to check comes from the type-level events of each root (they carry the
 real transaction origin, so the server's own writes are never "repaired").
@@ -33,15 +37,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Doc, Map, MapEvent, Subscription, TransactionEvent
+from pycrdt import Array, Doc, Map, MapEvent, Subscription, TransactionEvent
 
 from schemas.document import ROOTS, ROOTS_BY_NAME, Root, is_valid_id
+from schemas.views import finite_json, holds_non_finite
 from sync import close_codes
 from sync.connection import Connection
 from sync.field_rules import conform, json_value
 from sync.lattice import FieldWrite, LatticeTracker
 from sync.origin import SERVER_ACTOR, Origin, Source
 from sync.shape import to_shared
+from sync.yjs_structs import may_hold_non_finite
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,7 @@ WRONG_TYPE = "wrong_type"
 PLAIN_ENTRY = "plain_entry"
 BAD_ID = "bad_id"
 LATTICE = "lattice"
+NON_FINITE = "non_finite"
 
 Path = tuple[str, ...]  # (root, key) or (root, entry, field)
 _MISSING: Any = object()
@@ -131,6 +138,7 @@ class DocumentRules:
         self._reviewing = False
         self._reads: dict[Path, Any] = {}  # values read during one review
         self._lattice_changed = False  # by the running transaction
+        self._non_finite = False  # whether the reviewed update may carry NaN/Infinity
         self._unsettled: deque[tuple[Any, list[FieldWrite]]] = deque()
         # Paths and lattice entries peer updates touched -> loop time to check them.
         self._deferred_paths: dict[Path, float] = {}
@@ -273,7 +281,11 @@ class DocumentRules:
             if origin.source is Source.PEER:
                 self._defer(touched, entries)
                 return []
-            corrections = self._check(touched, entries, peer=False)
+            self._non_finite = may_hold_non_finite(update)
+            try:
+                corrections = self._check(touched, entries, peer=False)
+            finally:
+                self._non_finite = False
         except Exception:
             log.exception("repair: reviewing an update failed")
             return []
@@ -342,7 +354,9 @@ class DocumentRules:
     ) -> list[Correction]:
         fixes: dict[Path, Correction] = {}
         lattice_entries = dict.fromkeys(entries)
-        checked = [path for path in touched if _has_rule(ROOTS_BY_NAME[path[0]], path)]
+        checked = [
+            path for path in touched if self._non_finite or _has_rule(ROOTS_BY_NAME[path[0]], path)
+        ]
         if not checked and not lattice_entries:
             return []  # e.g. extra fields, which no rule covers: nothing to read
         with self._doc.transaction(), self._reading():  # one transaction for every read
@@ -452,13 +466,19 @@ class DocumentRules:
             if truth is not _MISSING and value is not _MISSING and shown == truth:
                 return None
             return Correction(path, SERVER_ONLY, shown, None if truth is _MISSING else truth)
+        if value is _MISSING:
+            return None
         kind = root.fields.get(name)
-        if kind is None or value is _MISSING:
+        shown, rule = value, WRONG_TYPE
+        if self._non_finite:
+            plain = value.to_py() if isinstance(value, Map | Array) else value
+            if holds_non_finite(plain):
+                shown, rule = finite_json(plain), NON_FINITE
+        fix = None if kind is None else conform(kind, shown)
+        if fix is None and rule is WRONG_TYPE:
             return None
-        fix = conform(kind, value)
-        if fix is None:
-            return None
-        return Correction(path, WRONG_TYPE, json_value(value), json_value(fix.value))
+        after = shown if fix is None else fix.value
+        return Correction(path, rule, json_value(value), json_value(after))
 
     def _check_lattice(self, root: Root, key: str, fixes: dict[Path, Correction]) -> None:
         lattice = root.lattice

@@ -16,6 +16,7 @@ delete set.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 
@@ -211,3 +212,15 @@ def _content(reader: _StructReader, item: Item) -> None:
         raise ProtocolError(f"unknown content kind {kind}")
     if item.length < 1:
         raise ProtocolError("empty struct")
+
+
+# A float in lib0's `writeAny` (ANY content): tag 123 then a big-endian double, or tag
+# 124 then a float (what yjs and yrs write for Infinity). Its exponent bits all set
+# mean NaN or ±Infinity.
+_NON_FINITE_FLOAT = re.compile(rb"\x7b[\x7f\xff][\xf0-\xff]|\x7c[\x7f\xff][\x80-\xff]")
+
+
+def may_hold_non_finite(update: bytes) -> bool:
+    """False only if no value of `update` can be NaN or ±Infinity: one scan of the bytes
+    (other bytes may match too: then the caller looks at what the update touched)."""
+    return _NON_FINITE_FLOAT.search(update) is not None

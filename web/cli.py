@@ -18,7 +18,7 @@ from persistence.object_store import ObjectStoreError
 from persistence.store import Store
 from schemas.document import is_valid_id
 from schemas.migration_files import migrations_for
-from schemas.money import BadAmount, parse_amount
+from schemas.money import BadAmount, is_currency, parse_amount
 from sync.projects import create_project
 from web import archive_cli
 from web.gc_tuning import tune_for_serving
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--budget", type=_amount, required=True, help="budget total, e.g. 25000 or 1999.95"
     )
-    create.add_argument("--currency", default="USD")
+    create.add_argument("--currency", type=_currency, default="USD")
 
     sub.add_parser(
         "migrate",
@@ -85,6 +85,12 @@ def _amount(text: str) -> int:
         return parse_amount(text, "budget")
     except BadAmount as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _currency(text: str) -> str:
+    if not is_currency(text):
+        raise argparse.ArgumentTypeError(f"currency must be three uppercase letters, got {text!r}")
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:

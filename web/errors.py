@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+
+from web.json_response import JSONResponse
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from web.api.requests import services
+from web.json_response import JSONResponse
 
 PING_TIMEOUT_S = 2.0
 

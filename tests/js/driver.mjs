@@ -37,6 +37,18 @@ function toShared (value) {
   return value
 }
 
+// JSON cannot carry NaN or ±Infinity: with `nonFinite`, these strings stand for them.
+const NON_FINITE = { NaN, Infinity, '-Infinity': -Infinity }
+
+function withNonFinite (value) {
+  if (typeof value === 'string' && Object.hasOwn(NON_FINITE, value)) return NON_FINITE[value]
+  if (Array.isArray(value)) return value.map(withNonFinite)
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withNonFinite(v)]))
+  }
+  return value
+}
+
 // Set doc[root][key1][key2]... = value, creating nested Maps on the way.
 function setPath (doc, path, value, plain) {
   const [root, ...keys] = path
@@ -88,7 +100,9 @@ const commands = {
     await waitUntil(() => provider.synced || closes.length > 0, timeoutMs, `${name} to sync`)
     return { synced: provider.synced, closes, clientID: doc.clientID }
   },
-  async set ({ name, path, value, plain = false }) { setPath(client(name).doc, path, value, plain) },
+  async set ({ name, path, value, plain = false, nonFinite = false }) {
+    setPath(client(name).doc, path, nonFinite ? withNonFinite(value) : value, plain)
+  },
   // Set several fields of the Map at `path` in one transaction (as one edit).
   async update ({ name, path, values }) {
     const doc = client(name).doc

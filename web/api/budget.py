@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from persistence.clock import to_iso
@@ -29,6 +28,7 @@ from web.api.requests import (
 )
 from web.auth import require_role
 from web.errors import ApiError
+from web.json_response import JSONResponse
 
 MAX_REF_LENGTH = 256
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -51,6 +51,8 @@ def parse_op(body: dict[str, Any]) -> BudgetOp:
         raise ApiError(422, "invalid", f"{op} needs a reservation_id")
     if not on_reservation and reservation_id is not None:
         raise ApiError(422, "invalid", f"reservation_id does not apply to {op}")
+    if on_reservation:
+        reservation_id = text_field(body, "reservation_id")  # length and NUL checks
     amount: int | None = None
     if op == "release":
         if body.get("amount") is not None:

@@ -7,14 +7,14 @@ import asyncio
 import re
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from persistence.corrections import CorrectionRecord
 from web.api.requests import page_params, page_response, project_record, services
 from web.errors import ApiError
+from web.json_response import JSONResponse
 
-_CURSOR = re.compile(r"(\d+)\.(\d+)")  # seq.n of the last item of the previous page
+_CURSOR = re.compile(r"([0-9]{1,18})\.([0-9]{1,9})")  # seq.n of the previous page's last item
 FLUSH_WAIT_S = 2.0
 
 

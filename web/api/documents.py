@@ -8,7 +8,7 @@ import base64
 import binascii
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from persistence.errors import LogFull
@@ -17,6 +17,7 @@ from sync.origin import Origin, Source
 from sync.validation import MalformedUpdate
 from web.api.requests import read_body, room_of, services
 from web.errors import ApiError
+from web.json_response import JSONResponse
 
 DURABLE_TIMEOUT_S = 30.0
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from persistence.errors import HistoryPruned
@@ -18,6 +17,7 @@ from persistence.history import seq_at_time
 from persistence.replay import CorruptDocument, replay
 from schemas.views import doc_to_json
 from web.api.requests import (
+    count_param,
     number_cursor,
     page_params,
     page_response,
@@ -25,6 +25,7 @@ from web.api.requests import (
     services,
 )
 from web.errors import ApiError
+from web.json_response import JSONResponse
 
 
 async def read_history(request: Request) -> JSONResponse:
@@ -48,9 +49,7 @@ async def read_history(request: Request) -> JSONResponse:
 
 
 def _at_seq(raw: str, last: int) -> int:
-    if not raw.isdigit():
-        raise ApiError(422, "invalid", "at_seq must be a non-negative integer")
-    seq = int(raw)
+    seq = count_param(raw, "at_seq")
     if seq > last:
         raise ApiError(422, "invalid", f"at_seq {seq} is past the last committed seq {last}")
     return seq
@@ -59,9 +58,10 @@ def _at_seq(raw: str, last: int) -> int:
 def parse_at_time(raw: str) -> datetime:
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        # Naive means UTC. In UTC year 1 at +14:00 falls before datetime.min.
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise ApiError(422, "invalid", "at_time must be an ISO 8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # naive: UTC
 
 
 async def read_state(request: Request) -> JSONResponse:

@@ -6,7 +6,6 @@ from typing import Any
 
 from pycrdt import Map
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from persistence.errors import StoreError
@@ -22,6 +21,7 @@ from web.api.requests import (
     text_field,
 )
 from web.errors import ApiError
+from web.json_response import JSONResponse
 
 
 def parse_lease(body: dict[str, Any]) -> LeaseRequest:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from sync.presence import local_presence
 from web.api.requests import project_record, services
+from web.json_response import JSONResponse
 
 
 async def read_presence(request: Request) -> JSONResponse:

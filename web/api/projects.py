@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from persistence.errors import ProjectExists
 from persistence.records import ProjectRecord
 from schemas.document import is_valid_id
+from schemas.money import is_currency
 from schemas.views import doc_to_json
 from sync.projects import create_project
 from web.api.requests import (
@@ -24,6 +24,9 @@ from web.api.requests import (
 )
 from web.auth import require_role
 from web.errors import ApiError
+from web.json_response import JSONResponse
+
+MAX_TITLE_LENGTH = 200
 
 
 def project_summary(record: ProjectRecord) -> dict[str, Any]:
@@ -41,9 +44,11 @@ async def create(request: Request) -> JSONResponse:
     if not is_valid_id(project_id):
         raise ApiError(422, "invalid", "project_id must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     require_role(request, "admin", project_id)
-    title = text_field(body, "title")
+    title = text_field(body, "title", max_length=MAX_TITLE_LENGTH)
     budget_total = amount_field(body, "budget_total")
     currency = text_field(body, "currency", default="USD")
+    if not is_currency(currency):
+        raise ApiError(422, "invalid", "currency must be three uppercase letters, like USD")
     spec = body.get("spec") or {}
     if not isinstance(spec, dict):
         raise ApiError(422, "invalid", "spec must be an object")
@@ -64,6 +69,8 @@ async def create(request: Request) -> JSONResponse:
 
 async def list_projects(request: Request) -> JSONResponse:
     limit, cursor = page_params(request)
+    if cursor and not is_valid_id(cursor):  # the id of the previous page's last project
+        raise ApiError(422, "invalid", "cursor must be a next_cursor this endpoint returned")
     records = await services(request).store.list_projects(limit + 1, cursor or None)
     return page_response(records, limit, project_summary, lambda r: r.project_id)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from persistence.errors import ProjectNotFound
 from persistence.idempotency import MAX_KEY_LENGTH
@@ -19,11 +19,18 @@ from schemas.document import is_valid_id
 from schemas.money import BadAmount, parse_amount
 from sync.room import Room
 from web.errors import ApiError
+from web.json_response import JSONResponse
 from web.services import Services
 
 T = TypeVar("T")
 
 MAX_JSON_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 32  # nesting of a JSON body (a project's spec is the deepest part)
+MAX_TEXT_LENGTH = 256  # characters of a free-text field unless a field says otherwise
+MAX_SAFE_INTEGER = 2**53 - 1  # JSON numbers follow JS rules (DESIGN.md section 1)
+MAX_INT64 = 2**63 - 1  # what a database integer column holds
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)  # not str.isdigit: "²" is a digit there
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # a lone one (JSON "\ud800") is no text
 
 
 def services(request: Request) -> Services:
@@ -45,18 +52,62 @@ async def read_json(request: Request, *, exact_numbers: bool = False) -> dict[st
     """The body as a JSON object; `exact_numbers` reads decimals as Decimal (money)."""
     body = await read_body(request, MAX_JSON_BYTES)
     try:
-        value = json.loads(body, parse_float=Decimal if exact_numbers else None)
+        value = json.loads(
+            body, parse_float=Decimal if exact_numbers else None, parse_constant=_no_constant
+        )
+    except RecursionError:
+        raise ApiError(422, "invalid", f"body nests deeper than {MAX_JSON_DEPTH}") from None
     except ValueError as exc:
         raise ApiError(400, "bad_json", f"body is not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError(422, "invalid", "body must be a JSON object")
+    _check_json(value)
     return value
 
 
-def text_field(body: dict[str, Any], name: str, *, default: str | None = None) -> str:
+def _no_constant(name: str) -> Any:
+    raise ApiError(422, "invalid", f"numbers must be finite, got {name}")
+
+
+def _check_json(body: dict[str, Any]) -> None:
+    """What every JSON body must be, whatever its fields: bounded nesting, text that is
+    Unicode (a lone surrogate breaks the CRDT and the database), finite numbers and
+    integers JS can hold (a double past 1e308 parses as Infinity)."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ApiError(422, "invalid", f"body nests deeper than {MAX_JSON_DEPTH}")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and _SURROGATE.search(key):
+                    raise ApiError(422, "invalid", "body holds a lone surrogate in a key")
+                stack.append((item, depth + 1))
+        elif isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise ApiError(422, "invalid", "body holds a lone surrogate in a string")
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int):
+            if abs(value) > MAX_SAFE_INTEGER:
+                raise ApiError(422, "invalid", f"integers must be within ±{MAX_SAFE_INTEGER}")
+        elif isinstance(value, float | Decimal) and not math.isfinite(value):
+            raise ApiError(422, "invalid", "numbers must be finite")
+
+
+def text_field(
+    body: dict[str, Any],
+    name: str,
+    *,
+    default: str | None = None,
+    max_length: int = MAX_TEXT_LENGTH,
+) -> str:
     value = body.get(name, default)
     if not isinstance(value, str) or not value:
         raise ApiError(422, "invalid", f"{name} must be a non-empty string")
+    if len(value) > max_length:
+        raise ApiError(422, "invalid", f"{name} may have {max_length} characters")
     if "\x00" in value:  # Postgres cannot store it
         raise ApiError(422, "invalid", f"{name} must not contain a NUL character")
     return value
@@ -82,10 +133,17 @@ def amount_field(body: dict[str, Any], name: str) -> int:
 
 
 def idempotency_key_field(body: dict[str, Any]) -> str:
-    key = text_field(body, "idempotency_key")
-    if len(key) > MAX_KEY_LENGTH:
-        raise ApiError(422, "invalid", f"idempotency_key may have {MAX_KEY_LENGTH} characters")
-    return key
+    return text_field(body, "idempotency_key", max_length=MAX_KEY_LENGTH)
+
+
+def count_param(raw: str, name: str, minimum: int = 0, maximum: int = MAX_INT64) -> int:
+    """An integer from a query parameter: ASCII digits, from `minimum` to `maximum`."""
+    # The length check first: int() of a huge string is slow (and capped at 4,300 digits).
+    fits = _DIGITS.fullmatch(raw) and len(raw) <= len(str(maximum))
+    value = int(raw) if fits else None
+    if value is None or not minimum <= value <= maximum:
+        raise ApiError(422, "invalid", f"{name} must be an integer from {minimum} to {maximum}")
+    return value
 
 
 def project_id_param(request: Request) -> str:
@@ -96,23 +154,13 @@ def project_id_param(request: Request) -> str:
 
 
 def page_params(request: Request, *, default: int = 100, maximum: int = 1000) -> tuple[int, str]:
-    raw = request.query_params.get("limit", str(default))
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise ApiError(422, "invalid", "limit must be an integer") from None
-    if not 1 <= limit <= maximum:
-        raise ApiError(422, "invalid", f"limit must be between 1 and {maximum}")
+    limit = count_param(request.query_params.get("limit", str(default)), "limit", 1, maximum)
     return limit, request.query_params.get("cursor", "")
 
 
 def number_cursor(cursor: str) -> int:
     """A cursor that is the number of the last item of the previous page (0: from the start)."""
-    if not cursor:
-        return 0
-    if not cursor.isdigit():
-        raise ApiError(422, "invalid", "cursor must be a next_cursor this endpoint returned")
-    return int(cursor)
+    return count_param(cursor, "cursor") if cursor else 0
 
 
 def page_response(
