@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from persistence.artifact_keys import object_key, stored_sha256
@@ -18,6 +18,7 @@ from schemas.document import is_valid_id
 from sync.artifacts import ArtifactExists, NotIndexed
 from web.api.requests import project_id_param, services
 from web.errors import ApiError
+from web.json_response import JSONResponse
 
 TEXT_METADATA = ("shot_id", "model", "model_version", "prompt")
 NUMBER_METADATA = ("seed", "cost")
@@ -62,7 +63,7 @@ async def put_artifact(request: Request) -> JSONResponse:
     svc = services(request)
     limit = svc.artifacts.max_bytes
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "too_large", f"the artifact exceeds {limit} bytes")
     metadata = _metadata(request)
     content_type = request.headers.get("content-type") or DEFAULT_CONTENT_TYPE

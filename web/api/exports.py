@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from persistence.clock import to_iso, utc_now
@@ -21,6 +21,7 @@ from schemas.document import is_valid_id
 from web.api.history import parse_at_time
 from web.api.requests import project_record, read_json, services
 from web.errors import ApiError
+from web.json_response import JSONResponse
 
 PREFIX = "exports/"
 SUFFIX = ".zip"
