@@ -5,7 +5,9 @@ disconnected state, and screenshots at desktop and phone sizes (tests/screenshot
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -408,3 +410,47 @@ async def test_screenshots_and_the_project_list(
     await page.until(lambda d: "$12,000" in card.text and "1 person" in card.text)
     assert "Nightfall" in card.text and "seq " in card.text
     await page.screenshot("project-list", *DESKTOP, mobile=False)
+
+
+def tiny_png(width: int, height: int) -> bytes:
+    """A real PNG (solid colour), made here so the test needs no image file."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" + b"\x4f\x46\xe5" * width  # filter byte, then RGB pixels
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(row * height))
+        + chunk(b"IEND", b"")
+    )
+
+
+async def test_an_uploaded_image_shows_as_its_shots_thumbnail(
+    server: ServerProcess, browsers: Callable[[], Awaitable[Browser]]
+) -> None:
+    await create_project(server, "film")
+    doc = Doc()
+    async with Session(server.ws, "film", doc) as agent:
+        doc.get("shots", type=Map)["S1"] = Map({"title": "Harbour", "status": "review"})
+        await agent.flush()
+    page = await browsers()
+    await open_project(page, server, "film")
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+        reply = await http.put(
+            "/api/projects/film/artifacts/frame-1?shot_id=S1",
+            content=tiny_png(32, 18),
+            headers={"content-type": "image/png"},
+        )
+        assert reply.status_code == 201, reply.text
+    # The artifact entry arrives live, and the browser loads the image through the API.
+    size = await page.until(
+        lambda d: d.execute_script(
+            "const i = document.querySelector('[data-shot-id=\"S1\"] img.thumb');"
+            "return i && i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight] : null"
+        )
+    )
+    assert size == [32, 18]
