@@ -138,6 +138,10 @@ def sync_step2(update: bytes) -> bytes:
     return bytes((MessageType.SYNC, SyncType.STEP2)) + encode_varbytes(update)
 
 
+def is_sync_step2(frame: bytes) -> bool:
+    return frame[:2] == bytes((MessageType.SYNC, SyncType.STEP2))
+
+
 def sync_update(update: bytes) -> bytes:
     return bytes((MessageType.SYNC, SyncType.UPDATE)) + encode_varbytes(update)
 

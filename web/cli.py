@@ -21,6 +21,7 @@ from schemas.money import BadAmount, parse_amount
 from sync.projects import create_project
 from web.gc_tuning import tune_for_serving
 from web.logs import configure
+from web.open_files import raise_open_files
 from web.settings import Settings
 from web.tokens import ROLES, Keyring, mint
 
@@ -106,6 +107,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from web.app import create_app
+    from web.transport import protocols
 
     if settings.database_url:
         # Refuse a database that is behind now, in one line, not as a startup traceback.
@@ -114,13 +116,17 @@ def serve(settings: Settings) -> None:
     print(f"Blackboard on http://{settings.host}:{settings.port} ({backend})", flush=True)
     print(f"  sync: ws://{settings.host}:{settings.port}/sync/{{project_id}}", flush=True)
     tune_for_serving()
+    raise_open_files()  # sockets past the default 1,024 must not starve /healthz
+    http, ws = protocols(settings.limits)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        # The sans-I/O implementation queues frames in arrival order with the close
-        # last; the default one drops frames still unread when the peer closes.
-        ws="websockets-sansio",
+        # httptools and the sans-I/O WebSocket implementation (which queues frames in
+        # arrival order with the close last; the default one drops frames still unread
+        # when the peer closes), with a header timeout and a per-address cap.
+        http=http,
+        ws=ws,
         ws_max_size=settings.limits.max_message_bytes,
         ws_ping_interval=settings.limits.ping_interval_s,
         ws_ping_timeout=settings.limits.ping_timeout_s,
