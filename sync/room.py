@@ -32,10 +32,12 @@ from sync.protocol import (
     QueryAwarenessMessage,
     SyncMessage,
     SyncType,
+    check_awareness_state,
     decode_awareness,
     decode_message,
     encode_awareness,
     permission_denied,
+    read_awareness,
     sync_step1,
     sync_step2,
     sync_update,
@@ -189,15 +191,15 @@ class Room:
 
     def _receive_awareness(self, connection: Connection, payload: bytes, origin: Origin) -> None:
         try:
-            entries = decode_awareness(payload)
+            fresh = self._fresh_awareness(connection, payload)
         except ProtocolError as exc:
             connection.close(close_codes.MALFORMED, f"malformed awareness: {exc}")
             return
-        if self._claims_too_many_ids(connection, entries):
+        if fresh is None:
             cap = self.awareness.limits.ids_per_connection
             connection.close(close_codes.MALFORMED, f"more than {cap} awareness client ids")
             return
-        accepted = self.awareness.apply(entries)
+        accepted = self.awareness.apply(fresh)
         for entry in accepted:
             if entry.removed:
                 connection.awareness_ids.discard(entry.client_id)
@@ -209,15 +211,24 @@ class Room:
             for ext in self._extensions:
                 ext.on_awareness(self, relayed, origin)
 
-    def _claims_too_many_ids(self, connection: Connection, entries: list[AwarenessEntry]) -> bool:
-        """Whether `entries` would leave `connection` holding more client ids than allowed.
-        Only entries that would change something count: stock clients echo every entry
-        they receive, with the clock the room already has."""
+    def _fresh_awareness(
+        self, connection: Connection, payload: bytes
+    ) -> list[AwarenessEntry] | None:
+        """The entries that would change something (stock clients echo every entry they
+        receive, with the clock the room already has: those are skipped unchecked), or
+        None as soon as they would leave `connection` holding more client ids than allowed,
+        so a flood of new ids costs a few entries' decoding, not the whole message's."""
         owned = set(connection.awareness_ids)
-        for entry in entries:
-            if self.awareness.is_newer(entry):
-                (owned.discard if entry.removed else owned.add)(entry.client_id)
-        return len(owned) > self.awareness.limits.ids_per_connection
+        fresh = []
+        for entry in read_awareness(payload):
+            if not self.awareness.is_newer(entry):
+                continue
+            check_awareness_state(entry)
+            (owned.discard if entry.removed else owned.add)(entry.client_id)
+            if len(owned) > self.awareness.limits.ids_per_connection:
+                return None
+            fresh.append(entry)
+        return fresh
 
     # --- the update pipeline -------------------------------------------------
 
