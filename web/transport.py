@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +29,9 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.http11 import Request
 
 from web.settings import Limits
+
+log = logging.getLogger(__name__)
+REFUSAL_LOG_INTERVAL_S = 10.0
 
 # ASGI scope extension of a socket: call it with a size in bytes to change the largest
 # message the socket accepts from the next frame on.
@@ -41,6 +46,8 @@ class AddressSlots:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self._open: dict[str, set[asyncio.BaseTransport]] = {}
+        self._refused = 0  # since the last warning
+        self._warned_at = float("-inf")
 
     def acquire(self, transport: asyncio.BaseTransport) -> bool:
         address = _address(transport)
@@ -48,9 +55,23 @@ class AddressSlots:
             return True
         held = self._open.setdefault(address, set())
         if len(held) >= self.cap:
+            self._warn_refused(address)
             return False
         held.add(transport)
         return True
+
+    def _warn_refused(self, address: str) -> None:
+        # At most one line per interval: a flood must not also flood the log.
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._warned_at >= REFUSAL_LOG_INTERVAL_S:
+            log.warning(
+                "refused %d connection(s) over the cap of %d per address (last: %s)",
+                self._refused,
+                self.cap,
+                address,
+            )
+            self._refused, self._warned_at = 0, now
 
     def release(self, transport: asyncio.BaseTransport) -> None:
         address = _address(transport)
@@ -82,7 +103,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if not self._slots.acquire(transport):
-            self.logger.warning("refused a connection: %s has too many open", _address(transport))
             transport.abort()  # connection_lost follows and does the bookkeeping
             return
         self._arm_header_timer()
