@@ -414,7 +414,7 @@ def main() -> None:
     section = render(uvloop.run(measure(8.0 if args.quick else args.seconds)))
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section(section, heading=HEADING)
 
 
 if __name__ == "__main__":
