@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import pytest
 import websockets
 from pycrdt import Doc, Map
 
@@ -35,14 +36,15 @@ async def _handshake(ws: websockets.ClientConnection) -> None:
         await ws.recv()
 
 
+@pytest.mark.parametrize("shots", [SHOTS, 3 * SHOTS])  # 1.8 MB and 5.4 MB
 async def test_stock_client_backlog_over_the_message_limit_syncs(
-    server: ServerProcess, js: JsClients
+    server: ServerProcess, js: JsClients, shots: int
 ) -> None:
     await create_project(server, "film")
     await js.connect("a", server.ws, "film")
     await js.connect("b", server.ws, "film")
     await js.call("disconnect", name="a")
-    for i in range(SHOTS):
+    for i in range(shots):
         await js.call("set", name="a", path=["shots", f"S{i}", "notes"], value="n" * NOTE_CHARS)
     await js.call("set", name="a", path=["spec", "logline"], value="written offline")
     await js.call("set", name="b", path=["spec", "title"], value="while a was away")
@@ -54,7 +56,7 @@ async def test_stock_client_backlog_over_the_message_limit_syncs(
     assert all(close["code"] != 1009 for close in closes), closes
     assert (await js.call("state", name="a")) == {"synced": True, "connected": True}
     doc = (await project_json(server, "film"))["doc"]
-    assert len(doc["shots"]) == SHOTS
+    assert len(doc["shots"]) == shots
 
 
 async def test_only_the_writers_first_step2_may_exceed_the_message_limit(
