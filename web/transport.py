@@ -82,9 +82,6 @@ class AddressSlots:
         if not held:
             del self._open[address]
 
-    def count(self, address: str) -> int:
-        return len(self._open.get(address, ()))
-
 
 def _address(transport: asyncio.BaseTransport) -> str | None:
     peer = transport.get_extra_info("peername")
