@@ -6,55 +6,19 @@ sockets and stock JS clients), except the 30 s expiry, which runs on a fake cloc
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 
 import httpx
-import websockets
 
 from sync.awareness import AwarenessLimits, AwarenessStates
-from sync.protocol import (
-    AwarenessEntry,
-    AwarenessMessage,
-    awareness_message,
-    decode_awareness,
-    decode_message,
-    encode_awareness,
-    sync_step1,
-)
+from sync.protocol import AwarenessEntry
 from tests.support.api import create_project
-from tests.support.auth import connect, until_closed
+from tests.support.auth import until_closed
+from tests.support.awareness import QUIET_S, joined, seen, states_message
 from tests.support.js import JsClients
 from tests.support.server import ServerProcess
 
 StartServer = Callable[..., ServerProcess]
-QUIET_S = 0.5  # presence goes out within a tick (50 ms); this is plenty on a busy machine
-
-
-def _states(*entries: tuple[int, int, object]) -> bytes:
-    return awareness_message(
-        encode_awareness([AwarenessEntry(c, clock, json.dumps(s)) for c, clock, s in entries])
-    )
-
-
-async def _joined(server: ServerProcess, project_id: str, **options: object):
-    ws = await connect(server, project_id, **options)
-    await ws.send(sync_step1(b"\x00"))
-    await asyncio.wait_for(ws.recv(), 5)
-    return ws
-
-
-async def _seen(ws: websockets.ClientConnection, quiet_s: float = QUIET_S) -> dict[int, str]:
-    """Awareness entries received until the socket is quiet: client id -> state JSON."""
-    seen: dict[int, str] = {}
-    while True:
-        try:
-            frame = await asyncio.wait_for(ws.recv(), quiet_s)
-        except TimeoutError:
-            return seen
-        message = decode_message(frame)  # type: ignore[arg-type]
-        if isinstance(message, AwarenessMessage):
-            seen.update((e.client_id, e.state_json) for e in decode_awareness(message.payload))
 
 
 async def _presence(server: ServerProcess, project_id: str) -> list[dict]:
@@ -68,24 +32,24 @@ async def test_a_connection_claiming_many_client_ids_is_closed_and_relays_nothin
     server: ServerProcess,
 ) -> None:
     await create_project(server, "film")
-    watcher = await _joined(server, "film")
-    await _seen(watcher)
-    honest = await _joined(server, "film")
+    watcher = await joined(server, "film")
+    await seen(watcher)
+    honest = await joined(server, "film")
     # Four ids on one connection are allowed (a Yjs client has one).
-    await honest.send(_states(*((i, 1, {"user": i}) for i in range(1, 5))))
-    assert set(await _seen(watcher)) == {1, 2, 3, 4}
+    await honest.send(states_message(*((i, 1, {"user": i}) for i in range(1, 5))))
+    assert set(await seen(watcher)) == {1, 2, 3, 4}
 
-    flooder = await _joined(server, "film")
-    await flooder.send(_states(*((i, 1, {"user": i}) for i in range(100, 10_100))))
+    flooder = await joined(server, "film")
+    await flooder.send(states_message(*((i, 1, {"user": i}) for i in range(100, 10_100))))
     code, reason, _ = await until_closed(flooder)
     assert (code, reason) == (4400, "more than 4 awareness client ids")
-    assert await _seen(watcher) == {}  # nothing of it was stored or relayed
+    assert await seen(watcher) == {}  # nothing of it was stored or relayed
     assert {c["client_id"] for c in await _presence(server, "film")} == {1, 2, 3, 4}
 
     # A fifth id on the honest connection: the same, and its four states are removed.
-    await honest.send(_states((5, 1, {"user": 5})))
+    await honest.send(states_message((5, 1, {"user": 5})))
     assert (await until_closed(honest))[0] == 4400
-    assert await _seen(watcher) == {i: "null" for i in range(1, 5)}
+    assert await seen(watcher) == {i: "null" for i in range(1, 5)}
     await watcher.close()
 
 
@@ -99,17 +63,17 @@ async def test_oversized_states_are_dropped_and_the_room_is_capped(
         }
     )
     await create_project(server, "film")
-    watcher = await _joined(server, "film")
-    clients = [await _joined(server, "film") for _ in range(4)]
-    await clients[0].send(_states((1, 1, {"note": "x" * 2000})))
-    assert await _seen(watcher) == {}  # too big: dropped, the connection carries on
+    watcher = await joined(server, "film")
+    clients = [await joined(server, "film") for _ in range(4)]
+    await clients[0].send(states_message((1, 1, {"note": "x" * 2000})))
+    assert await seen(watcher) == {}  # too big: dropped, the connection carries on
     for n, ws in enumerate(clients, start=1):
-        await ws.send(_states((n, 2, {"user": n})))
-    assert set(await _seen(watcher)) == {1, 2, 3}  # the room holds three
+        await ws.send(states_message((n, 2, {"user": n})))
+    assert set(await seen(watcher)) == {1, 2, 3}  # the room holds three
     await clients[0].close()
-    assert await _seen(watcher) == {1: "null"}
-    await clients[3].send(_states((4, 3, {"user": 4})))  # its next renewal now fits
-    assert await _seen(watcher) == {4: '{"user": 4}'}
+    assert await seen(watcher) == {1: "null"}
+    await clients[3].send(states_message((4, 3, {"user": 4})))  # its next renewal now fits
+    assert await seen(watcher) == {4: '{"user": 4}'}
     for ws in (watcher, *clients[1:]):
         await ws.close()
 
@@ -118,13 +82,13 @@ async def test_a_big_snapshot_arrives_in_messages_under_the_message_limit(
     server: ServerProcess,
 ) -> None:
     await create_project(server, "film")
-    owners = [await _joined(server, "film") for _ in range(24)]
+    owners = [await joined(server, "film") for _ in range(24)]
     for n, ws in enumerate(owners, start=1):
-        await ws.send(_states((n, 1, {"note": "x" * 60_000})))  # 24 x 60 KB: 1.4 MB
+        await ws.send(states_message((n, 1, {"note": "x" * 60_000})))  # 24 x 60 KB: 1.4 MB
     await asyncio.sleep(QUIET_S)
     # websockets' default limit is 1 MiB per message, like pycrdt's provider.
-    newcomer = await _joined(server, "film", max_size=2**20)
-    assert set(await _seen(newcomer)) == set(range(1, 25))
+    newcomer = await joined(server, "film", max_size=2**20)
+    assert set(await seen(newcomer)) == set(range(1, 25))
     for ws in (newcomer, *owners):
         await ws.close()
 

@@ -26,6 +26,8 @@ from persistence.replay import replay
 from sync import peer_messages
 from sync.client import BlackboardClient
 from tests.support.api import create_project, eventually, project_json
+from tests.support.auth import until_closed
+from tests.support.awareness import joined, seen, states_message
 from tests.support.backends import REDIS_URL, redis_prefix
 from tests.support.js import JsClients
 from tests.support.private_redis import PrivateRedis
@@ -539,3 +541,34 @@ async def test_each_repair_is_made_and_recorded_once_across_instances(cluster: C
 
 async def _has_task(server: ServerProcess) -> None:
     assert "T1" in (await project_json(server, "once"))["doc"]["tasks"]
+
+
+async def test_presence_bounds_hold_across_instances(cluster: Cluster) -> None:
+    """A flood refused on one instance reaches no other; an instance keeps its own cap on
+    the states its peers relay."""
+    [a] = cluster(1, BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM="10")
+    [b] = cluster(1, BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM="3")
+    await create_project(a, "pres")
+    watcher = await joined(b, "pres")
+    await seen(watcher)
+    flooder = await joined(a, "pres")
+    await flooder.send(states_message(*((i, 1, {"flood": i}) for i in range(100, 10_100))))
+    assert (await until_closed(flooder))[0] == 4400
+    assert await seen(watcher, quiet_s=1.5) == {}
+    owners = [await joined(a, "pres") for _ in range(5)]
+    for n, ws in enumerate(owners, start=1):
+        await ws.send(states_message((n, 1, {"user": n})))
+    found: dict[int, str] = {}
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(found) < 3 and asyncio.get_running_loop().time() < deadline:
+        found |= await seen(watcher)  # through Redis
+    found |= await seen(watcher, quiet_s=1.5)  # and then nothing more
+    assert len(found) == 3 and set(found) <= {1, 2, 3, 4, 5}, found
+
+    async def a_holds_five() -> None:
+        body = (await http_get(a, "/api/projects/pres/presence")).json()
+        assert len([c for i in body["instances"] for c in i["clients"]]) == 5
+
+    await eventually(a_holds_five)
+    for ws in (watcher, *owners):
+        await ws.close()
