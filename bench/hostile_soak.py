@@ -346,17 +346,17 @@ fast as the message rate allows (500/s) is relayed to every client of the room (
 per 50 ms tick, newest state per id); in a big room that is bandwidth, bounded per
 client by the 4 MiB send queue (a client that cannot keep up is closed 1013).
 
-Measured 2026-12-06 (the run above and one before it): the server is not saturated in
-any phase (its CPU in the table: a fifth to a third of one core); what the attack costs
-it is connections. uvicorn's HTTP protocol takes about 67 µs of Python per connection
+Where the attack's cost goes (measured 2026-12-06): connections, not presence. The server
+keeps up in every phase (its CPU in the table stays under one core), and nothing of the
+flood is stored. uvicorn's HTTP protocol takes about 67 µs of Python per connection
 (measured alone), so 1,000 sockets opened or timed out together hold the loop for tens of
-milliseconds; in the flood phase the cost is the flooders' reconnecting (about 120
-handshakes a second from one address, each joining the room and being sent its presence
-snapshot), not their messages, each abandoned at its fifth new id. The tails follow the
-machine: with the load average near 8.5 both times, the quiet phase's p99 was 27 ms here
-and 940 ms in the run before, so the 50 ms goal cannot be judged on this machine; the
-p50 figures are steadier. A per-address limit on new connections per second is what
-would cut the flood phase's cost further (not built).
+milliseconds. In the presence flood the flooders reconnect a few hundred times a second
+from one address, and each connection is a full WebSocket handshake that joins the room
+and is sent its presence snapshot before its message is refused at its fifth new id:
+that churn is what the server's CPU in those phases buys, and what the honest p99 pays.
+A per-address limit on new connections per second would cut it (not built). The tails
+also follow the shared machine: at a load average near 8.5 an earlier run measured p99
+27 ms quiet and 160-354 ms under attack (the quiet phase of another at that load: 940 ms).
 """
 
 
