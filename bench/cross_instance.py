@@ -276,11 +276,11 @@ def _minus(a: float | int | None, b: float | int | None) -> str:
     return "n/a" if a is None or b is None else f"{a - b:.3f}"
 
 
-def write(section: str, path: Path = RESULTS) -> None:
-    """Replace this benchmark's section of RESULTS.md (or append it)."""
+def write(section: str, path: Path = RESULTS, heading: str = HEADING) -> None:
+    """Replace the section under `heading` of RESULTS.md (or append it)."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if HEADING in text:
-        before, _, rest = text.partition(HEADING)
+    if heading in text:
+        before, _, rest = text.partition(heading)
         following = rest.find("\n## ")
         after = rest[following + 1 :] if following >= 0 else ""
         text = before + section + ("\n" + after if after else "")

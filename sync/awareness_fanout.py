@@ -11,6 +11,8 @@ A client never receives its own entries back: a client that contributed to the b
 gets it without them (encoded once per contributor; past `MAX_EXCLUSION_PARTS` the
 contributors get the full batch, whose entries of their own stock clients ignore, since
 they carry a clock they already have).
+A batch (or a snapshot) goes out in messages of at most `MESSAGE_BYTES` each, so a big
+room's presence never reaches a client as one message over its size limit.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sync.protocol import AwarenessEntry, awareness_message, encode_varbytes, en
 AWARENESS_TICK_S = 0.05
 MAX_FRAMES_PER_S = 5_000  # per room: past 250 clients the tick grows with the room
 MAX_EXCLUSION_PARTS = 100_000  # contributors x entries encoded per tick, at most
+MESSAGE_BYTES = 512 * 1024  # entries are at most 64 KiB (AwarenessLimits.state_bytes)
 
 
 def _encode_entry(entry: AwarenessEntry) -> bytes:
@@ -34,8 +37,27 @@ def _encode_entry(entry: AwarenessEntry) -> bytes:
     )
 
 
+def _messages(parts: list[bytes]) -> list[bytes]:
+    """Awareness messages holding `parts` (encoded entries), each about `MESSAGE_BYTES`
+    at most (an entry larger than that alone)."""
+    messages: list[bytes] = []
+    start, size = 0, 0
+    for end, part in enumerate(parts):
+        if size + len(part) > MESSAGE_BYTES and end > start:
+            messages.append(_message(parts[start:end]))
+            start, size = end, 0
+        size += len(part)
+    if start < len(parts):
+        messages.append(_message(parts[start:]))
+    return messages
+
+
 def _message(parts: list[bytes]) -> bytes:
     return awareness_message(encode_varuint(len(parts)) + b"".join(parts))
+
+
+def awareness_messages(entries: list[AwarenessEntry]) -> list[bytes]:
+    return _messages([_encode_entry(entry) for entry in entries])
 
 
 class AwarenessFanout:
@@ -66,16 +88,17 @@ class AwarenessFanout:
             return
         parts = [_encode_entry(entry) for entry, _ in pending.values()]
         senders = [sender for _, sender in pending.values()]
-        everyone = _message(parts)
+        everyone = _messages(parts)
         contributors = {s for s in senders if s is not None}
         exclude = len(contributors) * len(parts) <= MAX_EXCLUSION_PARTS
         for connection in list(self._connections):
             if exclude and connection in contributors:
                 others = [p for p, s in zip(parts, senders, strict=True) if s is not connection]
-                if others:
-                    connection.send(_message(others))
+                for message in _messages(others):
+                    connection.send(message)
             else:
-                connection.send(everyone)
+                for message in everyone:
+                    connection.send(message)
 
     def close(self) -> None:
         if self._timer is not None:

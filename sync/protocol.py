@@ -9,6 +9,7 @@ durable ack (a varuint count), sent only to connections that asked with `ack=1`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -32,6 +33,7 @@ class ProtocolError(ValueError):
 
 
 MAX_VARUINT_BYTES = 8  # 53-bit integers need at most 8 bytes
+MAX_AWARENESS_ENTRIES = 10_000  # per message
 
 
 def encode_varuint(value: int) -> bytes:
@@ -138,6 +140,10 @@ def sync_step2(update: bytes) -> bytes:
     return bytes((MessageType.SYNC, SyncType.STEP2)) + encode_varbytes(update)
 
 
+def is_sync_step2(frame: bytes) -> bool:
+    return frame[:2] == bytes((MessageType.SYNC, SyncType.STEP2))
+
+
 def sync_update(update: bytes) -> bytes:
     return bytes((MessageType.SYNC, SyncType.UPDATE)) + encode_varbytes(update)
 
@@ -168,20 +174,29 @@ class AwarenessEntry:
         return self.state_json == "null"
 
 
-def decode_awareness(payload: bytes) -> list[AwarenessEntry]:
+def read_awareness(payload: bytes) -> Iterator[AwarenessEntry]:
+    """The entries of an awareness update one at a time, their states not checked
+    (`check_awareness_state`): a reader may stop early and check only what it keeps."""
     reader = Reader(payload)
     count = reader.varuint()
-    if count > 10_000:
+    if count > MAX_AWARENESS_ENTRIES:
         raise ProtocolError("too many awareness entries")
-    entries = []
     for _ in range(count):
         client_id, clock = reader.varuint(), reader.varuint()
-        state = reader.varstring()
-        try:
-            json.loads(state)
-        except ValueError as exc:
-            raise ProtocolError("awareness state is not JSON") from exc
-        entries.append(AwarenessEntry(client_id, clock, state))
+        yield AwarenessEntry(client_id, clock, reader.varstring())
+
+
+def check_awareness_state(entry: AwarenessEntry) -> None:
+    try:
+        json.loads(entry.state_json)
+    except ValueError as exc:
+        raise ProtocolError("awareness state is not JSON") from exc
+
+
+def decode_awareness(payload: bytes) -> list[AwarenessEntry]:
+    entries = list(read_awareness(payload))
+    for entry in entries:
+        check_awareness_state(entry)
     return entries
 
 

@@ -18,24 +18,26 @@ from pycrdt import Doc, Subscription, TransactionEvent
 
 from persistence.update_log import UpdateLog
 from sync import close_codes
-from sync.awareness import AwarenessStates
-from sync.awareness_fanout import AwarenessFanout
+from sync.awareness import AwarenessLimits, AwarenessStates
+from sync.awareness_fanout import AwarenessFanout, awareness_messages
 from sync.connection import Connection
 from sync.doc_size import DocumentSize, DocumentTooLarge
 from sync.extensions import Extension
 from sync.lattice import LatticeTracker
 from sync.origin import SERVER_ACTOR, Origin, Source
 from sync.protocol import (
+    AwarenessEntry,
     AwarenessMessage,
     ProtocolError,
     QueryAwarenessMessage,
     SyncMessage,
     SyncType,
-    awareness_message,
+    check_awareness_state,
     decode_awareness,
     decode_message,
     encode_awareness,
     permission_denied,
+    read_awareness,
     sync_step1,
     sync_step2,
     sync_update,
@@ -66,6 +68,7 @@ class Room:
         size_estimate: int = 0,
         lattice: LatticeTracker | None = None,
         repair_policy: RepairPolicy | None = None,
+        awareness_limits: AwarenessLimits | None = None,
     ) -> None:
         self.project_id = project_id
         self.doc = doc
@@ -73,7 +76,7 @@ class Room:
         self.tail_rows = 0  # rows committed since load (compaction trigger)
         self.tail_bytes = 0
         self.connections: set[Connection] = set()
-        self.awareness = AwarenessStates()
+        self.awareness = AwarenessStates(awareness_limits)
         self._presence_out = AwarenessFanout(self.connections)  # batched per tick
         self.idle_since = asyncio.get_running_loop().time()
         self.closing = False
@@ -101,9 +104,7 @@ class Room:
     def join(self, connection: Connection) -> None:
         """Handshake (server step 1 + awareness snapshot), then receive broadcasts."""
         connection.send(sync_step1(self.doc.get_state()))
-        snapshot = self.awareness.snapshot()
-        if snapshot:
-            connection.send(awareness_message(encode_awareness(snapshot)))
+        self._send_awareness_snapshot(connection)
         self.connections.add(connection)
         for ext in self._extensions:
             ext.on_join(self, connection)
@@ -141,9 +142,12 @@ class Room:
         elif isinstance(message, AwarenessMessage):
             self._receive_awareness(connection, message.payload, origin)
         elif isinstance(message, QueryAwarenessMessage):
-            snapshot = self.awareness.snapshot()
-            connection.send(awareness_message(encode_awareness(snapshot)))
+            self._send_awareness_snapshot(connection)
         # Auth messages from clients carry nothing for the server.
+
+    def _send_awareness_snapshot(self, connection: Connection) -> None:
+        for message in awareness_messages(self.awareness.snapshot()):
+            connection.send(message)
 
     def _step2_for(self, state_vector: bytes, connection: Connection) -> bytes:
         reply = self._step2_cache.get(state_vector)
@@ -187,11 +191,15 @@ class Room:
 
     def _receive_awareness(self, connection: Connection, payload: bytes, origin: Origin) -> None:
         try:
-            entries = decode_awareness(payload)
+            fresh = self._fresh_awareness(connection, payload)
         except ProtocolError as exc:
             connection.close(close_codes.MALFORMED, f"malformed awareness: {exc}")
             return
-        accepted = self.awareness.apply(entries)
+        if fresh is None:
+            cap = self.awareness.limits.ids_per_connection
+            connection.close(close_codes.MALFORMED, f"more than {cap} awareness client ids")
+            return
+        accepted = self.awareness.apply(fresh)
         for entry in accepted:
             if entry.removed:
                 connection.awareness_ids.discard(entry.client_id)
@@ -202,6 +210,25 @@ class Room:
             self._presence_out.queue(accepted, connection)
             for ext in self._extensions:
                 ext.on_awareness(self, relayed, origin)
+
+    def _fresh_awareness(
+        self, connection: Connection, payload: bytes
+    ) -> list[AwarenessEntry] | None:
+        """The entries that would change something (stock clients echo every entry they
+        receive, with the clock the room already has: those are skipped unchecked), or
+        None as soon as they would leave `connection` holding more client ids than allowed,
+        so a flood of new ids costs a few entries' decoding, not the whole message's."""
+        owned = set(connection.awareness_ids)
+        fresh = []
+        for entry in read_awareness(payload):
+            if not self.awareness.is_newer(entry):
+                continue
+            check_awareness_state(entry)
+            (owned.discard if entry.removed else owned.add)(entry.client_id)
+            if len(owned) > self.awareness.limits.ids_per_connection:
+                return None
+            fresh.append(entry)
+        return fresh
 
     # --- the update pipeline -------------------------------------------------
 

@@ -18,6 +18,7 @@ from persistence.replay import replay
 from persistence.store import Store
 from persistence.update_log import UpdateLog
 from sync import close_codes
+from sync.awareness import AwarenessLimits
 from sync.connection import Connection
 from sync.extensions import Extension
 from sync.lattice import LatticeTracker
@@ -36,6 +37,7 @@ class RoomPolicy:
     load_timeout_s: float = 60.0
     max_document_bytes: int = 64 * 1024 * 1024
     repair: RepairPolicy = field(default_factory=RepairPolicy)
+    awareness: AwarenessLimits = field(default_factory=AwarenessLimits)
 
 
 class RoomManager:
@@ -106,6 +108,7 @@ class RoomManager:
             size_estimate=snapshot_bytes + tail_bytes,
             lattice=lattice,
             repair_policy=self.policy.repair,
+            awareness_limits=self.policy.awareness,
         )
         room.tail_rows = len(stored.tail)
         room.tail_bytes = tail_bytes

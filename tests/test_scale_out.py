@@ -26,6 +26,8 @@ from persistence.replay import replay
 from sync import peer_messages
 from sync.client import Session
 from tests.support.api import create_project, eventually, project_json
+from tests.support.auth import until_closed
+from tests.support.awareness import joined, seen, states_message
 from tests.support.backends import REDIS_URL, redis_prefix
 from tests.support.js import JsClients
 from tests.support.private_redis import PrivateRedis
@@ -580,12 +582,12 @@ async def test_a_shot_reworked_on_one_instance_wins_over_stale_work_on_another(
     await eventually(lambda: shows("draft"))
     await asyncio.sleep(1.5)  # past every deferred check of a peer's update
     await shows("draft")
-    seen = Doc(client_id=30)  # saw the rework's `draft`; edits offline from here
-    seen.apply_update(await document_update(a, "rework"))
+    viewer = Doc(client_id=30)  # saw the rework's `draft`; edits offline from here
+    viewer.apply_update(await document_update(a, "rework"))
     planner = Doc(client_id=31)
-    planner.apply_update(seen.get_update())
+    planner.apply_update(viewer.get_update())
     planner.get("shots", type=Map)["S1"]["status"] = "planned"
-    await post_update(a, "rework", planner.get_update(seen.get_state()))
+    await post_update(a, "rework", planner.get_update(viewer.get_state()))
     await eventually(lambda: shows("planned"))
 
     b.stop()
@@ -599,9 +601,9 @@ async def test_a_shot_reworked_on_one_instance_wins_over_stale_work_on_another(
     # written before b restarted: only the stored record says that it counts for
     # revision 1. (Before repairs wrote the epoch with the status, a took that `draft`
     # for revision 0, and the two instances fought over this status.)
-    before = seen.get_state()
-    seen.get("shots", type=Map)["S1"]["status"] = "review"
-    await post_update(b, "rework", seen.get_update(before))
+    before = viewer.get_state()
+    viewer.get("shots", type=Map)["S1"]["status"] = "review"
+    await post_update(b, "rework", viewer.get_update(before))
     await eventually(lambda: shows("review"))
     await asyncio.sleep(1.5)
     await shows("review")
@@ -616,3 +618,34 @@ async def test_a_shot_reworked_on_one_instance_wins_over_stale_work_on_another(
 
 async def _has_shot(server: ServerProcess) -> None:
     assert "S1" in (await project_json(server, "rework"))["doc"]["shots"]
+
+
+async def test_presence_bounds_hold_across_instances(cluster: Cluster) -> None:
+    """A flood refused on one instance reaches no other; an instance keeps its own cap on
+    the states its peers relay."""
+    [a] = cluster(1, BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM="10")
+    [b] = cluster(1, BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM="3")
+    await create_project(a, "pres")
+    watcher = await joined(b, "pres")
+    await seen(watcher)
+    flooder = await joined(a, "pres")
+    await flooder.send(states_message(*((i, 1, {"flood": i}) for i in range(100, 10_100))))
+    assert (await until_closed(flooder))[0] == 4400
+    assert await seen(watcher, quiet_s=1.5) == {}
+    owners = [await joined(a, "pres") for _ in range(5)]
+    for n, ws in enumerate(owners, start=1):
+        await ws.send(states_message((n, 1, {"user": n})))
+    found: dict[int, str] = {}
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(found) < 3 and asyncio.get_running_loop().time() < deadline:
+        found |= await seen(watcher)  # through Redis
+    found |= await seen(watcher, quiet_s=1.5)  # and then nothing more
+    assert len(found) == 3 and set(found) <= {1, 2, 3, 4, 5}, found
+
+    async def a_holds_five() -> None:
+        body = (await http_get(a, "/api/projects/pres/presence")).json()
+        assert len([c for i in body["instances"] for c in i["clients"]]) == 5
+
+    await eventually(a_holds_five)
+    for ws in (watcher, *owners):
+        await ws.close()

@@ -24,6 +24,7 @@ from web import archive_cli
 from web.gc_tuning import tune_for_serving
 from web.logs import configure
 from web.malloc_tuning import return_large_blocks
+from web.open_files import raise_open_files
 from web.settings import Settings
 from web.tokens import ROLES, Keyring, mint
 
@@ -121,6 +122,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from web.app import create_app
+    from web.transport import protocols
 
     if settings.database_url:
         # Refuse a database that is behind now, in one line, not as a startup traceback.
@@ -130,13 +132,17 @@ def serve(settings: Settings) -> None:
     print(f"  sync: ws://{settings.host}:{settings.port}/sync/{{project_id}}", flush=True)
     tune_for_serving()
     return_large_blocks()
+    raise_open_files()  # sockets past the default 1,024 must not starve /healthz
+    http, ws = protocols(settings.limits)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        # The sans-I/O implementation queues frames in arrival order with the close
-        # last; the default one drops frames still unread when the peer closes.
-        ws="websockets-sansio",
+        # httptools and the sans-I/O WebSocket implementation (which queues frames in
+        # arrival order with the close last; the default one drops frames still unread
+        # when the peer closes), with a header timeout and a per-address cap.
+        http=http,
+        ws=ws,
         ws_max_size=settings.limits.max_message_bytes,
         ws_ping_interval=settings.limits.ping_interval_s,
         ws_ping_timeout=settings.limits.ping_timeout_s,

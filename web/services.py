@@ -18,6 +18,7 @@ from persistence.redis_bus import RedisBus
 from persistence.store import Store
 from persistence.update_log import UpdateLog
 from sync.artifacts import Artifacts
+from sync.awareness import AwarenessLimits
 from sync.correction_recorder import CorrectionRecorder
 from sync.cross_instance import CrossInstance, CrossInstancePolicy, new_instance_id
 from sync.expiry_sweeper import ExpirySweeper
@@ -69,6 +70,11 @@ class Services:
                 compact_after_bytes=settings.compact_after_bytes,
                 flush_timeout_s=settings.shutdown_timeout_s,
                 max_document_bytes=settings.limits.max_document_bytes,
+                awareness=AwarenessLimits(
+                    ids_per_connection=settings.limits.max_awareness_ids_per_connection,
+                    state_bytes=settings.limits.max_awareness_state_bytes,
+                    states_per_room=settings.limits.max_awareness_states_per_room,
+                ),
             ),
             [
                 metrics,

@@ -41,6 +41,11 @@ class Limits:
     max_connections_per_actor: int = 100  # sockets per token actor (auth on only)
     ping_interval_s: float = 20.0  # then a peer must answer within ping_timeout_s
     ping_timeout_s: float = 20.0
+    header_timeout_s: float = 5.0  # request headers complete within this; 0: no limit
+    max_connections_per_address: int = 1000  # sockets per client IP; 0: no cap
+    max_awareness_ids_per_connection: int = 4  # a Yjs client has one
+    max_awareness_state_bytes: int = 64 * 1024
+    max_awareness_states_per_room: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,27 @@ class Settings:
                 ),
                 ping_interval_s=_float(env, "BLACKBOARD_PING_INTERVAL_S", d.limits.ping_interval_s),
                 ping_timeout_s=_float(env, "BLACKBOARD_PING_TIMEOUT_S", d.limits.ping_timeout_s),
+                header_timeout_s=_float(
+                    env, "BLACKBOARD_HEADER_TIMEOUT_S", d.limits.header_timeout_s
+                ),
+                max_connections_per_address=_int(
+                    env,
+                    "BLACKBOARD_MAX_CONNECTIONS_PER_ADDRESS",
+                    d.limits.max_connections_per_address,
+                ),
+                max_awareness_ids_per_connection=_int(
+                    env,
+                    "BLACKBOARD_MAX_AWARENESS_IDS_PER_CONNECTION",
+                    d.limits.max_awareness_ids_per_connection,
+                ),
+                max_awareness_state_bytes=_int(
+                    env, "BLACKBOARD_MAX_AWARENESS_STATE_BYTES", d.limits.max_awareness_state_bytes
+                ),
+                max_awareness_states_per_room=_int(
+                    env,
+                    "BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM",
+                    d.limits.max_awareness_states_per_room,
+                ),
             ),
             s3=s3_from_env(env),
             max_artifact_bytes=_int(env, "BLACKBOARD_MAX_ARTIFACT_BYTES", d.max_artifact_bytes),

@@ -5,6 +5,11 @@ Every refusal accepts first and then closes with a code, since stock clients ret
 refused upgrade forever but stop on a 44xx close. The token, the Origin and the actor's
 socket count are checked before this runs (`web/auth.py`); here the token's expiry closes
 the socket (4401), a sender over the message rate is throttled, then closed (4429).
+
+A message over the message limit closes the socket (1009), except the handshake's sync
+step 2 from a connection that may write: an offline backlog, which a stock client sends
+whole, may be as large as the document limit. The transport (`web.transport`) holds the
+larger limit only from the server's step 1 until that step 2 arrives.
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ from schemas.document import is_valid_id
 from sync import close_codes
 from sync.connection import CLOSE_TIMEOUT_S, Connection
 from sync.metrics import REFUSALS, ServerMetrics
+from sync.protocol import is_sync_step2
 from sync.rate_limit import MessageRateLimit
 from sync.room import Room
 from web.auth import Identity
 from web.settings import Limits
+from web.transport import MESSAGE_LIMIT_EXTENSION, SetMessageLimit
 
 log = logging.getLogger(__name__)
 CLOSE_WAIT_S = CLOSE_TIMEOUT_S + 1.0
+STEP2_FRAMING_BYTES = 16  # message type, sync type and the length before the update
 
 
 class StarletteChannel:
@@ -64,6 +72,8 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         wants_acks=websocket.query_params.get("ack") == "1",
         max_queue_bytes=services.settings.limits.send_queue_bytes,
     )
+    limits: Limits = services.settings.limits
+    backlog = _BacklogAllowance(websocket, limits) if identity.can_write else None
     try:
         room = await services.rooms.join(project_id, connection)
     except ProjectNotFound:
@@ -76,7 +86,7 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         await _closed(connection, services.metrics)
         return
     expiry = _close_on_expiry(connection, identity.expires_at)
-    reader = asyncio.create_task(_read(websocket, room, connection, services.settings.limits))
+    reader = asyncio.create_task(_read(websocket, room, connection, limits, backlog))
     closing = asyncio.create_task(connection.closing.wait())
     try:
         await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
@@ -98,7 +108,38 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         await _closed(connection, services.metrics)
 
 
-async def _read(websocket: WebSocket, room: Room, connection: Connection, limits: Limits) -> None:
+class _BacklogAllowance:
+    """The larger limit for a writer's first sync step 2, raised before the server's step 1
+    (which the client's step 2 answers) and lowered once that step 2 has arrived."""
+
+    def __init__(self, websocket: WebSocket, limits: Limits) -> None:
+        self.pending = True
+        self.max_bytes = limits.max_document_bytes + STEP2_FRAMING_BYTES
+        self._limits = limits
+        # Absent outside uvicorn (e.g. an in-process test client): no transport limit.
+        self._set: SetMessageLimit | None = websocket.scope.get("extensions", {}).get(
+            MESSAGE_LIMIT_EXTENSION
+        )
+        if self._set is not None:
+            self._set(max(self.max_bytes, limits.max_message_bytes))
+
+    def admits(self, frame: bytes) -> bool:
+        """Whether `frame` is the step 2 this allows; the allowance ends with it."""
+        if not (self.pending and is_sync_step2(frame)):
+            return False
+        self.pending = False
+        if self._set is not None:
+            self._set(self._limits.max_message_bytes)
+        return len(frame) <= self.max_bytes
+
+
+async def _read(
+    websocket: WebSocket,
+    room: Room,
+    connection: Connection,
+    limits: Limits,
+    backlog: _BacklogAllowance | None,
+) -> None:
     """Hand each frame to the room until the peer leaves or the server closes it."""
     loop = asyncio.get_running_loop()
     rate = MessageRateLimit(limits.messages_per_second, limits.rate_window_s, loop.time())
@@ -110,7 +151,8 @@ async def _read(websocket: WebSocket, room: Room, connection: Connection, limits
         if frame is None:
             connection.close(close_codes.MALFORMED, "text frames are not part of the protocol")
             return
-        if len(frame) > limits.max_message_bytes:
+        handshake_step2 = backlog is not None and backlog.admits(frame)
+        if len(frame) > limits.max_message_bytes and not handshake_step2:
             reason = f"message exceeds {limits.max_message_bytes} bytes"
             connection.close(close_codes.TOO_BIG, reason)
             return

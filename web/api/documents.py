@@ -1,5 +1,9 @@
 """The document as binary Yjs: read (optionally as a diff) and write (same rules as the
-socket; answered once durable)."""
+socket; answered once durable).
+
+A posted update may be as large as the document limit, like a socket's handshake step 2:
+it is how an agent sends an offline backlog whole. The writer's token is checked before
+the body is read (`web.auth`)."""
 
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ async def read_update(request: Request) -> Response:
 
 async def write_update(request: Request) -> JSONResponse:
     limits = services(request).settings.limits
-    update = await read_body(request, limits.max_message_bytes)
+    update = await read_body(request, max(limits.max_message_bytes, limits.max_document_bytes))
     room = await room_of(request)
     try:
         committed = room.apply_update(update, Origin(Source.CLIENT, request.state.actor))

@@ -1,4 +1,5 @@
-"""Process limits the benchmark needs (thousands of sockets per process)."""
+"""The process's own limit on open files: a server and a load generator each hold
+thousands of sockets, more than the usual soft limit of 1,024."""
 
 from __future__ import annotations
 
