@@ -116,7 +116,11 @@ class BlackboardClient:
         self._persist_wake = asyncio.Event()
         self._presence: dict[str, Any] | None = None
         self._presence_clock = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self._connector: asyncio.Task[None] | None = None
+        # The replica writer is never cancelled mid-write (its thread would go on beside
+        # the final write in stop()): stop() asks it to finish, then waits for it.
+        self._persister: asyncio.Task[None] | None = None
+        self._stopping = False
         self._http: httpx.AsyncClient | None = None
         self._subscription = self.doc.observe(self._on_change)
 
@@ -128,10 +132,9 @@ class BlackboardClient:
         http_url = "http" + self.server_url.removeprefix("ws")  # ws -> http, wss -> https
         self._http = httpx.AsyncClient(base_url=http_url, timeout=30.0)
         self.calls.start(self._http)
-        self._tasks = [
-            asyncio.create_task(self._run(), name="blackboard-connection"),
-            asyncio.create_task(self._persist(), name="blackboard-replica"),
-        ]
+        self._stopping = False
+        self._connector = asyncio.create_task(self._run(), name="blackboard-connection")
+        self._persister = asyncio.create_task(self._persist(), name="blackboard-replica")
 
     async def _load(self) -> None:
         updates, pending = await asyncio.to_thread(self.replica.load)
@@ -150,10 +153,15 @@ class BlackboardClient:
             with contextlib.suppress(TimeoutError, ConnectionClosed):
                 await self.flushed(timeout)
         await self.calls.stop(ClientStopped("the client was stopped"))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        if self._connector is not None:
+            self._connector.cancel()
+            await asyncio.gather(self._connector, return_exceptions=True)
+            self._connector = None
+        if self._persister is not None:
+            self._stopping = True
+            self._persist_wake.set()
+            await asyncio.gather(self._persister, return_exceptions=True)
+            self._persister = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -405,7 +413,7 @@ class BlackboardClient:
     # --- the replica, written off the loop -----------------------------------
 
     async def _persist(self) -> None:
-        while True:
+        while not self._stopping:
             await self._persist_wake.wait()
             self._persist_wake.clear()
             await self._write_replica()
