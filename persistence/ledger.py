@@ -28,7 +28,7 @@ from typing import Any
 from persistence.clock import to_iso
 from persistence.database import Connection, Database, Row, RowWriter
 from persistence.db_clock import database_now
-from persistence.errors import StoreError
+from persistence.errors import StoreError, error_body
 from persistence.group_commit import GroupCommitter
 from persistence.idempotency import (
     KEY_RETENTION_S,
@@ -181,7 +181,7 @@ class _Account:
         return Reply(200, entry.to_json(), effect=after)
 
     def refuse(self, status: int, code: str, detail: str) -> Reply[Balances]:
-        return Reply(status, {"error": code, "detail": detail, "balances": self.balances.to_json()})
+        return Reply(status, error_body(code, detail, balances=self.balances.to_json()))
 
 
 def _decide(account: _Account, op: BudgetOp, actor: str, now: datetime) -> Reply[Balances]:
@@ -221,7 +221,7 @@ def _close_reservation(
     rid = op.reservation_id or ""
     reservation = account.reservations.get(rid)
     if reservation is None:
-        return Reply(404, {"error": "not_found", "detail": f"reservation {rid!r} does not exist"})
+        return Reply(404, error_body("not_found", f"reservation {rid!r} does not exist"))
     if reservation.state != "open":
         return account.refuse(
             409, "reservation_closed", f"reservation {rid!r} is already {reservation.state}"
@@ -412,7 +412,7 @@ class BudgetLedger:
                 if row is None:
                     detail = f"project {project_id!r} has no budget"
                     for queued in items:
-                        replies[id(queued)] = Reply(404, {"error": "not_found", "detail": detail})
+                        replies[id(queued)] = Reply(404, error_body("not_found", detail))
                     continue
                 account = _Account(project_id, _balances(row))
                 wanted = [q.op.idempotency_key for q in items if q.op.idempotency_key]
