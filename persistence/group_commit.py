@@ -19,13 +19,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Generic, TypeVar
 
+from persistence.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 FIRST_BACKOFF_S = 0.05
-# How long `stop` waits for a writer task it had to cancel (it stops at its next await).
-CANCEL_WAIT_S = 1.0
 
 
 class GroupCommitter(Generic[T]):
@@ -119,8 +119,7 @@ class GroupCommitter(Generic[T]):
             try:
                 await asyncio.wait_for(asyncio.shield(task), grace_s)
             except TimeoutError:
-                task.cancel()
-                await asyncio.wait([task], timeout=CANCEL_WAIT_S)
+                await cancel_and_wait([task])
         return list(self.items())
 
     def _oldest(self) -> float:

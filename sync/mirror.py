@@ -22,6 +22,7 @@ from pycrdt import Doc, Map
 from persistence.clock import to_iso
 from persistence.leases import Lease, LeaseStore
 from persistence.ledger import Balances, BudgetLedger
+from persistence.tasks import cancel_and_wait
 from schemas.money import to_number
 from sync.extensions import Extension
 
@@ -164,5 +165,4 @@ class AuthorityMirror(Extension):
         """Let pending mirror writes finish (at most `timeout_s`), then cancel the rest."""
         if self._tasks:
             _, late = await asyncio.wait(set(self._tasks), timeout=timeout_s)
-            for task in late:
-                task.cancel()
+            await cancel_and_wait(late)

@@ -16,6 +16,7 @@ from persistence.compaction_worker import CompactionWorker
 from persistence.errors import ProjectNotFound
 from persistence.replay import replay
 from persistence.store import Store
+from persistence.tasks import cancel_and_wait
 from persistence.update_log import UpdateLog
 from sync import close_codes
 from sync.connection import Connection
@@ -172,8 +173,7 @@ class RoomManager:
 
     async def close(self) -> None:
         """Shutdown: close every connection, then flush and compact every room."""
-        if self._reaper is not None:
-            self._reaper.cancel()
+        await cancel_and_wait([self._reaper])
         for room in list(self.rooms.values()):
             for connection in list(room.connections):
                 connection.close(close_codes.TRY_AGAIN_LATER, "server shutting down")
