@@ -83,7 +83,7 @@ class Services:
         metrics.watch(rooms, update_log, compactor)
         ledger.on_op.append(metrics.observe_budget_op)
         if cross_instance is not None:
-            metrics.registry.register(cross_instance)
+            metrics.registry.register(cross_instance.metrics)
         mirror.bind(rooms)
         sweeper = ExpirySweeper(ledger, leases, mirror, Fences(store.db, holder=instance_id))
         objects = make_object_store(settings.data_dir, settings.s3)
