@@ -60,4 +60,6 @@ class CompactionWorker:
             try:
                 await self.compact_now(project_id)
             except Exception:
-                log.exception("compaction of %s failed", project_id)
+                log.exception(
+                    "compaction of %s failed", project_id, extra={"project_id": project_id}
+                )

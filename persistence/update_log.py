@@ -157,7 +157,11 @@ class UpdateLog:
 
     def _reject(self, exc: ProjectNotFound) -> None:
         """Fail every queued update of a project that does not exist (never acked)."""
-        log.error("update log: dropping updates of a missing project: %s", exc)
+        log.error(
+            "update log: dropping updates of a missing project: %s",
+            exc,
+            extra={"project_id": exc.project_id},
+        )
         for queued in self._committer.discard(lambda q: q.row.project_id == exc.project_id):
             self._pending_bytes -= queued.size
             if not queued.committed.done():

@@ -68,7 +68,10 @@ class Adoption:
             try:
                 self.update_log.append(link.room.project_id, update, pending.actor)
             except LogFull as exc:
-                log.warning("room %s: cannot store a peer's update: %s", link.room.project_id, exc)
+                project_id = link.room.project_id
+                log.warning(
+                    "room %s: cannot store a peer's update: %s", project_id, exc, extra=link.log_ids
+                )
                 return
             del link.unconfirmed[update]
             self.adopted += 1
@@ -76,4 +79,5 @@ class Adoption:
                 "room %s: stored an update of instance %s, which did not",
                 link.room.project_id,
                 pending.instance,
+                extra=link.log_ids,
             )

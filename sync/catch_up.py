@@ -51,7 +51,9 @@ class CatchUp:
             try:
                 await self._read_rows(link)
             except Exception as exc:  # the database is down: the next check retries
-                log.warning("room %s: catch-up failed: %s", link.room.project_id, exc)
+                log.warning(
+                    "room %s: catch-up failed: %s", link.room.project_id, exc, extra=link.log_ids
+                )
                 return
             if not link.read_again:
                 return
@@ -98,7 +100,8 @@ class CatchUp:
         try:
             link.room.apply_peer_update(update, actor)
         except MalformedUpdate as exc:
-            log.error("room %s: %s does not apply: %s", link.room.project_id, what, exc)
+            project_id = link.room.project_id
+            log.error("room %s: %s does not apply: %s", project_id, what, exc, extra=link.log_ids)
             return False
         return True
 

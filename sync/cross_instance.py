@@ -211,7 +211,8 @@ class CrossInstance(Extension):
                 await self.presence.remove(link)
             await self.adoption.adopt_left(link)
         except RedisUnavailable as exc:
-            log.debug("room %s: release incomplete: %s", link.room.project_id, exc)
+            project_id = link.room.project_id
+            log.debug("room %s: release incomplete: %s", project_id, exc, extra=link.log_ids)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)

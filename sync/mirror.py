@@ -122,14 +122,18 @@ class AuthorityMirror(Extension):
             room = await self._rooms.get(project_id)
         except Exception as exc:  # the next load redoes the mirror from the database
             self._pending.pop(project_id, None)
-            log.warning("mirror of %s not written: %s", project_id, exc)
+            log.warning(
+                "mirror of %s not written: %s", project_id, exc, extra={"project_id": project_id}
+            )
             return
         # No await from here on: whatever arrives later starts a new flush.
         pending = self._pending.pop(project_id)
         try:
             room.server_write(lambda doc: self._write(doc, project_id, pending))
         except Exception as exc:  # e.g. shutting down; the next load redoes it
-            log.warning("mirror of %s not written: %s", project_id, exc)
+            log.warning(
+                "mirror of %s not written: %s", project_id, exc, extra={"project_id": project_id}
+            )
 
     def _write(self, doc: Doc, project_id: str, pending: _Pending) -> None:
         if pending.balances is not None:
@@ -146,7 +150,9 @@ class AuthorityMirror(Extension):
             balances = await self._ledger.balances(project_id)
             leases = await self._leases.leases(project_id)
         except Exception as exc:
-            log.warning("mirror of %s not checked: %s", project_id, exc)
+            log.warning(
+                "mirror of %s not checked: %s", project_id, exc, extra={"project_id": project_id}
+            )
             return
         if balances is not None:
             self.budget(project_id, balances)

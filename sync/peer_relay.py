@@ -114,7 +114,10 @@ class PeerRelay:
         try:
             changed = link.room.apply_peer_update(message.payload, message.actor)
         except MalformedUpdate as exc:
-            log.warning("room %s: peer update does not apply: %s", link.room.project_id, exc)
+            project_id = link.room.project_id
+            log.warning(
+                "room %s: peer update does not apply: %s", project_id, exc, extra=link.log_ids
+            )
             self.catch_up.read_log(link)
             return
         if not changed:

@@ -303,6 +303,7 @@ class Room:
                 self.project_id,
                 exc.kind,
                 exc,
+                extra={"project_id": self.project_id},
             )
             self.fail(close_codes.INTERNAL_ERROR, "internal error")
             raise MalformedUpdate("update failed on the live document") from None

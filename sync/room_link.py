@@ -36,6 +36,11 @@ class RoomLink:
         self.reading: asyncio.Task[None] | None = None
         self.read_again = False
 
+    @property
+    def log_ids(self) -> dict[str, object]:
+        """Log fields that tie an event to this project (JSON logs)."""
+        return {"project_id": self.room.project_id}
+
     def remember_logged(self, update: bytes) -> None:
         self.from_log[update] = None
         if len(self.from_log) > RECENT_LOG_ROWS:

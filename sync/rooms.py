@@ -145,7 +145,12 @@ class RoomManager:
             await self.compactor.compact_now(room.project_id)
         except (ProjectNotFound, TimeoutError, Exception) as exc:
             # Everything acknowledged is in the log already; compaction can wait.
-            log.warning("room %s: unload flush/compact failed: %s", room.project_id, exc)
+            log.warning(
+                "room %s: unload flush/compact failed: %s",
+                room.project_id,
+                exc,
+                extra={"project_id": room.project_id},
+            )
         finally:
             self._drop(room)
 
@@ -169,7 +174,9 @@ class RoomManager:
                     try:
                         await self.unload(project_id)
                     except Exception:
-                        log.exception("room %s: unload failed", project_id)
+                        log.exception(
+                            "room %s: unload failed", project_id, extra={"project_id": project_id}
+                        )
 
     async def close(self) -> None:
         """Shutdown: close every connection, then flush and compact every room."""
