@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from persistence.compaction import DEFAULT_LEASE, CompactionResult, compact
 from persistence.store import Store
+from persistence.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,7 @@ class CompactionWorker:
         self._task = asyncio.create_task(self._run(), name="compaction-worker")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        await cancel_and_wait([self._task])
 
     def request(self, project_id: str) -> None:
         if project_id not in self._queued:
@@ -60,4 +60,6 @@ class CompactionWorker:
             try:
                 await self.compact_now(project_id)
             except Exception:
-                log.exception("compaction of %s failed", project_id)
+                log.exception(
+                    "compaction of %s failed", project_id, extra={"project_id": project_id}
+                )

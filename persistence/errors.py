@@ -1,5 +1,15 @@
 """Errors a store raises; the web layer maps them to statuses and close codes."""
 
+from __future__ import annotations
+
+from typing import Any
+
+
+def error_body(code: str, detail: str, **context: Any) -> dict[str, Any]:
+    """The JSON of every refusal, from the web layer or a stored reply (a ledger or lease
+    op's): `{"error": code, "detail": text}`, with what the caller needs to retry."""
+    return {"error": code, "detail": detail, **context}
+
 
 class StoreError(Exception):
     """The backend failed (unreachable, or a statement failed)."""

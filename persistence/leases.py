@@ -17,7 +17,7 @@ from typing import Any
 from persistence.clock import to_iso
 from persistence.database import Database, Row
 from persistence.db_clock import database_now
-from persistence.errors import StoreError
+from persistence.errors import StoreError, error_body
 from persistence.idempotency import NewKey, Reply, StoredKey, find_keys, request_hash, store_keys
 
 ACTIONS = ("claim", "renew", "release")
@@ -72,14 +72,9 @@ def _decide(lease: Lease, request: LeaseRequest, now: datetime) -> Reply[Lease]:
     if request.action == "claim":
         if held:
             current = lease.to_json()
+            detail = f"task {lease.task_id!r} is leased to {lease.holder!r}"
             return Reply(
-                409,
-                {
-                    "error": "lease_held",
-                    "detail": f"task {lease.task_id!r} is leased to {lease.holder!r}"
-                    f" until {current['expires_at']}",
-                    **current,
-                },
+                409, error_body("lease_held", f"{detail} until {current['expires_at']}", **current)
             )
         after = replace(
             lease,
@@ -89,25 +84,13 @@ def _decide(lease: Lease, request: LeaseRequest, now: datetime) -> Reply[Lease]:
             version=lease.version + 1,
         )
     else:
+        stale = f"fencing token {request.fencing_token} of task {lease.task_id!r}"
         if not held or request.fencing_token != lease.fencing_token:
             why = "the lease has expired" if not held else "a newer lease was granted"
-            return Reply(
-                409,
-                {
-                    "error": "stale_token",
-                    "detail": f"fencing token {request.fencing_token} of task"
-                    f" {lease.task_id!r} is stale: {why}",
-                },
-            )
+            return Reply(409, error_body("stale_token", f"{stale} is stale: {why}"))
         if request.holder != lease.holder:
-            return Reply(
-                409,
-                {
-                    "error": "stale_token",
-                    "detail": f"fencing token {request.fencing_token} of task"
-                    f" {lease.task_id!r} belongs to {lease.holder!r}, not {request.holder!r}",
-                },
-            )
+            whose = f"belongs to {lease.holder!r}, not {request.holder!r}"
+            return Reply(409, error_body("stale_token", f"{stale} {whose}"))
         if request.action == "renew":
             after = replace(lease, expires_at=until, version=lease.version + 1)
         else:

@@ -4,14 +4,14 @@ Balances live in `budget_accounts` (CHECK `reserved + spent <= total`); every op
 changes them appends a `budget_ledger` row with the balances after it, and its response
 is stored under its idempotency key in the same transaction.
 
-Ops are group-committed, like the update log: the ops that arrive while one batch commits
-form the next batch, run as ONE transaction that holds the row lock of every project it
-touches (`SELECT … FOR UPDATE`, projects in id order so instances never deadlock;
-SQLite: BEGIN IMMEDIATE). Under the lock the ops are decided one after another against
-the balances the previous one left, exactly as if each ran alone, so a hot project pays
-one lock and one commit per batch instead of per op. If a batch fails, its ops are
-retried one by one, so one failing op cannot fail the others (an op whose first attempt
-did commit is then answered from its stored key).
+Ops are group-committed (`persistence.group_commit`), like the update log: the ops
+that arrive while one batch commits form the next batch, run as ONE transaction that
+holds the row lock of every project it touches (`SELECT … FOR UPDATE`, projects in
+id order so instances never deadlock; SQLite: BEGIN IMMEDIATE). Under the lock the ops
+are decided one after another against the balances the previous one left, exactly as if
+each ran alone, so a hot project pays one lock and one commit per batch instead of per
+op. If a batch fails, its ops are retried one by one, so one failing op cannot fail the
+others (an op whose first attempt did commit is then answered from its stored key).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -29,7 +28,8 @@ from typing import Any
 from persistence.clock import to_iso
 from persistence.database import Connection, Database, Row, RowWriter
 from persistence.db_clock import database_now
-from persistence.errors import StoreError
+from persistence.errors import StoreError, error_body
+from persistence.group_commit import GroupCommitter
 from persistence.idempotency import (
     KEY_RETENTION_S,
     NewKey,
@@ -181,7 +181,7 @@ class _Account:
         return Reply(200, entry.to_json(), effect=after)
 
     def refuse(self, status: int, code: str, detail: str) -> Reply[Balances]:
-        return Reply(status, {"error": code, "detail": detail, "balances": self.balances.to_json()})
+        return Reply(status, error_body(code, detail, balances=self.balances.to_json()))
 
 
 def _decide(account: _Account, op: BudgetOp, actor: str, now: datetime) -> Reply[Balances]:
@@ -221,7 +221,7 @@ def _close_reservation(
     rid = op.reservation_id or ""
     reservation = account.reservations.get(rid)
     if reservation is None:
-        return Reply(404, {"error": "not_found", "detail": f"reservation {rid!r} does not exist"})
+        return Reply(404, error_body("not_found", f"reservation {rid!r} does not exist"))
     if reservation.state != "open":
         return account.refuse(
             409, "reservation_closed", f"reservation {rid!r} is already {reservation.state}"
@@ -335,92 +335,51 @@ class BudgetLedger:
     ) -> None:
         self.db = db
         self.key_retention_s = key_retention_s
-        self.max_batch = max_batch
-        self.linger_s = linger_s
         self.max_queued = max_queued
-        self._queue: deque[_Queued] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._committer: GroupCommitter[_Queued] = GroupCommitter(
+            "budget ledger", self._settle, max_batch=max_batch, linger_s=linger_s
+        )
         # callables(op, reply status, seconds from submit to reply), e.g. metrics
         self.on_op: list[Callable[[str, int, float], None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="budget-ledger")
+        self._committer.start()
 
     async def stop(self, grace_s: float) -> None:
         """Decide every op queued so far (waiting at most `grace_s`), then stop."""
-        self._stopping = True
-        self._wakeup.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), grace_s)
-            except TimeoutError:
-                self._task.cancel()
-        for queued in self._queue:
+        for queued in await self._committer.stop(grace_s):
             if not queued.done.done():
                 queued.done.set_exception(LedgerUnavailable("the server is shutting down"))
 
     async def submit(self, project_id: str, op: BudgetOp, actor: str) -> Reply[Balances]:
         """Decide and commit one op; its reply once committed (or replayed from its key)."""
-        if self._stopping:
+        if self._committer.stopping:
             raise LedgerUnavailable("the server is shutting down")
-        if len(self._queue) >= self.max_queued:
+        if self._committer.waiting >= self.max_queued:
             raise LedgerUnavailable("too many budget ops are waiting for the database")
         done: asyncio.Future[Reply[Balances]] = asyncio.get_running_loop().create_future()
         started = time.perf_counter()
-        self._queue.append(_Queued(project_id, op, actor, done))
-        self._wakeup.set()
+        self._committer.put(_Queued(project_id, op, actor, done))
         reply = await done
         for hook in self.on_op:
             hook(op.op, reply.status, time.perf_counter() - started)
         return reply
 
-    async def _run(self) -> None:
-        expected = 0
-        while True:
-            if not self._queue:
-                if self._stopping:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            await self._gather(expected)
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
-            try:
-                replies = await self._commit(batch)
-            except Exception as exc:
-                log.warning("budget ledger: batch of %d ops failed: %s", len(batch), exc)
-                if len(batch) == 1:
-                    _fail(batch[0], exc)
-                else:
-                    await self._one_by_one(batch)
-                continue
-            for queued, reply in zip(batch, replies, strict=True):
-                if not queued.done.done():
-                    queued.done.set_result(reply)
-            # Ops in flight: this batch's callers usually send their next op once
-            # answered, and the ops queued meanwhile are waiting already.
-            expected = min(self.max_batch, len(batch) + len(self._queue))
-
-    async def _gather(self, expected: int) -> None:
-        """Wait a moment (at most `linger_s`) until `expected` ops are queued.
-
-        Without it, a hot project's callers split into two groups whose batches
-        alternate: each batch starts with the ops that queued while the previous one
-        committed, before that one's callers are back, so every op waits for two chains
-        of round trips instead of one.
-        """
-        deadline = asyncio.get_running_loop().time() + self.linger_s
-        while len(self._queue) < expected and not self._stopping:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+    async def _settle(self, batch: list[_Queued]) -> None:
+        """Answer every op of the batch: never retried as a whole, as a failed batch is
+        tried again one op at a time and an op that fails alone fails."""
+        try:
+            replies = await self._commit(batch)
+        except Exception as exc:
+            log.warning("budget ledger: batch of %d ops failed: %s", len(batch), exc)
+            if len(batch) == 1:
+                _fail(batch[0], exc)
+            else:
+                await self._one_by_one(batch)
+            return
+        for queued, reply in zip(batch, replies, strict=True):
+            if not queued.done.done():
+                queued.done.set_result(reply)
 
     async def _one_by_one(self, batch: list[_Queued]) -> None:
         for queued in batch:
@@ -455,7 +414,7 @@ class BudgetLedger:
                 if row is None:
                     detail = f"project {project_id!r} has no budget"
                     for queued in items:
-                        replies[id(queued)] = Reply(404, {"error": "not_found", "detail": detail})
+                        replies[id(queued)] = Reply(404, error_body("not_found", detail))
                     continue
                 account = _Account(project_id, _balances(row))
                 wanted = [q.op.idempotency_key for q in items if q.op.idempotency_key]

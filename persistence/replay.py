@@ -8,6 +8,7 @@ from __future__ import annotations
 from pycrdt import Doc
 
 from persistence.records import StoredDocument
+from persistence.yrs_guard import YrsError, yrs_guard
 
 
 class CorruptDocument(Exception):
@@ -25,8 +26,7 @@ def replay(stored: StoredDocument, doc: Doc | None = None) -> Doc:
 
 def _apply(doc: Doc, update: bytes, what: str) -> None:
     try:
-        doc.apply_update(update)
-    except BaseException as exc:  # PanicException is a BaseException
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
+        with yrs_guard():
+            doc.apply_update(update)
+    except YrsError as exc:
         raise CorruptDocument(f"{what} does not apply: {exc}") from exc

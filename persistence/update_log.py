@@ -2,11 +2,11 @@
 
 Updates wait in memory while one batch commits; the next batch takes everything that
 arrived meanwhile (natural batching), so a lone update commits at once and a burst costs
-one transaction per batch. A future per update resolves with its seq after COMMIT: that
-is when an update is acknowledged. If the database fails, the batch stays queued and is
-retried with backoff; past `max_pending_bytes` new appends are refused (LogFull) rather
-than dropped. A row queued with `commit_with_next` is never cut from the row queued right
-after it: both commit in one transaction or neither does.
+one transaction per batch (`persistence.group_commit`). A future per update resolves with
+its seq after COMMIT: that is when an update is acknowledged. If the database fails, the
+batch stays queued and is retried with backoff; past `max_pending_bytes` new appends are
+refused (LogFull) rather than dropped. A row queued with `commit_with_next` is never cut
+from the row queued right after it: both commit in one transaction or neither does.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from persistence.errors import LogFull, ProjectNotFound
+from persistence.group_commit import GroupCommitter
 from persistence.records import PendingAppend
 from persistence.store import Store
 
@@ -55,39 +55,35 @@ class UpdateLog:
         retry_max_s: float = 2.0,
     ) -> None:
         self.store = store
-        self.max_batch = max_batch
         self.max_pending_bytes = max_pending_bytes
-        self.retry_max_s = retry_max_s
         self.stats = BatchStats()
         self.healthy = True
-        self._queue: deque[_Queued] = deque()
         self._pending_bytes = 0
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._committer: GroupCommitter[_Queued] = GroupCommitter(
+            "update log",
+            self._commit,
+            max_batch=max_batch,
+            retry_max_s=retry_max_s,
+            with_next=lambda queued: queued.commit_with_next,
+        )
         self.on_batch: list = []  # callables(rows: int, seconds: float), e.g. metrics
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._committer)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="update-log")
+        self._committer.start()
 
     async def stop(self, grace_s: float) -> None:
         """Commit everything queued (waiting at most `grace_s`), then stop."""
-        self._stopping = True
-        self._wakeup.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), grace_s)
-            except TimeoutError:
-                log.error("update log: %d updates not committed at shutdown", len(self._queue))
-                self._task.cancel()
+        left = await self._committer.stop(grace_s)
+        if left:
+            log.error("update log: %d updates not committed at shutdown", len(left))
 
     def check_room(self, size: int) -> None:
         """Raise LogFull if an update of `size` bytes could not be queued now."""
-        if self._stopping:
+        if self._committer.stopping:
             raise LogFull("the server is shutting down")
         if self._pending_bytes + size > self.max_pending_bytes:
             raise LogFull("too many updates are waiting for the database")
@@ -112,39 +108,27 @@ class UpdateLog:
         back (with no await between); were a batch cut between them, a crash could
         store the broken update without its repair.
         """
-        if self._stopping:
+        if self._committer.stopping:
             raise LogFull("the server is shutting down")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         row = PendingAppend(project_id, update, actor, status_epochs)
         queued = _Queued(row, future, commit_with_next)
-        self._queue.append(queued)
+        self._committer.put(queued)
         self._pending_bytes += queued.size
-        self._wakeup.set()
         return future
 
     async def flush(self, project_id: str | None = None) -> None:
         """Wait until every update queued so far (for one project, or all) is committed."""
         waiting = [
-            q.committed for q in self._queue if project_id is None or q.row.project_id == project_id
+            q.committed
+            for q in self._committer.items()
+            if project_id is None or q.row.project_id == project_id
         ]
         if waiting:
             await asyncio.gather(*(asyncio.shield(f) for f in waiting))
 
-    async def _run(self) -> None:
-        backoff = 0.05
-        while True:
-            if not self._queue:
-                if self._stopping:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            count = min(len(self._queue), self.max_batch)
-            # `max_batch` bounds a transaction's size, not a pair that must commit
-            # together: go past it rather than separate a row from its repair.
-            while count < len(self._queue) and self._queue[count - 1].commit_with_next:
-                count += 1
-            batch = [self._queue[i] for i in range(count)]
+    async def _commit(self, batch: list[_Queued]) -> None:
+        while batch:
             # Rows of one project must be contiguous for the store; keep arrival order
             # within each project.
             batch.sort(key=lambda q: q.row.project_id)
@@ -154,35 +138,31 @@ class UpdateLog:
             except ProjectNotFound as exc:
                 # Retrying would never succeed and would hold back every other project.
                 self._reject(exc)
+                batch = [q for q in batch if q.row.project_id != exc.project_id]
                 continue
-            except Exception as exc:  # the database is down or failed: keep and retry
+            except Exception:  # the database is down or failed: the committer retries
                 self.healthy = False
                 self.stats.failures += 1
-                log.warning("update log: commit of %d rows failed: %s", len(batch), exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.retry_max_s)
-                continue
+                raise
             elapsed = time.perf_counter() - started
-            backoff = 0.05
             self.healthy = True
             self.stats.rows, self.stats.seconds = len(batch), elapsed
             for hook in self.on_batch:
                 hook(len(batch), elapsed)
-            for _ in range(len(batch)):
-                self._pending_bytes -= self._queue.popleft().size
             for queued, seq in zip(batch, seqs, strict=True):
+                self._pending_bytes -= queued.size
                 if not queued.committed.done():
                     queued.committed.set_result(seq)
+            return
 
     def _reject(self, exc: ProjectNotFound) -> None:
         """Fail every queued update of a project that does not exist (never acked)."""
-        log.error("update log: dropping updates of a missing project: %s", exc)
-        kept: deque[_Queued] = deque()
-        for queued in self._queue:
-            if queued.row.project_id != exc.project_id:
-                kept.append(queued)
-                continue
+        log.error(
+            "update log: dropping updates of a missing project: %s",
+            exc,
+            extra={"project_id": exc.project_id},
+        )
+        for queued in self._committer.discard(lambda q: q.row.project_id == exc.project_id):
             self._pending_bytes -= queued.size
             if not queued.committed.done():
                 queued.committed.set_exception(exc)
-        self._queue = kept

@@ -31,6 +31,7 @@ from persistence.errors import ProjectNotFound
 from persistence.object_store import ObjectStore, ObjectStoreError
 from persistence.replay import replay
 from persistence.store import Store
+from persistence.tasks import cancel_and_wait
 from sync.rooms import RoomManager
 from sync.shape import to_shared
 
@@ -205,6 +206,4 @@ class Artifacts:
                 log.exception("orphan sweep failed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait([self._task])

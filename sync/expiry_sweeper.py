@@ -17,6 +17,7 @@ from datetime import timedelta
 from persistence.fence import Fences, FenceToken
 from persistence.leases import LeaseStore
 from persistence.ledger import BudgetLedger
+from persistence.tasks import cancel_and_wait
 from sync.mirror import AuthorityMirror
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,7 @@ class ExpirySweeper:
         self._task = asyncio.create_task(self._run(), name="expiry-sweeper")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
         if self._fence is not None:  # let another instance take over at once
             with contextlib.suppress(Exception):
                 await self._fences.release(self._fence)

@@ -44,6 +44,7 @@ from persistence.export_archive import (
 from persistence.ledger import account_importer
 from persistence.object_store import CHUNK_BYTES, ObjectStore
 from persistence.store import Store
+from persistence.yrs_guard import YrsError, yrs_guard
 from schemas.document import is_valid_id
 from schemas.views import doc_to_json
 from sync.protocol import ProtocolError
@@ -180,10 +181,9 @@ def _check(path: Path, progress: Progress) -> Archive:
 def _check_document(manifest: dict[str, Any], update: bytes, doc_json: Any) -> None:
     doc = Doc()
     try:
-        doc.apply_update(update)
-    except BaseException as exc:  # pycrdt panics are BaseExceptions
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
+        with yrs_guard():
+            doc.apply_update(update)
+    except YrsError as exc:
         raise ArchiveError(f"{UPDATE} does not apply: {exc}") from None
     # Compared decoded: the encoding's order of clients is not fixed.
     try:

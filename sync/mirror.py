@@ -22,6 +22,7 @@ from pycrdt import Doc, Map
 from persistence.clock import to_iso
 from persistence.leases import Lease, LeaseStore
 from persistence.ledger import Balances, BudgetLedger
+from persistence.tasks import cancel_and_wait
 from schemas.money import to_number
 from sync.extensions import Extension
 
@@ -121,14 +122,18 @@ class AuthorityMirror(Extension):
             room = await self._rooms.get(project_id)
         except Exception as exc:  # the next load redoes the mirror from the database
             self._pending.pop(project_id, None)
-            log.warning("mirror of %s not written: %s", project_id, exc)
+            log.warning(
+                "mirror of %s not written: %s", project_id, exc, extra={"project_id": project_id}
+            )
             return
         # No await from here on: whatever arrives later starts a new flush.
         pending = self._pending.pop(project_id)
         try:
             room.server_write(lambda doc: self._write(doc, project_id, pending))
         except Exception as exc:  # e.g. shutting down; the next load redoes it
-            log.warning("mirror of %s not written: %s", project_id, exc)
+            log.warning(
+                "mirror of %s not written: %s", project_id, exc, extra={"project_id": project_id}
+            )
 
     def _write(self, doc: Doc, project_id: str, pending: _Pending) -> None:
         if pending.balances is not None:
@@ -145,7 +150,9 @@ class AuthorityMirror(Extension):
             balances = await self._ledger.balances(project_id)
             leases = await self._leases.leases(project_id)
         except Exception as exc:
-            log.warning("mirror of %s not checked: %s", project_id, exc)
+            log.warning(
+                "mirror of %s not checked: %s", project_id, exc, extra={"project_id": project_id}
+            )
             return
         if balances is not None:
             self.budget(project_id, balances)
@@ -164,5 +171,4 @@ class AuthorityMirror(Extension):
         """Let pending mirror writes finish (at most `timeout_s`), then cancel the rest."""
         if self._tasks:
             _, late = await asyncio.wait(set(self._tasks), timeout=timeout_s)
-            for task in late:
-                task.cancel()
+            await cancel_and_wait(late)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pycrdt import Doc, Subscription, TransactionEvent
 
 from persistence.update_log import UpdateLog
+from persistence.yrs_guard import YrsError, yrs_guard
 from sync import close_codes
 from sync.awareness import AwarenessLimits, AwarenessStates
 from sync.awareness_fanout import AwarenessFanout, awareness_messages
@@ -153,10 +154,9 @@ class Room:
         reply = self._step2_cache.get(state_vector)
         if reply is None:
             try:
-                reply = sync_step2(self.doc.get_update(state_vector))
-            except BaseException as exc:
-                if isinstance(exc, KeyboardInterrupt | SystemExit):
-                    raise
+                with yrs_guard():
+                    reply = sync_step2(self.doc.get_update(state_vector))
+            except YrsError:
                 connection.close(close_codes.MALFORMED, "malformed state vector")
                 return b""
             cached = sum(map(len, self._step2_cache.values()))
@@ -320,14 +320,18 @@ class Room:
 
     def _apply_live(self, update: bytes, origin: Origin) -> list[bytes]:
         try:
-            with self.doc.transaction(origin=origin):
+            with yrs_guard(), self.doc.transaction(origin=origin):
                 self.doc.apply_update(update)
-        except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
+        except YrsError as exc:
             # The shadow accepted it, so this should not happen; the live doc may now
             # be partial, so drop the room and let clients reload it from storage.
-            log.error("room %s: live apply failed after validation: %r", self.project_id, exc)
+            log.error(
+                "room %s: live apply failed after validation: %s: %s",
+                self.project_id,
+                exc.kind,
+                exc,
+                extra={"project_id": self.project_id},
+            )
             self.fail(close_codes.INTERNAL_ERROR, "internal error")
             raise MalformedUpdate("update failed on the live document") from None
         return self._take_captured()

@@ -16,6 +16,7 @@ from persistence.compaction_worker import CompactionWorker
 from persistence.errors import ProjectNotFound
 from persistence.replay import replay
 from persistence.store import Store
+from persistence.tasks import cancel_and_wait
 from persistence.update_log import UpdateLog
 from sync import close_codes
 from sync.awareness import AwarenessLimits
@@ -147,7 +148,12 @@ class RoomManager:
             await self.compactor.compact_now(room.project_id)
         except (ProjectNotFound, TimeoutError, Exception) as exc:
             # Everything acknowledged is in the log already; compaction can wait.
-            log.warning("room %s: unload flush/compact failed: %s", room.project_id, exc)
+            log.warning(
+                "room %s: unload flush/compact failed: %s",
+                room.project_id,
+                exc,
+                extra={"project_id": room.project_id},
+            )
         finally:
             self._drop(room)
 
@@ -171,12 +177,13 @@ class RoomManager:
                     try:
                         await self.unload(project_id)
                     except Exception:
-                        log.exception("room %s: unload failed", project_id)
+                        log.exception(
+                            "room %s: unload failed", project_id, extra={"project_id": project_id}
+                        )
 
     async def close(self) -> None:
         """Shutdown: close every connection, then flush and compact every room."""
-        if self._reaper is not None:
-            self._reaper.cancel()
+        await cancel_and_wait([self._reaper])
         for room in list(self.rooms.values()):
             for connection in list(room.connections):
                 connection.close(close_codes.TRY_AGAIN_LATER, "server shutting down")

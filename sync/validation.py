@@ -1,15 +1,17 @@
 """Checking an incoming update before it touches the live document.
 
 yrs can reject an update part-way, leaving a Doc partly modified, or panic
-(`PanicException` is a BaseException). So every update is first applied to a shadow Doc
-that mirrors the live one; only if that succeeds does it go to the live Doc. On failure
-the shadow is rebuilt from the live Doc, which the bad update never touched.
+(`PanicException` is a BaseException, see `persistence.yrs_guard`). So every update is
+first applied to a shadow Doc that mirrors the live one; only if that succeeds does it
+go to the live Doc. On failure the shadow is rebuilt from the live Doc, which the bad
+update never touched.
 """
 
 from __future__ import annotations
 
 from pycrdt import Doc, TransactionEvent, get_state, get_update
 
+from persistence.yrs_guard import YrsError, yrs_guard
 from sync.yjs_encoding import decode_state_vector, structless_delete_ranges
 
 
@@ -34,15 +36,14 @@ class ShadowValidator:
         try:
             # Bytes that do not even decode are refused without touching the shadow, so
             # they cost no rebuild (a copy of the whole document).
-            get_state(update)
-            decoded = True
-            self._shadow.apply_update(update)
-        except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
+            with yrs_guard():
+                get_state(update)
+                decoded = True
+                self._shadow.apply_update(update)
+        except YrsError as exc:
             if decoded:
                 self._shadow = self._copy(self._live)
-            raise MalformedUpdate(f"update does not apply: {type(exc).__name__}: {exc}") from None
+            raise MalformedUpdate(f"update does not apply: {exc.kind}: {exc}") from None
 
     def would_change(self, update: bytes) -> bool:
         """Whether `update` would change the document; the live Doc is never touched.
@@ -54,12 +55,11 @@ class ShadowValidator:
         Raises MalformedUpdate if the update does not decode.
         """
         try:
-            known_state = self._shadow.get_state()
-            deletions = structless_delete_ranges(get_update(update, known_state))
-            known = decode_state_vector(known_state)
-        except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
+            with yrs_guard():
+                known_state = self._shadow.get_state()
+                deletions = structless_delete_ranges(get_update(update, known_state))
+                known = decode_state_vector(known_state)
+        except YrsError as exc:
             raise MalformedUpdate(f"update does not decode: {exc}") from None
         if deletions is None or any(r.end > known.get(r.client, 0) for r in deletions):
             return True

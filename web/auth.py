@@ -72,14 +72,6 @@ class Identity:
 OPEN_IDENTITY = Identity(actor="anonymous", role="admin", project=ALL_PROJECTS)
 
 
-class Refusal(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-
-
 def required_access(scope: Scope) -> tuple[str | None, str]:
     """What a request needs: (the project it touches, or "*" for all; the least role)."""
     path: str = scope["path"]
@@ -117,14 +109,14 @@ def _token_of(scope: Scope) -> str:
     if authorization is not None:
         scheme, _, credentials = authorization.partition(b" ")
         if scheme.lower() != b"bearer":
-            raise Refusal(401, "unauthorized", "Authorization must be: Bearer <token>")
+            raise ApiError(401, "unauthorized", "Authorization must be: Bearer <token>")
         raw = credentials.strip()
     else:
         raw = QueryParams(scope["query_string"]).get("token", "").encode()
     if not raw:
-        raise Refusal(401, "unauthorized", "a token is required")
+        raise ApiError(401, "unauthorized", "a token is required")
     if len(raw) > MAX_TOKEN_CHARS:
-        raise Refusal(401, "unauthorized", "malformed token")
+        raise ApiError(401, "unauthorized", "malformed token")
     return raw.decode("latin-1")
 
 
@@ -162,19 +154,19 @@ class AuthPolicy:
             )
 
     def admit(self, scope: Scope) -> Identity:
-        """The caller's identity, if the request may go on; Refusal otherwise."""
+        """The caller's identity, if the request may go on; ApiError otherwise."""
         if self.keyring is None:
             return OPEN_IDENTITY
         try:
             claims = verify(self.keyring, _token_of(scope))
         except TokenError as exc:
-            raise Refusal(401, "unauthorized", str(exc)) from None
+            raise ApiError(401, "unauthorized", str(exc)) from None
         identity = Identity(claims.actor, claims.role, claims.project, claims.expires_at)
         project, role = required_access(scope)
         if project is not None and not identity.allows("read", project):
-            raise Refusal(403, "forbidden", f"the token is for project {identity.project!r}")
+            raise ApiError(403, "forbidden", f"the token is for project {identity.project!r}")
         if not identity.allows(role):
-            raise Refusal(403, "forbidden", f"this needs a {role} token")
+            raise ApiError(403, "forbidden", f"this needs a {role} token")
         return identity
 
     def check_origin(self, scope: Scope) -> None:
@@ -182,7 +174,7 @@ class AuthPolicy:
         origin = _header(scope, b"origin")
         if self.allowed_origins and origin is not None:
             if origin.decode("latin-1").rstrip("/") not in self.allowed_origins:
-                raise Refusal(403, "forbidden", "origin not allowed")
+                raise ApiError(403, "forbidden", "origin not allowed")
 
 
 class AuthMiddleware:
@@ -207,7 +199,7 @@ class AuthMiddleware:
             return
         try:
             identity = self.policy.admit(scope)
-        except Refusal as refusal:
+        except ApiError as refusal:
             log.info("refused %s %s: %s", scope["method"], scope["path"], refusal.detail)
             response = error_response(refusal.status, refusal.code, refusal.detail)
             if refusal.status == 401:
@@ -222,7 +214,7 @@ class AuthMiddleware:
             self.policy.check_origin(scope)
             identity = self.policy.admit(scope)
             counted = self._count_socket(identity)
-        except Refusal as refusal:
+        except ApiError as refusal:
             log.info("refused socket %s: %s", scope["path"], refusal.detail)
             websocket = WebSocket(scope, receive, send)
             await websocket.accept()
@@ -242,11 +234,11 @@ class AuthMiddleware:
 
     def _count_socket(self, identity: Identity) -> bool:
         """Hold one of the actor's sockets (tokens only: open mode has one anonymous
-        actor); Refusal past the cap."""
+        actor); ApiError 429 past the cap."""
         if self.policy.keyring is None:
             return False
         if self._sockets_per_actor[identity.actor] >= self.policy.max_connections_per_actor:
-            raise Refusal(
+            raise ApiError(
                 429,
                 "too_many_connections",
                 f"actor has {self.policy.max_connections_per_actor} sockets open already",

@@ -6,12 +6,15 @@ import logging
 
 from starlette.requests import Request
 
+from persistence.errors import error_body
 from web.json_response import JSONResponse
 
 log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
+    """A request refused with `status` (raised by handlers, the auth middleware too)."""
+
     def __init__(self, status: int, code: str, detail: str) -> None:
         super().__init__(detail)
         self.status = status
@@ -20,7 +23,7 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+    return JSONResponse(error_body(code, detail), status_code=status)
 
 
 async def handle_api_error(_: Request, exc: Exception) -> JSONResponse:

@@ -4,6 +4,7 @@ stopped in order (stop flushes every room and the log before closing the store).
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -47,6 +48,7 @@ class Services:
     artifacts: Artifacts
     cross_instance: CrossInstance | None = None  # with BLACKBOARD_REDIS_URL
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    _running: AsyncExitStack | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, extensions: list[Extension] | None = None) -> Services:
@@ -87,7 +89,7 @@ class Services:
         metrics.watch(rooms, update_log, compactor)
         ledger.on_op.append(metrics.observe_budget_op)
         if cross_instance is not None:
-            metrics.registry.register(cross_instance)
+            metrics.registry.register(cross_instance.metrics)
         mirror.bind(rooms)
         sweeper = ExpirySweeper(ledger, leases, mirror, Fences(store.db, holder=instance_id))
         objects = make_object_store(settings.data_dir, settings.s3)
@@ -116,33 +118,41 @@ class Services:
         )
 
     async def start(self) -> None:
-        # The embedded SQLite migrates itself; Postgres only through `blackboard migrate`,
-        # so a server never starts on a database that is behind its code.
-        await self.store.open(migrate_schema=self.store.backend == "sqlite")
-        self.update_log.start()
-        self.corrections.start()
-        self.compactor.start()
-        self.rooms.start()
-        if self.cross_instance is not None:
-            await self.cross_instance.start()
-        self.ledger.start()
-        self.sweeper.start()
-        await self.objects.open()  # creates the bucket if missing
-        self.artifacts.start(every_s=max(60.0, self.settings.orphan_grace_s / 4))
+        """Start every part; each started part is stopped by `stop` in reverse order, or
+        at once if a later one fails to start (so that order is the stop order: the
+        rooms flush into the log, the log's commits queue corrections and reach the
+        peers, and the store closes last)."""
+        timeout = self.settings.shutdown_timeout_s
+        async with AsyncExitStack() as started:
+            # The embedded SQLite migrates itself; Postgres only through `blackboard
+            # migrate`, so a server never starts on a database that is behind its code.
+            await self.store.open(migrate_schema=self.store.backend == "sqlite")
+            started.push_async_callback(self.store.close)
+            self.compactor.start()
+            started.push_async_callback(self.compactor.stop)
+            if self.cross_instance is not None:
+                await self.cross_instance.start()
+                started.push_async_callback(self.cross_instance.stop)
+            self.corrections.start()
+            started.push_async_callback(self.corrections.stop, timeout)
+            self.update_log.start()
+            started.push_async_callback(self.update_log.stop, timeout)
+            self.rooms.start()
+            started.push_async_callback(self.rooms.close)
+            started.push_async_callback(self.mirror.close, timeout)
+            self.ledger.start()
+            started.push_async_callback(self.ledger.stop, timeout)
+            self.sweeper.start()
+            started.push_async_callback(self.sweeper.stop)
+            await self.objects.open()  # creates the bucket if missing
+            self.artifacts.start(every_s=max(60.0, self.settings.orphan_grace_s / 4))
+            started.push_async_callback(self.artifacts.stop)
+            self._running = started.pop_all()
 
     async def stop(self) -> None:
-        timeout = self.settings.shutdown_timeout_s
-        await self.artifacts.stop()
-        await self.sweeper.stop()
-        await self.ledger.stop(timeout)
-        await self.mirror.close(timeout)
-        await self.rooms.close()
-        await self.update_log.stop(timeout)
-        await self.corrections.stop(timeout)
-        if self.cross_instance is not None:
-            await self.cross_instance.stop()
-        await self.compactor.stop()
-        await self.store.close()
+        running, self._running = self._running, None
+        if running is not None:
+            await running.aclose()
         log.info("stopped: every accepted update is committed")
 
 

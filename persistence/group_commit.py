@@ -1,0 +1,184 @@
+"""Group commit: items wait in one queue while one batch commits in one writer task.
+
+The next batch takes what arrived meanwhile (natural batching): a lone item commits at
+once and a burst costs one commit per batch. Used by the update log, the budget ledger
+and the correction recorder, each with its own `commit` and its own bound on the queue.
+
+A batch whose `commit` raises goes back to the front of the queue and is retried with
+backoff (a `commit` that must never retry settles its items itself and returns). The
+queue keeps its order through retries, drops and discards, so "everything queued so
+far" is everything older than a ticket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Generic, TypeVar
+
+from persistence.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIRST_BACKOFF_S = 0.05
+
+
+class GroupCommitter(Generic[T]):
+    def __init__(
+        self,
+        name: str,
+        commit: Callable[[list[T]], Awaitable[object]],
+        *,
+        max_batch: int,
+        retry_max_s: float = 2.0,
+        linger_s: float = 0.0,
+        with_next: Callable[[T], bool] | None = None,
+    ) -> None:
+        """`commit` stores one batch (in queue order) or raises to have it retried.
+
+        `linger_s`: before a batch, wait that long at most for as many items as the
+        last batch plus what queued behind it (see `_gather`). `with_next(item)`: the
+        item is never cut from the one queued after it, even past `max_batch`.
+        """
+        self.name = name
+        self.max_batch = max_batch
+        self.retry_max_s = retry_max_s
+        self.linger_s = linger_s
+        self._commit = commit
+        self._with_next = with_next
+        self._issued = 0  # the last ticket given out
+        self._queue: deque[tuple[int, T]] = deque()
+        self._in_flight: list[tuple[int, T]] = []  # older than everything queued
+        self._wakeup = asyncio.Event()
+        self._progress = asyncio.Event()  # set whenever items leave
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def waiting(self) -> int:
+        """Items queued and not in the batch being committed."""
+        return len(self._queue)
+
+    def __len__(self) -> int:
+        """Items not committed yet, the batch being committed included."""
+        return len(self._in_flight) + len(self._queue)
+
+    def items(self) -> Iterator[T]:
+        """The items not committed yet, oldest first."""
+        for _, item in itertools.chain(self._in_flight, self._queue):
+            yield item
+
+    def put(self, item: T) -> None:
+        self._issued += 1
+        self._queue.append((self._issued, item))
+        self._wakeup.set()
+
+    def drop_oldest(self, count: int) -> list[T]:
+        """Remove the `count` oldest items waiting (never the batch being committed)."""
+        dropped = [self._queue.popleft()[1] for _ in range(min(count, len(self._queue)))]
+        self._progress.set()
+        return dropped
+
+    def discard(self, matches: Callable[[T], bool]) -> list[T]:
+        """Remove every matching item, from the batch being committed too (a failed
+        commit does not put those back)."""
+        removed = [item for item in self.items() if matches(item)]
+        if removed:
+            self._in_flight = [entry for entry in self._in_flight if not matches(entry[1])]
+            self._queue = deque(entry for entry in self._queue if not matches(entry[1]))
+            self._progress.set()
+        return removed
+
+    async def flush(self) -> None:
+        """Wait until every item queued so far has left the queue (committed or dropped)."""
+        target = self._issued
+        while self._oldest() <= target and not self._stopping:
+            self._progress.clear()
+            await self._progress.wait()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self, grace_s: float) -> list[T]:
+        """Commit everything queued (waiting at most `grace_s`), then stop the writer;
+        return what was not committed, oldest first."""
+        self._stopping = True
+        self._wakeup.set()
+        self._progress.set()  # a `flush` waiting would wait forever
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace_s)
+            except TimeoutError:
+                await cancel_and_wait([task])
+        return list(self.items())
+
+    def _oldest(self) -> float:
+        if self._in_flight:
+            return self._in_flight[0][0]
+        return self._queue[0][0] if self._queue else float("inf")
+
+    def _take(self) -> list[tuple[int, T]]:
+        count = min(len(self._queue), self.max_batch)
+        if self._with_next is not None:
+            # `max_batch` bounds a commit's size, not a pair that must commit together.
+            while count < len(self._queue) and self._with_next(self._queue[count - 1][1]):
+                count += 1
+        return [self._queue.popleft() for _ in range(count)]
+
+    async def _run(self) -> None:
+        backoff, expected = FIRST_BACKOFF_S, 0
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self.linger_s > 0:
+                await self._gather(expected)
+            self._in_flight = self._take()
+            try:
+                await self._commit([item for _, item in self._in_flight])
+            except Exception as exc:  # e.g. the database is down: keep the batch, retry
+                log.warning("%s: a batch of %d failed: %s", self.name, len(self._in_flight), exc)
+                self._queue.extendleft(reversed(self._in_flight))
+                self._in_flight = []
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.retry_max_s)
+                continue
+            backoff = FIRST_BACKOFF_S
+            # Items in flight: a batch's callers usually send their next item once
+            # answered, and the items queued meanwhile are waiting already.
+            expected = min(self.max_batch, len(self._in_flight) + len(self._queue))
+            self._in_flight = []
+            self._progress.set()
+
+    async def _gather(self, expected: int) -> None:
+        """Wait a moment (at most `linger_s`) until `expected` items are queued.
+
+        Without it, a hot queue's callers split into two groups whose batches
+        alternate: each batch starts with the items that queued while the previous one
+        committed, before that one's callers are back, so every item waits for two
+        chains of round trips instead of one.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.linger_s
+        while len(self._queue) < expected and not self._stopping:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return

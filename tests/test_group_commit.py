@@ -1,0 +1,98 @@
+"""The one group committer: batches take what queued meanwhile, a failed batch is retried
+in order, drops and discards never touch what they should not, `flush` waits for what
+was queued before it, and `stop` hands back (and never leaks) what it could not commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from persistence.group_commit import GroupCommitter
+from tests.support.api import eventually
+
+
+class Sink:
+    """A commit that stores its batches and fails the next `failures` commits (the
+    database being down, which a unit test of the queue cannot cause otherwise)."""
+
+    def __init__(self, failures: int = 0, held: frozenset[int] | None = None) -> None:
+        self.failures = failures
+        self.held = held  # the items whose batch waits for `gate` (None: every one)
+        self.batches: list[list[int]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def commit(self, batch: list[int]) -> None:
+        if self.held is None or self.held & set(batch):
+            await asyncio.wait_for(self.gate.wait(), 10)
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("down")
+        self.batches.append(list(batch))
+
+
+async def test_batches_keep_order_through_retries_and_respect_with_next() -> None:
+    sink = Sink(failures=2)
+    committer = GroupCommitter(
+        "t", sink.commit, max_batch=2, retry_max_s=0.01, with_next=lambda n: n == 2
+    )
+    for n in range(1, 6):
+        committer.put(n)
+    committer.start()
+    await asyncio.wait_for(committer.flush(), 10)
+    assert sink.batches == [[1, 2, 3], [4, 5]]  # 2 stays with 3 past max_batch
+    assert len(committer) == 0
+    assert await committer.stop(5) == []
+
+
+async def test_drop_and_discard_spare_what_they_should() -> None:
+    sink = Sink(failures=1)
+    sink.gate.clear()  # the first batch stays in flight, then fails
+    committer = GroupCommitter("t", sink.commit, max_batch=2, retry_max_s=0.01)
+    for n in range(1, 7):
+        committer.put(n)
+    committer.start()
+    await eventually(_holds(lambda: committer.waiting == 4))
+    assert committer.drop_oldest(1) == [3]  # the oldest waiting, not one in flight
+    assert committer.discard(lambda n: n % 2 == 0) == [2, 4, 6]  # in flight too
+    assert list(committer.items()) == [1, 5] and len(committer) == 2
+    sink.gate.set()
+    await asyncio.wait_for(committer.flush(), 10)
+    assert sink.batches == [[1, 5]]  # the failed batch came back without 2
+    await committer.stop(5)
+
+
+async def test_flush_waits_only_for_what_was_queued_before_it() -> None:
+    sink = Sink(held=frozenset({2}))
+    sink.gate.clear()
+    committer = GroupCommitter("t", sink.commit, max_batch=1)
+    committer.put(1)
+    committer.start()
+    flushed = asyncio.create_task(committer.flush())
+    await asyncio.sleep(0)  # the flush begins
+    committer.put(2)  # queued after the flush began, and held back
+    await asyncio.wait_for(flushed, 10)
+    assert sink.batches == [[1]] and list(committer.items()) == [2]
+    sink.gate.set()
+    await committer.stop(5)
+    assert sink.batches == [[1], [2]]
+
+
+async def test_stop_past_its_grace_cancels_the_writer_and_returns_the_rest() -> None:
+    sink = Sink(failures=1_000_000)  # the database never comes back
+    committer = GroupCommitter("t", sink.commit, max_batch=2, retry_max_s=0.01)
+    for n in range(1, 4):
+        committer.put(n)
+    committer.start()
+    await eventually(_holds(lambda: sink.failures < 1_000_000))
+    assert await committer.stop(0.2) == [1, 2, 3]
+    assert committer.stopping
+    writers = [t for t in asyncio.all_tasks() if t.get_name() == "t"]
+    assert writers == [], "the cancelled writer is still running"
+
+
+def _holds(condition: Callable[[], bool]) -> Callable[[], None]:
+    def check() -> None:
+        assert condition()
+
+    return check
