@@ -144,7 +144,9 @@ async def _id_flooder(url: str, stop: float, codes: dict[str, int], seed: int) -
                     async for _ in ws:
                         pass
                 code = str(ws.close_code)
-        except (OSError, TimeoutError, websockets.InvalidHandshake):
+        except (OSError, websockets.ConnectionClosed, websockets.InvalidMessage):
+            code = "refused"  # closed or reset before the handshake: reconnect at once
+        except (TimeoutError, websockets.InvalidHandshake):
             code = "connect failed"
             await asyncio.sleep(0.1)
         codes[code] = codes.get(code, 0) + 1
@@ -170,7 +172,7 @@ async def _churner(url: str, stop: float, counts: dict[str, int]) -> None:
         except websockets.ConnectionClosed as exc:
             key = f"closed {exc.rcvd.code if exc.rcvd else None}"
             counts[key] = counts.get(key, 0) + 1
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError, websockets.InvalidHandshake):
             counts["connect failed"] = counts.get("connect failed", 0) + 1
             await asyncio.sleep(0.1)
 
