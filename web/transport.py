@@ -8,7 +8,8 @@
   excess is closed before a byte of it is read.
 - At most `connection_burst_per_address` new connections at once per client address,
   refilled at `connection_rate_per_address` a second (0: no limit); the excess is closed
-  the same way, before any HTTP parsing or WebSocket handshake. A client refused for
+  by `AdmissionGate` before uvicorn's protocol for it is even made (no HTTP parsing, no
+  handshake). A client refused for
   some other reason (a 44xx close) may reconnect at once, each time a whole handshake
   and room join: without this, one address reconnecting hundreds of times a second
   holds the event loop from everyone else.
@@ -144,23 +145,16 @@ def _address(transport: asyncio.BaseTransport) -> str | None:
 
 class GuardedHttpProtocol(HttpToolsProtocol):
     def __init__(
-        self,
-        *args: Any,
-        rate: AddressRate,
-        slots: AddressSlots,
-        header_timeout_s: float,
-        **kwargs: Any,
+        self, *args: Any, slots: AddressSlots, header_timeout_s: float, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._rate = rate
         self._slots = slots
         self._header_timeout_s = header_timeout_s
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        admitted = self._rate.admit(_address(transport), time.monotonic())
-        if not (admitted and self._slots.acquire(transport)):
+        if not self._slots.acquire(transport):
             transport.abort()  # connection_lost follows and does the bookkeeping
             return
         self._arm_header_timer()
@@ -195,6 +189,24 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.abort()
 
 
+class AdmissionGate(asyncio.Protocol):
+    """A new connection's first protocol: over its address's connection rate it is closed
+    before uvicorn's protocol (an HTTP parser, logger lookups, bookkeeping: tens of
+    microseconds) is even made; else that protocol is made and takes the socket over."""
+
+    def __init__(self, make: Callable[[], asyncio.Protocol], rate: AddressRate) -> None:
+        self._make = make
+        self._rate = rate
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._rate.admit(_address(transport), time.monotonic()):
+            transport.abort()
+            return
+        protocol = self._make()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, slots: AddressSlots, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -218,8 +230,15 @@ def protocols(limits: Limits) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The HTTP and WebSocket protocol factories for uvicorn's `http=` and `ws=`."""
     rate = AddressRate(limits.connection_rate_per_address, limits.connection_burst_per_address)
     slots = AddressSlots(limits.max_connections_per_address)
-    http = functools.partial(
-        GuardedHttpProtocol, rate=rate, slots=slots, header_timeout_s=limits.header_timeout_s
-    )
+
+    def http(**uvicorn_kwargs: Any) -> asyncio.Protocol:
+        make = functools.partial(
+            GuardedHttpProtocol,
+            slots=slots,
+            header_timeout_s=limits.header_timeout_s,
+            **uvicorn_kwargs,
+        )
+        return AdmissionGate(make, rate) if rate.rate > 0 else make()
+
     ws = functools.partial(GuardedWebSocketProtocol, slots=slots)
     return http, ws
