@@ -354,24 +354,31 @@ store presence (a connection claiming a fifth client id is closed 4400 before an
 of its message is kept; removed ids are forgotten after 30 s and capped at the room's
 10,000); the slow sockets cost a socket and a timer each and are closed after 5 s
 (`BLACKBOARD_HEADER_TIMEOUT_S`), at most 1,000 per address
-(`BLACKBOARD_MAX_CONNECTIONS_PER_ADDRESS`). What is left is the messages in flight: a
+(`BLACKBOARD_MAX_CONNECTIONS_PER_ADDRESS`), opened at most 20 a second after a burst of
+200 (so about 300 are pending, not 1,000). What is left is the messages in flight: a
 flood message is read whole (up to the 1 MiB message limit) before it is refused.
 Not covered here: a connection within every limit that renews 4 states of 64 KiB as
 fast as the message rate allows (500/s) is relayed to every client of the room (batched
 per 50 ms tick, newest state per id); in a big room that is bandwidth, bounded per
 client by the 4 MiB send queue (a client that cannot keep up is closed 1013).
 
-Where the attack's cost goes (measured 2026-12-06): connections, not presence. The server
-keeps up in every phase (its CPU in the table stays under one core), and nothing of the
-flood is stored. uvicorn's HTTP protocol takes about 67 µs of Python per connection
-(measured alone), so 1,000 sockets opened or timed out together hold the loop for tens of
-milliseconds. In the presence flood the flooders reconnect a few hundred times a second
-from one address, and each connection is a full WebSocket handshake that joins the room
-and is sent its presence snapshot before its message is refused at its fifth new id:
-that churn is what the server's CPU in those phases buys, and what the honest p99 pays.
-A per-address limit on new connections per second would cut it (not built). The tails
-also follow the shared machine: at a load average near 8.5 an earlier run measured p99
-27 ms quiet and 160-354 ms under attack (the quiet phase of another at that load: 940 ms).
+Where the attack's cost goes (profiled 2026-12-06 with py-spy, connection rate limit
+off): connections, not presence. The flooders, closed 4400 at their fifth new id,
+reconnected about 170 times a second from one address; each was a whole WebSocket
+handshake, a room join (step 1, the full-document step 2 their empty state vector asks
+for, the presence snapshot), a close and four INFO log lines. That path took about a
+third of the server's busy samples (handshake and accept 9% of all samples, logging 5%,
+join 3%, close 3%), about 1 ms per connection; the server's CPU went from 26% (quiet) to
+61% of a core and honest p99 to 101-205 ms. The loop was not saturated: the tail is
+those bursts plus the attacker's and the honest clients' processes competing with the
+server for the 2 shared CPUs. Hence `BLACKBOARD_CONNECTION_RATE_PER_ADDRESS` (20/s after
+a burst of 200; the flooders now get about 27 joins a second over the phase) and its
+gate, which closes an over-rate connection before uvicorn's protocol is made: with the
+refusal inside uvicorn's protocol (about 67 us of Python each) the slow sockets, refused
+and retried in step every second, still cost a p99 of 131 ms (at a load average near 6).
+The tails follow the shared machine: at a load average near 8 a run measured p99 114 ms
+in the quiet phase. The attacker retries refused connections after a pause (see the
+setup above); one spinning on them from this machine takes a CPU from the server.
 """
 
 
@@ -389,9 +396,9 @@ def render(result: dict[str, object]) -> str:
         f" {REFUSED_RETRY_S:g} s later if it was refused at once); a presence flood from"
         f" {FLOOD_FROM} (two connections sending awareness messages of {FLOOD_IDS:,} new"
         " client ids, reconnecting after each close, 10 ms after a refused connect, and one"
-        " cycling 4 ids through set and remove at up to 400 messages/s); both at once. The attacks run"
-        " in a separate process. **The machine is shared**: 2 CPUs, also running other"
-        " engineers' test suites during the run (load average"
+        " cycling 4 ids through set and remove at up to 400 messages/s); both at once."
+        " The attacks run in a separate process. **The machine is shared**: 2 CPUs, also"
+        " running other engineers' test suites during the run (load average"
         f" {result['load_average']:.1f} at the end), so the tails include their load;"
         f" Python {platform.python_version()}.",
         "",
