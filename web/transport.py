@@ -9,10 +9,9 @@
 - At most `connection_burst_per_address` new connections at once per client address,
   refilled at `connection_rate_per_address` a second (0: no limit); the excess is closed
   by `AdmissionGate` before uvicorn's protocol for it is even made (no HTTP parsing, no
-  handshake). A client refused for
-  some other reason (a 44xx close) may reconnect at once, each time a whole handshake
-  and room join: without this, one address reconnecting hundreds of times a second
-  holds the event loop from everyone else.
+  handshake). A client refused for some other reason (a 44xx close) may reconnect at
+  once, each time a whole handshake and room join: without this, one address
+  reconnecting hundreds of times a second holds the event loop from everyone else.
 - A socket's message size limit can be raised by the app for a while: the sync endpoint
   lets a connection that may write send its handshake's sync step 2 (an offline backlog)
   up to the document limit, while every other message keeps the 1 MiB limit. websockets'
@@ -198,7 +197,7 @@ class AdmissionGate(asyncio.Protocol):
         self._make = make
         self._rate = rate
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if not self._rate.admit(_address(transport), time.monotonic()):
             transport.abort()
             return
