@@ -23,10 +23,26 @@ class TokenBucket:
 
     def take(self, now: float) -> float:
         """Take one token; return how long to wait before acting on it (0: at once)."""
+        self._refill(now)
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def take_if_any(self, now: float) -> bool:
+        """Take one token if there is one (never into debt); whether one was taken."""
+        self._refill(now)
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def full(self, now: float) -> bool:
+        """Whether it has refilled to capacity by `now` (as good as a new bucket)."""
+        return self.tokens + max(0.0, now - self._updated) * self.rate >= self.capacity
+
+    def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self._updated)
         self._updated = now
-        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate) - 1
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
 
 
 class MessageRateLimit:

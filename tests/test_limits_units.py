@@ -1,5 +1,5 @@
-"""The pure parts of the limits: the rate limiter, the document size budget, and the
-read-only write check on the shadow document."""
+"""The pure parts of the limits: the rate limiter, the document size budget, the
+read-only write check on the shadow document, and new connections per address."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sync.doc_size import DocumentSize, DocumentTooLarge
 from sync.rate_limit import MessageRateLimit, TokenBucket
 from sync.validation import MalformedUpdate, ShadowValidator
 from sync.yjs_encoding import decode_state_vector, structless_delete_ranges
+from web.transport import AddressRate
 
 # --- rate limit ---------------------------------------------------------------
 
@@ -160,3 +161,33 @@ def test_state_vector_decoding() -> None:
     doc = Doc(client_id=300)
     doc.get("shots", type=Map)["a"] = 1
     assert decode_state_vector(doc.get_state()) == {300: 1}
+
+
+# --- new connections per address -------------------------------------------------
+
+
+def test_connection_rate_allows_a_burst_then_the_rate_and_refusals_take_nothing() -> None:
+    rate = AddressRate(rate=2, burst=3)
+    assert [rate.admit("10.0.0.1", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert rate.admit("10.0.0.2", 0.0)  # another address has its own bucket
+    assert not any(rate.admit("10.0.0.1", 0.1) for _ in range(100))  # no debt built up
+    assert rate.admit("10.0.0.1", 0.5)  # one token back after 1 / rate
+    assert not rate.admit("10.0.0.1", 0.5)
+    assert rate.admit(None, 0.5)  # not an IP socket (a Unix socket): not limited
+    assert all(AddressRate(rate=0, burst=3).admit("10.0.0.1", 0.0) for _ in range(100))
+    with pytest.raises(ValueError):
+        AddressRate(rate=1, burst=0)
+
+
+def test_connection_rate_forgets_idle_addresses_and_stays_bounded() -> None:
+    rate = AddressRate(rate=10, burst=5, max_addresses=100)
+    for n in range(50):
+        assert all(rate.admit(f"10.0.0.{n}", 0.0) for _ in range(5))  # its whole burst
+    assert len(rate) == 50
+    assert rate.admit("10.0.1.1", 0.45)  # the others are not full again yet: kept
+    assert len(rate) == 51
+    assert rate.admit("10.0.1.2", 0.5)  # burst / rate later they are: forgotten
+    assert len(rate) == 2  # (10.0.1.1 has 4.5 tokens: kept)
+    for n in range(1000):  # many addresses at once: the least recently seen go first
+        assert all(rate.admit(f"10.1.{n // 256}.{n % 256}", 1.0) for _ in range(5))
+    assert len(rate) == 100

@@ -1,6 +1,7 @@
 """Sockets that hold the server without finishing a request: half-sent request lines are
-closed within the header timeout, one address gets at most its cap of sockets, and the
-server raises its own open-files limit (real server processes, raw TCP)."""
+closed within the header timeout, one address gets at most its cap of sockets and opens
+new ones no faster than its connection rate, and the server raises its own open-files
+limit (real server processes, raw TCP)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 import websockets
 
 from tests.support.api import create_project
@@ -17,6 +19,7 @@ from tests.support.server import ServerProcess
 
 StartServer = Callable[..., ServerProcess]
 FLOODER = "127.0.0.2"  # loopback too, but another client address than the tests' own
+RECONNECTER = "127.0.0.3"  # a third one
 
 
 Socket = tuple[asyncio.StreamReader, asyncio.StreamWriter]  # keep both: a lost writer closes
@@ -50,7 +53,10 @@ async def _healthy(server: ServerProcess) -> float:
 async def test_half_sent_request_lines_are_closed_within_the_header_timeout(
     start_server: StartServer,
 ) -> None:
-    server = start_server(env={"BLACKBOARD_HEADER_TIMEOUT_S": "1"})
+    server = start_server(
+        # 300 at once from one address is over the default connection burst: lift it.
+        env={"BLACKBOARD_HEADER_TIMEOUT_S": "1", "BLACKBOARD_CONNECTION_RATE_PER_ADDRESS": "0"}
+    )
     slow = [await _half_request(server) for _ in range(300)]
     assert await _healthy(server) < 1.0  # complete requests are served meanwhile
     waits = await asyncio.gather(*(_closed_after(socket, 6) for socket in slow))
@@ -112,6 +118,38 @@ async def test_one_address_gets_at_most_its_cap_of_sockets(start_server: StartSe
     again = await _half_request(server, FLOODER)
     await asyncio.sleep(0.3)
     assert not again[0].at_eof()
+
+
+async def test_one_address_opens_new_connections_no_faster_than_its_rate(
+    start_server: StartServer,
+) -> None:
+    server = start_server(
+        env={
+            "BLACKBOARD_CONNECTION_RATE_PER_ADDRESS": "0.5",  # a token every 2 s
+            "BLACKBOARD_CONNECTION_BURST_PER_ADDRESS": "5",
+            "BLACKBOARD_HEADER_TIMEOUT_S": "30",
+        }
+    )
+    await create_project(server, "film")
+    url = f"{server.ws}/sync/film"
+    burst = [await _half_request(server, RECONNECTER) for _ in range(5)]
+    over = [await _half_request(server, RECONNECTER) for _ in range(3)]
+    waits = await asyncio.gather(*(_closed_after(socket, 5) for socket in over))
+    assert max(waits) < 1.0  # refused at once, before any request was read
+    with pytest.raises((websockets.InvalidMessage, websockets.ConnectionClosed, OSError)):
+        await websockets.connect(url, local_addr=(RECONNECTER, 0), open_timeout=5)
+    # Another address is not affected, and the burst's sockets stay open.
+    other = await websockets.connect(url, local_addr=(FLOODER, 0), open_timeout=5)
+    assert await _healthy(server) < 1.0
+    assert not any(reader.at_eof() for reader, _ in burst)
+
+    # The bucket refills at the rate: one more in 2 s, not two (refusals took nothing).
+    await asyncio.sleep(2.2)
+    refilled = await websockets.connect(url, local_addr=(RECONNECTER, 0), open_timeout=5)
+    assert await _closed_after(await _half_request(server, RECONNECTER), 5) < 1.0
+    await refilled.close()
+    await other.close()
+    assert "refused 1 connection(s) over 0.5/s (burst 5) new per address" in server.logs()
 
 
 def test_the_server_raises_its_open_files_limit(start_server: StartServer) -> None:

@@ -43,6 +43,8 @@ class Limits:
     ping_timeout_s: float = 20.0
     header_timeout_s: float = 5.0  # request headers complete within this; 0: no limit
     max_connections_per_address: int = 1000  # sockets per client IP; 0: no cap
+    connection_rate_per_address: float = 20.0  # new connections/s per client IP; 0: none
+    connection_burst_per_address: int = 200  # at once, before the rate applies
     max_awareness_ids_per_connection: int = 4  # a Yjs client has one
     max_awareness_state_bytes: int = 64 * 1024
     max_awareness_states_per_room: int = 10_000
@@ -141,6 +143,16 @@ class Settings:
                     env,
                     "BLACKBOARD_MAX_CONNECTIONS_PER_ADDRESS",
                     d.limits.max_connections_per_address,
+                ),
+                connection_rate_per_address=_float(
+                    env,
+                    "BLACKBOARD_CONNECTION_RATE_PER_ADDRESS",
+                    d.limits.connection_rate_per_address,
+                ),
+                connection_burst_per_address=_int(
+                    env,
+                    "BLACKBOARD_CONNECTION_BURST_PER_ADDRESS",
+                    d.limits.connection_burst_per_address,
                 ),
                 max_awareness_ids_per_connection=_int(
                     env,

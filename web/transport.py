@@ -6,6 +6,12 @@
   first byte received, so a request line sent a byte at a time holds the socket forever.
 - At most `max_connections_per_address` sockets per client address (0: no cap); the
   excess is closed before a byte of it is read.
+- At most `connection_burst_per_address` new connections at once per client address,
+  refilled at `connection_rate_per_address` a second (0: no limit); the excess is closed
+  by `AdmissionGate` before uvicorn's protocol for it is even made (no HTTP parsing, no
+  handshake). A client refused for some other reason (a 44xx close) may reconnect at
+  once, each time a whole handshake and room join: without this, one address
+  reconnecting hundreds of times a second holds the event loop from everyone else.
 - A socket's message size limit can be raised by the app for a while: the sync endpoint
   lets a connection that may write send its handshake's sync step 2 (an offline backlog)
   up to the document limit, while every other message keeps the 1 MiB limit. websockets'
@@ -28,6 +34,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
+from sync.rate_limit import TokenBucket
 from web.settings import Limits
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,23 @@ MESSAGE_LIMIT_EXTENSION = "blackboard.max_message_size"
 SetMessageLimit = Callable[[int], None]
 
 
+class RefusalLog:
+    """Refused connections, logged at most one line per interval: a flood must not also
+    flood the log."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._refused = 0  # since the last line
+        self._logged_at = float("-inf")
+
+    def refused(self, address: str, now: float) -> None:
+        self._refused += 1
+        if now - self._logged_at >= REFUSAL_LOG_INTERVAL_S:
+            what = self._what
+            log.warning("refused %d connection(s) %s (last: %s)", self._refused, what, address)
+            self._refused, self._logged_at = 0, now
+
+
 class AddressSlots:
     """Open sockets per client address, capped; a socket is counted by its transport, so
     it stays counted (once) when uvicorn hands it from the HTTP to the WebSocket protocol."""
@@ -46,8 +70,7 @@ class AddressSlots:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self._open: dict[str, set[asyncio.BaseTransport]] = {}
-        self._refused = 0  # since the last warning
-        self._warned_at = float("-inf")
+        self._log = RefusalLog(f"over the cap of {cap} per address")
 
     def acquire(self, transport: asyncio.BaseTransport) -> bool:
         address = _address(transport)
@@ -55,23 +78,10 @@ class AddressSlots:
             return True
         held = self._open.setdefault(address, set())
         if len(held) >= self.cap:
-            self._warn_refused(address)
+            self._log.refused(address, time.monotonic())
             return False
         held.add(transport)
         return True
-
-    def _warn_refused(self, address: str) -> None:
-        # At most one line per interval: a flood must not also flood the log.
-        self._refused += 1
-        now = time.monotonic()
-        if now - self._warned_at >= REFUSAL_LOG_INTERVAL_S:
-            log.warning(
-                "refused %d connection(s) over the cap of %d per address (last: %s)",
-                self._refused,
-                self.cap,
-                address,
-            )
-            self._refused, self._warned_at = 0, now
 
     def release(self, transport: asyncio.BaseTransport) -> None:
         address = _address(transport)
@@ -81,6 +91,50 @@ class AddressSlots:
         held.discard(transport)
         if not held:
             del self._open[address]
+
+
+class AddressRate:
+    """New connections per client address: a token bucket each, `burst` tokens refilled
+    at `rate` a second; a connection finding no token is refused (and takes none, so a
+    refused client is let in again as soon as the rate allows). Bounded: a bucket that
+    has refilled is forgotten (it is the same as none), so the table holds the addresses
+    seen in the last burst / rate seconds, at most `max_addresses` of them (past it the
+    least recently seen is forgotten early and gets a fresh burst)."""
+
+    def __init__(self, rate: float, burst: int, max_addresses: int = 65_536) -> None:
+        if rate > 0 and burst < 1:
+            raise ValueError("a connection rate needs a burst of at least 1")
+        self.rate = rate
+        self.burst = burst
+        self.max_addresses = max_addresses
+        self._buckets: dict[str, TokenBucket] = {}  # least recently seen first
+        self._log = RefusalLog(f"over {rate:g}/s (burst {burst}) new per address")
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def admit(self, address: str | None, now: float) -> bool:
+        """Whether a new connection from `address` (None: not an IP socket) may open."""
+        if self.rate <= 0 or address is None:
+            return True
+        self._forget_refilled(now)
+        bucket = self._buckets.pop(address, None) or TokenBucket(self.rate, self.burst, now)
+        self._buckets[address] = bucket  # re-inserted last: most recently seen
+        if len(self._buckets) > self.max_addresses:
+            del self._buckets[next(iter(self._buckets))]
+        if bucket.take_if_any(now):
+            return True
+        self._log.refused(address, now)
+        return False
+
+    def _forget_refilled(self, now: float) -> None:
+        # Least recently seen first, up to the first bucket not full again: one unseen
+        # for burst / rate seconds is full, so what stays was seen within that time.
+        while self._buckets:
+            address, bucket = next(iter(self._buckets.items()))
+            if not bucket.full(now):
+                break
+            del self._buckets[address]
 
 
 def _address(transport: asyncio.BaseTransport) -> str | None:
@@ -134,6 +188,24 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.abort()
 
 
+class AdmissionGate(asyncio.Protocol):
+    """A new connection's first protocol: over its address's connection rate it is closed
+    before uvicorn's protocol (an HTTP parser, logger lookups, bookkeeping: tens of
+    microseconds) is even made; else that protocol is made and takes the socket over."""
+
+    def __init__(self, make: Callable[[], asyncio.Protocol], rate: AddressRate) -> None:
+        self._make = make
+        self._rate = rate
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if not self._rate.admit(_address(transport), time.monotonic()):
+            transport.abort()
+            return
+        protocol = self._make()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, slots: AddressSlots, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -155,9 +227,17 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
 
 def protocols(limits: Limits) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The HTTP and WebSocket protocol factories for uvicorn's `http=` and `ws=`."""
+    rate = AddressRate(limits.connection_rate_per_address, limits.connection_burst_per_address)
     slots = AddressSlots(limits.max_connections_per_address)
-    http = functools.partial(
-        GuardedHttpProtocol, slots=slots, header_timeout_s=limits.header_timeout_s
-    )
+
+    def http(**uvicorn_kwargs: Any) -> asyncio.Protocol:
+        make = functools.partial(
+            GuardedHttpProtocol,
+            slots=slots,
+            header_timeout_s=limits.header_timeout_s,
+            **uvicorn_kwargs,
+        )
+        return AdmissionGate(make, rate) if rate.rate > 0 else make()
+
     ws = functools.partial(GuardedWebSocketProtocol, slots=slots)
     return http, ws
