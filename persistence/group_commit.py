@@ -58,6 +58,7 @@ class GroupCommitter(Generic[T]):
         self._progress = asyncio.Event()  # set whenever items leave
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._abandoned = False  # past stop's grace: the writer ends at its next step
 
     @property
     def stopping(self) -> bool:
@@ -119,6 +120,9 @@ class GroupCommitter(Generic[T]):
             try:
                 await asyncio.wait_for(asyncio.shield(task), grace_s)
             except TimeoutError:
+                # Python 3.11's wait_for can swallow a cancel that lands as its inner
+                # await completes (a commit's own timeout): the flag ends the writer anyway.
+                self._abandoned = True
                 await cancel_and_wait([task])
         return list(self.items())
 
@@ -137,7 +141,7 @@ class GroupCommitter(Generic[T]):
 
     async def _run(self) -> None:
         backoff, expected = FIRST_BACKOFF_S, 0
-        while True:
+        while not self._abandoned:
             if not self._queue:
                 if self._stopping:
                     return
