@@ -10,6 +10,7 @@ from sync.doc_size import DocumentSize, DocumentTooLarge
 from sync.rate_limit import MessageRateLimit, TokenBucket
 from sync.validation import MalformedUpdate, ShadowValidator
 from sync.yjs_encoding import decode_state_vector, structless_delete_ranges
+from web.settings import Settings
 from web.transport import AddressRate
 
 # --- rate limit ---------------------------------------------------------------
@@ -191,3 +192,11 @@ def test_connection_rate_forgets_idle_addresses_and_stays_bounded() -> None:
     for n in range(1000):  # many addresses at once: the least recently seen go first
         assert all(rate.admit(f"10.1.{n // 256}.{n % 256}", 1.0) for _ in range(5))
     assert len(rate) == 100
+
+
+def test_a_connection_rate_without_a_burst_is_one_line_at_start() -> None:
+    env = {"BLACKBOARD_CONNECTION_BURST_PER_ADDRESS": "0"}
+    with pytest.raises(SystemExit, match="BURST_PER_ADDRESS must be at least 1"):
+        Settings.from_env(env)
+    off = Settings.from_env({**env, "BLACKBOARD_CONNECTION_RATE_PER_ADDRESS": "0"})
+    assert off.limits.connection_burst_per_address == 0

@@ -83,7 +83,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         d = cls()
-        return cls(
+        settings = cls(
             host=env.get("BLACKBOARD_HOST", d.host),
             port=_int(env, "BLACKBOARD_PORT", d.port),
             data_dir=Path(env.get("BLACKBOARD_DATA_DIR", str(d.data_dir))),
@@ -172,6 +172,13 @@ class Settings:
             max_artifact_bytes=_int(env, "BLACKBOARD_MAX_ARTIFACT_BYTES", d.max_artifact_bytes),
             orphan_grace_s=_float(env, "BLACKBOARD_ORPHAN_GRACE_S", d.orphan_grace_s),
         )
+        limits = settings.limits
+        if limits.connection_rate_per_address > 0 and limits.connection_burst_per_address < 1:
+            raise SystemExit(
+                "BLACKBOARD_CONNECTION_BURST_PER_ADDRESS must be at least 1 while "
+                "BLACKBOARD_CONNECTION_RATE_PER_ADDRESS is on"
+            )
+        return settings
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
