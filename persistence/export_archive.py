@@ -269,14 +269,20 @@ def seal(path: Path) -> None:
     byte is caught. Zip tools still read the archive: the seal is only its comment."""
     with path.open("r+b") as file:
         size = file.seek(0, os.SEEK_END)
-        file.seek(0)
-        sha, left = hashlib.sha256(), size - 64
-        while left > 0:
-            chunk = file.read(min(CHUNK_BYTES, left))
-            sha.update(chunk)
-            left -= len(chunk)
+        digest = _sha256_of_first(file, size - 64)
         file.seek(size - 64)
-        file.write(sha.hexdigest().encode())
+        file.write(digest)
+
+
+def _sha256_of_first(file: IO[bytes], length: int) -> bytes:
+    """The hex sha256 of the file's first `length` bytes (read in chunks)."""
+    file.seek(0)
+    sha, left = hashlib.sha256(), length
+    while left > 0:
+        chunk = file.read(min(CHUNK_BYTES, left))
+        sha.update(chunk)
+        left -= len(chunk)
+    return sha.hexdigest().encode()
 
 
 def seal_problem(path: Path) -> str | None:
@@ -289,13 +295,8 @@ def seal_problem(path: Path) -> str | None:
         tail = file.read()
         if not tail.startswith(SEAL_PREFIX):
             return "its seal is missing (truncated, or not written by blackboard export)"
-        file.seek(0)
-        sha, left = hashlib.sha256(), size - 64
-        while left > 0:
-            chunk = file.read(min(CHUNK_BYTES, left))
-            sha.update(chunk)
-            left -= len(chunk)
-    if sha.hexdigest().encode() != tail[-64:]:
+        digest = _sha256_of_first(file, size - 64)
+    if digest != tail[-64:]:
         return "its bytes do not match its seal"
     return None
 

@@ -18,7 +18,7 @@ from persistence.errors import HistoryPruned
 from persistence.export_archive import ExportError, write_export
 from persistence.object_store import ObjectInfo, ObjectStoreError, file_chunks
 from schemas.document import is_valid_id
-from web.api.history import parse_at_time
+from web.api.history import history_pruned, parse_at_time
 from web.api.requests import project_record, read_json, services
 from web.errors import ApiError
 from web.json_response import JSONResponse
@@ -76,12 +76,7 @@ async def create_export(request: Request) -> JSONResponse:
             )
             await svc.objects.put(key, file_chunks(out))
     except HistoryPruned:
-        oldest = await svc.store.oldest_retained_seq(record.project_id)
-        raise ApiError(
-            410,
-            "history_pruned",
-            f"that state is older than the retained history (oldest kept: seq {oldest})",
-        ) from None
+        raise await history_pruned(svc.store, record.project_id) from None
     except ExportError as exc:
         raise ApiError(422, "invalid", str(exc)) from None
     except ObjectStoreError as exc:

@@ -15,6 +15,7 @@ from starlette.routing import Route
 from persistence.errors import HistoryPruned
 from persistence.history import seq_at_time
 from persistence.replay import CorruptDocument, replay
+from persistence.store import Store
 from schemas.views import doc_to_json
 from web.api.requests import (
     count_param,
@@ -64,6 +65,13 @@ def parse_at_time(raw: str) -> datetime:
         raise ApiError(422, "invalid", "at_time must be an ISO 8601 time") from None
 
 
+async def history_pruned(store: Store, project_id: str) -> ApiError:
+    """The 410 for a state older than the retained history, naming the oldest kept."""
+    oldest = await store.oldest_retained_seq(project_id)
+    detail = f"that state is older than the retained history (oldest kept: seq {oldest})"
+    return ApiError(410, "history_pruned", detail)
+
+
 async def read_state(request: Request) -> JSONResponse:
     """`{project_id, seq, doc}`: every root as of `?at_seq=N` or `?at_time=ISO`."""
     record = await project_record(request)
@@ -78,12 +86,7 @@ async def read_state(request: Request) -> JSONResponse:
             seq = await seq_at_time(store, record.project_id, parse_at_time(params["at_time"]))
         doc = replay(await store.load_at(record.project_id, seq))
     except HistoryPruned:
-        oldest = await store.oldest_retained_seq(record.project_id)
-        raise ApiError(
-            410,
-            "history_pruned",
-            f"that state is older than the retained history (oldest kept: seq {oldest})",
-        ) from None
+        raise await history_pruned(store, record.project_id) from None
     except CorruptDocument as exc:
         raise ApiError(500, "load_failed", str(exc)) from None
     return JSONResponse({"project_id": record.project_id, "seq": seq, "doc": doc_to_json(doc)})

@@ -2,7 +2,7 @@
 
 import { h, setText } from './dom.js'
 import { money } from './format.js'
-import { api, claimsOf, forgetToken, sessionToken, storeToken } from './session.js'
+import { api, claimsOf, sessionToken, showTokenGate, wireTokenGate } from './session.js'
 
 const PAGE = 50
 const $ = (selector) => document.querySelector(selector)
@@ -77,18 +77,10 @@ function describe (presence) {
 }
 
 function askForToken (why) {
-  $('#gate').hidden = false
   setText($('#status'), '')
-  setText($('#gate-why'), why)
-  $('#gate-token').focus()
+  showTokenGate(why)
 }
 
-$('#gate').addEventListener('submit', (event) => {
-  event.preventDefault()
-  const given = $('#gate-token').value.trim()
-  if (given) storeToken(given)
-  else forgetToken()
-  window.location.reload()
-})
+wireTokenGate()
 $('#more').addEventListener('click', loadPage)
 loadPage()

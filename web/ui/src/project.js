@@ -10,7 +10,7 @@ import { ShotEditor, addShot } from './editor.js'
 import { PagedTail } from './feeds.js'
 import { HistoryScrubber } from './history.js'
 import { renderBudget, renderCorrections, renderDna, renderPresence, renderTasks, tickCountdown } from './sections.js'
-import { api, claimsOf, displayName, forgetToken, rememberName, sessionToken, storeToken } from './session.js'
+import { api, claimsOf, displayName, rememberName, sessionToken, showTokenGate, wireTokenGate } from './session.js'
 
 const ROOTS = ['spec', 'shots', 'dna_bank', 'tasks', 'artifacts', 'approvals', 'budget']
 const POLL_MS = 5000
@@ -224,19 +224,10 @@ function showProblem (text) {
 
 function askForToken (why) {
   provider.disconnect()
-  const gate = $('#gate')
-  gate.hidden = false
-  setText($('#gate-why'), why)
-  $('#gate-token').focus()
+  showTokenGate(why)
 }
 
-$('#gate').addEventListener('submit', (event) => {
-  event.preventDefault()
-  const given = $('#gate-token').value.trim()
-  if (given) storeToken(given)
-  else forgetToken()
-  window.location.reload()
-})
+wireTokenGate()
 
 $('#new-shot').addEventListener('click', () => {
   if (ctx.editable()) editor.open(addShot(doc, ctx.view()))

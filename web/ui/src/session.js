@@ -17,12 +17,22 @@ export function sessionToken () {
   return window.sessionStorage.getItem(TOKEN_KEY)
 }
 
-export function storeToken (token) {
-  window.sessionStorage.setItem(TOKEN_KEY, token.trim())
+/** The token form (`#gate`, on both pages): shown with why a token is needed; the token
+ * submitted is kept for the tab (none: forgotten) and the page loads again with it. */
+export function showTokenGate (why) {
+  document.querySelector('#gate').hidden = false
+  document.querySelector('#gate-why').textContent = why
+  document.querySelector('#gate-token').focus()
 }
 
-export function forgetToken () {
-  window.sessionStorage.removeItem(TOKEN_KEY)
+export function wireTokenGate () {
+  document.querySelector('#gate').addEventListener('submit', (event) => {
+    event.preventDefault()
+    const given = document.querySelector('#gate-token').value.trim()
+    if (given) window.sessionStorage.setItem(TOKEN_KEY, given)
+    else window.sessionStorage.removeItem(TOKEN_KEY)
+    window.location.reload()
+  })
 }
 
 /** `{project, role, actor, exp}` read from the token's middle part, or null. */
