@@ -26,7 +26,7 @@ def replay(stored: StoredDocument, doc: Doc | None = None) -> Doc:
 
 def _apply(doc: Doc, update: bytes, what: str) -> None:
     try:
-        with yrs_guard():
+        with yrs_guard:
             doc.apply_update(update)
     except YrsError as exc:
         raise CorruptDocument(f"{what} does not apply: {exc}") from exc

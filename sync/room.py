@@ -154,7 +154,7 @@ class Room:
         reply = self._step2_cache.get(state_vector)
         if reply is None:
             try:
-                with yrs_guard():
+                with yrs_guard:
                     reply = sync_step2(self.doc.get_update(state_vector))
             except YrsError:
                 connection.close(close_codes.MALFORMED, "malformed state vector")
@@ -320,7 +320,7 @@ class Room:
 
     def _apply_live(self, update: bytes, origin: Origin) -> list[bytes]:
         try:
-            with yrs_guard(), self.doc.transaction(origin=origin):
+            with yrs_guard, self.doc.transaction(origin=origin):
                 self.doc.apply_update(update)
         except YrsError as exc:
             # The shadow accepted it, so this should not happen; the live doc may now

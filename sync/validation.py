@@ -36,7 +36,7 @@ class ShadowValidator:
         try:
             # Bytes that do not even decode are refused without touching the shadow, so
             # they cost no rebuild (a copy of the whole document).
-            with yrs_guard():
+            with yrs_guard:
                 get_state(update)
                 decoded = True
                 self._shadow.apply_update(update)
@@ -55,7 +55,7 @@ class ShadowValidator:
         Raises MalformedUpdate if the update does not decode.
         """
         try:
-            with yrs_guard():
+            with yrs_guard:
                 known_state = self._shadow.get_state()
                 deletions = structless_delete_ranges(get_update(update, known_state))
                 known = decode_state_vector(known_state)

@@ -11,7 +11,7 @@ from tests.support.regressions import REGRESSIONS, base_doc
 
 def test_a_yrs_panic_becomes_a_plain_error() -> None:
     doc = base_doc()
-    with pytest.raises(YrsError) as caught, yrs_guard():
+    with pytest.raises(YrsError) as caught, yrs_guard:
         doc.apply_update(REGRESSIONS["panic-unwrap-on-missing-parent"])
     assert caught.value.kind == "PanicException"
     assert isinstance(caught.value, Exception)
@@ -19,12 +19,12 @@ def test_a_yrs_panic_becomes_a_plain_error() -> None:
 
 
 def test_bytes_that_do_not_decode_are_a_yrs_error() -> None:
-    with pytest.raises(YrsError) as caught, yrs_guard():
+    with pytest.raises(YrsError) as caught, yrs_guard:
         base_doc().apply_update(b"\x01\x02\x03")
     assert str(caught.value) == str(caught.value.__cause__)
 
 
 @pytest.mark.parametrize("exit_signal", [KeyboardInterrupt, SystemExit])
 def test_ctrl_c_and_exit_pass_through(exit_signal: type[BaseException]) -> None:
-    with pytest.raises(exit_signal), yrs_guard():
+    with pytest.raises(exit_signal), yrs_guard:
         raise exit_signal()
