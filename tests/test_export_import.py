@@ -340,6 +340,10 @@ async def test_http_exports(start_server: Callable[..., ServerProcess], tmp_path
         assert by_time.status_code == 201 and by_time.json()["seq"] == export["seq"]
         bad = await http.post("/api/projects/film/exports", json={"at_seq": 10_000})
         assert bad.status_code == 422
+        negative = await http.post("/api/projects/film/exports", json={"at_seq": -1})
+        assert negative.status_code == 422 and negative.json()["error"] == "invalid"
+        # Every export's scratch folder is gone, the refused ones' too.
+        assert list((server.data_dir / "tmp").iterdir()) == []
         assert (await http.get("/api/projects/film/exports/nope")).status_code == 404
         assert (await http.post("/api/projects/ghost/exports", json={})).status_code == 404
 

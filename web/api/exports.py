@@ -4,6 +4,8 @@ GET lists them and streams one back."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -42,13 +44,19 @@ def _listed(info: ObjectInfo) -> dict[str, Any]:
     }
 
 
+def _scratch_dir(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=root))
+
+
 async def create_export(request: Request) -> JSONResponse:
     record = await project_record(request)
     body = await read_json(request)
     at_seq, at_time = body.get("at_seq"), body.get("at_time")
     if at_seq is not None and at_time is not None:
         raise ApiError(422, "invalid", "give at most one of at_seq and at_time")
-    if at_seq is not None and (isinstance(at_seq, bool) or not isinstance(at_seq, int)):
+    valid_seq = isinstance(at_seq, int) and not isinstance(at_seq, bool) and at_seq >= 0
+    if at_seq is not None and not valid_seq:
         raise ApiError(422, "invalid", "at_seq must be a non-negative integer")
     if at_time is not None and not isinstance(at_time, str):
         raise ApiError(422, "invalid", "at_time must be an ISO 8601 time")
@@ -59,28 +67,30 @@ async def create_export(request: Request) -> JSONResponse:
     created = utc_now()
     export_id = f"{created:%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:8]}"
     key = _key(record.project_id, export_id)
-    tmp_root = svc.settings.data_dir / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
+    # The scratch folder is made and removed in a thread: removing a large archive
+    # (artifacts included) is file-system work the event loop must not wait on.
+    tmp = await asyncio.to_thread(_scratch_dir, svc.settings.data_dir / "tmp")
     try:
-        with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
-            out = Path(tmp) / f"{export_id}{SUFFIX}"
-            result = await write_export(
-                svc.store,
-                svc.ledger,
-                svc.objects,
-                record.project_id,
-                out,
-                at_seq=at_seq,
-                at_time=parse_at_time(at_time) if at_time is not None else None,
-                with_artifacts=with_artifacts,
-            )
-            await svc.objects.put(key, file_chunks(out))
+        out = tmp / f"{export_id}{SUFFIX}"
+        result = await write_export(
+            svc.store,
+            svc.ledger,
+            svc.objects,
+            record.project_id,
+            out,
+            at_seq=at_seq,
+            at_time=parse_at_time(at_time) if at_time is not None else None,
+            with_artifacts=with_artifacts,
+        )
+        await svc.objects.put(key, file_chunks(out))
     except HistoryPruned:
         raise await history_pruned(svc.store, record.project_id) from None
     except ExportError as exc:
         raise ApiError(422, "invalid", str(exc)) from None
     except ObjectStoreError as exc:
         raise ApiError(503, "object_store_unavailable", str(exc)) from None
+    finally:
+        await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
     reply = {
         "export_id": export_id,
         "key": key,
