@@ -28,7 +28,7 @@ from bench import machine
 from bench.report import RunRecord, render, write_section
 from bench.scenarios import FULL, QUICK, SCENARIOS, Context, Params
 from bench.servers import SERVERS
-from web.open_files import raise_open_files
+from blackboard.web.open_files import raise_open_files
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 RECORD_NAME = "peer-comparison.json"  # the figures behind the section, for --merge

@@ -20,7 +20,7 @@ import time
 from pycrdt import Map
 
 from bench.machine import describe
-from sync.client import BlackboardClient
+from blackboard.sync.client import BlackboardClient
 
 SIZES = (100, 10_000, 100_000)  # bytes of text per edit
 

@@ -8,7 +8,7 @@ targets, one after the other:
 - `http`: a real `blackboard serve` process; each client has its own keep-alive HTTP
   connection (a minimal HTTP/1.1 client, so the load generator's CPU stays small) and
   the latency is from the first byte sent to the last byte of the reply;
-- `ledger`: `persistence.ledger.BudgetLedger` in this process, no HTTP: what the ledger
+- `ledger`: `sync.authority.ledger.BudgetLedger` in this process, no HTTP: what the ledger
   itself sustains (batching, row lock, idempotency keys, commit).
 
 After each run the ledger is read back and checked: one ledger row per op that got a
@@ -44,15 +44,15 @@ import httpx
 
 from bench.machine import describe
 from bench.procstat import cpu_seconds
-from persistence.factory import make_store
-from persistence.ledger import BudgetLedger
-from schemas.money import parse_amount
-from sync.projects import create_project
+from blackboard.persistence.factory import make_store
+from blackboard.schemas.money import parse_amount
+from blackboard.sync.authority.ledger import BudgetLedger
+from blackboard.sync.projects.creation import create_project
+from blackboard.web.api.budget import parse_op
 from tests.support.backends import create_database, drop_database, migrate_database
 from tests.support.budget_workload import check_ledger
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.server import ServerProcess
-from web.api.budget import parse_op
 
 PROJECT = "hot"
 BUDGET_TOTAL = 10_000_000

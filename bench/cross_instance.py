@@ -34,7 +34,7 @@ from bench.loadgen.stats import summary_ms
 from bench.loadgen.updates import UpdateStream, stamps
 from bench.loadgen.wire import Framing
 from bench.procstat import cpu_seconds
-from sync import peer_messages
+from blackboard.sync.wire import peer_messages
 from tests.support.backends import create_database, drop_database
 from tests.support.private_redis import PrivateRedis
 from tests.support.server import ServerProcess

@@ -32,13 +32,13 @@ import asyncpg
 
 from bench.machine import describe
 from bench.procstat import cpu_seconds
-from persistence.document_store import DocumentStore
-from persistence.factory import make_store
-from persistence.update_log import UpdateLog
-from sync.projects import initial_update
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.factory import make_store
+from blackboard.persistence.update_log import UpdateLog
+from blackboard.sync.projects.creation import initial_update
+from blackboard.web.gc_tuning import tune_for_serving
 from tests.support.backends import create_database, drop_database
 from tests.support.private_postgres import PrivatePostgres
-from web.gc_tuning import tune_for_serving
 
 UPDATE_BYTES = 40
 TICK_S = 0.001

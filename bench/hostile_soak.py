@@ -46,9 +46,14 @@ from bench.loadgen.stats import summary_ms
 from bench.loadgen.updates import UpdateStream
 from bench.loadgen.wire import Framing
 from bench.procstat import cpu_seconds, rss_bytes
-from sync.protocol import AwarenessEntry, awareness_message, encode_awareness, sync_step1
+from blackboard.sync.wire.protocol import (
+    AwarenessEntry,
+    awareness_message,
+    encode_awareness,
+    sync_step1,
+)
+from blackboard.web.open_files import raise_open_files
 from tests.support.server import ServerProcess
-from web.open_files import raise_open_files
 
 HEADING = "## Hostile soak"
 PROJECT = "bench-hostile"

@@ -29,7 +29,7 @@ import httpx
 from pycrdt import Map
 
 from bench.procstat import rss_bytes
-from sync.client import BlackboardClient
+from blackboard.sync.client import BlackboardClient
 from tests.support.s3_server import S3ServerProcess
 from tests.support.server import ROOT, ServerProcess
 
@@ -65,7 +65,7 @@ def _timed_cli(*args: str) -> tuple[float, float, int]:
     with tempfile.TemporaryFile() as errors:
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "web.cli", *args],
+            [sys.executable, "-m", "blackboard.web.cli", *args],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=errors,

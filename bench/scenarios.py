@@ -18,10 +18,10 @@ from bench.loadgen.stats import summary_ms
 from bench.loadgen.updates import UpdateStream, big_document_updates
 from bench.servers import RunningServer, ServerKind
 from bench.workers import PhaseResult, Worker, run_phases
-from persistence.compaction import compact
-from persistence.factory import make_store
-from persistence.records import PendingAppend
-from sync.projects import create_project
+from blackboard.persistence.compaction import compact
+from blackboard.persistence.factory import make_store
+from blackboard.persistence.records import PendingAppend
+from blackboard.sync.projects.creation import create_project
 
 MB = 1024 * 1024
 # A hot-room step is skipped once the same mode was past this at a smaller crowd.

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
-from persistence.factory import make_store
-from sync.projects import create_project
+from blackboard.persistence.factory import make_store
+from blackboard.sync.projects.creation import create_project
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "bench" / "peers"
@@ -73,7 +73,7 @@ class Blackboard(ServerKind):
     def command(self, port: int, data_dir: Path) -> list[str]:
         return [
             sys.executable,
-            *("-m", "web.cli", "serve"),
+            *("-m", "blackboard.web.cli", "serve"),
             *("--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)),
         ]
 

@@ -31,10 +31,10 @@ from pathlib import Path
 
 from pycrdt import Doc, Map, get_state
 
-from sync.lattice import LatticeTracker
-from sync.origin import SERVER_ACTOR, Origin, Source
-from sync.repair import DocumentRules, write_corrections
-from sync.validation import ShadowValidator
+from blackboard.sync.room.origin import SERVER_ACTOR, Origin, Source
+from blackboard.sync.rules.lattice import LatticeTracker
+from blackboard.sync.rules.repair import DocumentRules, write_corrections
+from blackboard.sync.rules.validation import ShadowValidator
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START = "<!-- validation-cost:start -->"

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from pycrdt import Map
 
-from sync.client import BlackboardClient
+from blackboard.sync.client import BlackboardClient
 
 
 def now() -> str:

@@ -1,1 +1,2 @@
-"""Durable storage: the update log, snapshots, compaction, ledgers and object storage."""
+"""Durable storage: the SQL stores, the update log and snapshots, compaction, history.
+Written once for both backends (SQLite embedded, Postgres); `objects/` holds the bytes."""

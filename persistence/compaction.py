@@ -1,6 +1,6 @@
 """Compaction: fold the newest snapshot and the log after it into a new snapshot.
 
-Steps: take the project's compaction fence (`persistence.fence`: one compactor per
+Steps: take the project's compaction fence (`blackboard.persistence.fence`: one compactor per
 project across every process, judged by the database clock) -> load the snapshot and
 log tail in one consistent view -> replay them into a Doc -> save the snapshot, checked
 against the fence's epoch -> prune what retention no longer needs -> release the fence.
@@ -21,12 +21,12 @@ import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
-from persistence.clock import utc_now
-from persistence.errors import ProjectNotFound
-from persistence.fence import FenceLost, Fences
-from persistence.records import Snapshot
-from persistence.replay import replay
-from persistence.store import Store
+from blackboard.persistence.clock import utc_now
+from blackboard.persistence.errors import ProjectNotFound
+from blackboard.persistence.fence import FenceLost, Fences
+from blackboard.persistence.records import Snapshot
+from blackboard.persistence.replay import replay
+from blackboard.persistence.store import Store
 
 DEFAULT_LEASE = timedelta(seconds=120)
 

@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from persistence.compaction import DEFAULT_LEASE, CompactionResult, compact
-from persistence.store import Store
-from persistence.tasks import cancel_and_wait
+from blackboard.persistence.compaction import DEFAULT_LEASE, CompactionResult, compact
+from blackboard.persistence.store import Store
+from blackboard.persistence.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The `corrections` table: every repair the server made, written once for both SQL
-backends (`persistence.database.Database`)."""
+backends (`blackboard.persistence.database.Database`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from persistence.database import Database, Row
+from blackboard.persistence.database import Database, Row
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from persistence.clock import utc_now
-from persistence.database import Connection
+from blackboard.persistence.clock import utc_now
+from blackboard.persistence.database import Connection
 
 
 async def database_now(conn: Connection, dialect: str) -> datetime:

@@ -5,19 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from persistence.clock import utc_now
-from persistence.database import Database, Row, RowWriter
-from persistence.errors import (
+from blackboard.persistence.clock import utc_now
+from blackboard.persistence.database import Database, Row, RowWriter
+from blackboard.persistence.errors import (
     HistoryPruned,
     ProjectExists,
     ProjectNotFound,
     StoreError,
 )
-from persistence.fence import Fences, FenceToken
-from persistence.history import oldest_rebuildable_seq
-from persistence.log_append import append_batch
-from persistence.migrator import migrate
-from persistence.records import (
+from blackboard.persistence.fence import Fences, FenceToken
+from blackboard.persistence.history import oldest_rebuildable_seq
+from blackboard.persistence.log_append import append_batch
+from blackboard.persistence.migrator import migrate
+from blackboard.persistence.records import (
     HistoryEntry,
     LogEntry,
     PendingAppend,
@@ -31,7 +31,7 @@ _IDS_PER_QUERY = 500  # bound on parameters in one IN (...) list
 
 
 class DocumentStore:
-    """Implements `persistence.store.Store` on any `Database`."""
+    """Implements `blackboard.persistence.store.Store` on any `Database`."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

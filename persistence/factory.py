@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from persistence.database import Database
-from persistence.document_store import DocumentStore
-from persistence.postgres_database import PostgresDatabase
-from persistence.sqlite_database import SQLiteDatabase
+from blackboard.persistence.database import Database
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.postgres_database import PostgresDatabase
+from blackboard.persistence.sqlite_database import SQLiteDatabase
 
 
 def make_database(database_url: str | None, data_dir: Path, pool_size: int = 10) -> Database:

@@ -18,9 +18,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from persistence.database import Connection, Database
-from persistence.db_clock import database_now
-from persistence.errors import StoreError
+from blackboard.persistence.database import Connection, Database
+from blackboard.persistence.db_clock import database_now
+from blackboard.persistence.errors import StoreError
 
 
 class FenceLost(StoreError):

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Generic, TypeVar
 
-from persistence.tasks import cancel_and_wait
+from blackboard.persistence.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

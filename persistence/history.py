@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from persistence.errors import HistoryPruned
-from persistence.store import Store
+from blackboard.persistence.errors import HistoryPruned
+from blackboard.persistence.store import Store
 
 
 def oldest_rebuildable_seq(snapshot_seqs: list[int], first_log_seq: int | None) -> int:

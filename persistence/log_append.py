@@ -17,10 +17,10 @@ import json
 from collections.abc import Sequence
 from itertools import groupby
 
-from persistence.clock import utc_now
-from persistence.database import Database
-from persistence.errors import ProjectNotFound
-from persistence.records import PendingAppend
+from blackboard.persistence.clock import utc_now
+from blackboard.persistence.database import Database
+from blackboard.persistence.errors import ProjectNotFound
+from blackboard.persistence.records import PendingAppend
 
 _POSTGRES_APPEND = """
 WITH locked AS MATERIALIZED (

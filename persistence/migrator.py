@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from persistence.clock import utc_now
-from persistence.database import Database
-from persistence.errors import SchemaBehind
-from schemas.migration_files import Migration, migrations_for
+from blackboard.persistence.clock import utc_now
+from blackboard.persistence.database import Database
+from blackboard.persistence.errors import SchemaBehind
+from blackboard.schemas.migration_files import Migration, migrations_for
 
 # Any constant works; it only keeps two Postgres instances from migrating at once.
 _PG_MIGRATION_LOCK = 7_464_382

@@ -1,4 +1,4 @@
-"""Postgres through an asyncpg pool behind `persistence.database.Database`.
+"""Postgres through an asyncpg pool behind `blackboard.persistence.database.Database`.
 
 A connection the server dropped (`pg_terminate_backend`, a restart, a proxy timeout)
 can sit in the pool looking open: the server's FATAL message has arrived, its end of
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from persistence.errors import StoreError
+from blackboard.persistence.errors import StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

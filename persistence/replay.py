@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pycrdt import Doc
 
-from persistence.records import StoredDocument
-from persistence.yrs_guard import YrsError, yrs_guard
+from blackboard.persistence.records import StoredDocument
+from blackboard.persistence.yrs_guard import YrsError, yrs_guard
 
 
 class CorruptDocument(Exception):

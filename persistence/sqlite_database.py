@@ -1,4 +1,4 @@
-"""SQLite (WAL, synchronous=FULL) behind `persistence.database.Database`.
+"""SQLite (WAL, synchronous=FULL) behind `blackboard.persistence.database.Database`.
 
 One connection, used by one transaction at a time (an asyncio lock): the embedded
 backend serves one process, and SQLite has one writer anyway.
@@ -17,8 +17,8 @@ from typing import Any
 
 import aiosqlite
 
-from persistence.clock import from_iso, to_iso
-from persistence.errors import StoreError
+from blackboard.persistence.clock import from_iso, to_iso
+from blackboard.persistence.errors import StoreError
 
 _PARAM = re.compile(r"\$(\d+)")
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from persistence.database import Database, RowWriter
-from persistence.fence import FenceToken
-from persistence.records import (
+from blackboard.persistence.database import Database, RowWriter
+from blackboard.persistence.fence import FenceToken
+from blackboard.persistence.records import (
     HistoryEntry,
     LogEntry,
     PendingAppend,

@@ -2,7 +2,7 @@
 
 Updates wait in memory while one batch commits; the next batch takes everything that
 arrived meanwhile (natural batching), so a lone update commits at once and a burst costs
-one transaction per batch (`persistence.group_commit`). A future per update resolves with
+one transaction per batch (`blackboard.persistence.group_commit`). A future per update resolves with
 its seq after COMMIT: that is when an update is acknowledged. If the database fails, the
 batch stays queued and is retried with backoff; past `max_pending_bytes` new appends are
 refused (LogFull) rather than dropped. A row queued with `commit_with_next` is never cut
@@ -16,10 +16,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from persistence.errors import LogFull, ProjectNotFound
-from persistence.group_commit import GroupCommitter
-from persistence.records import PendingAppend
-from persistence.store import Store
+from blackboard.persistence.errors import LogFull, ProjectNotFound
+from blackboard.persistence.group_commit import GroupCommitter
+from blackboard.persistence.records import PendingAppend
+from blackboard.persistence.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,2 @@
-"""The shape of a Blackboard project: document roots, field types, lattices, SQL migrations."""
+"""The shape of a Blackboard project: document roots, field kinds, lattices, money,
+JSON views and the versioned SQL migrations. Imports nothing of ours."""

@@ -1,6 +1,6 @@
 """The one description of a project document (DESIGN.md section 1).
 
-The JSON views, the validator and the repair rules (`sync.repair`) all read this module;
+The JSON views, the validator and the repair rules (`sync.rules.repair`) all read this module;
 nothing else spells out root names, field types, lattices or who may write what.
 """
 

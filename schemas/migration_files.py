@@ -15,7 +15,7 @@ class Migration:
 
 def migrations_for(backend: str) -> list[Migration]:
     """All migrations of `backend` (`sqlite` or `postgres`), oldest first."""
-    folder = resources.files("schemas") / "migrations" / backend
+    folder = resources.files("blackboard.schemas") / "migrations" / backend
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):

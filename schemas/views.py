@@ -1,4 +1,4 @@
-"""JSON views of a project document, derived from the shape in `schemas.document`."""
+"""JSON views of a project document, derived from the shape in `blackboard.schemas.document`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map
 
-from schemas.document import ROOTS
+from blackboard.schemas.document import ROOTS
 
 
 def doc_to_json(doc: Doc) -> dict[str, Any]:

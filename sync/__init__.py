@@ -1,1 +1,2 @@
-"""Rooms, the y-websocket protocol, validation and repair, fan-out, and the agent client."""
+"""Everything live about a project: the wire, the rules, rooms, scale-out, the budget
+and lease authority, project creation and import, and the Python client for agents."""

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from persistence.document_store import DocumentStore
-from persistence.factory import make_store
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.factory import make_store
 from tests.support.backends import create_database, drop_database
 from tests.support.js import JsClients
 from tests.support.s3_server import S3ServerProcess

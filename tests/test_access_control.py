@@ -16,14 +16,15 @@ import pytest
 import websockets
 from pycrdt import Doc, Map
 
-from sync.client import ConnectionClosed, Session
-from sync.protocol import (
+from blackboard.sync.client import ConnectionClosed, Session
+from blackboard.sync.wire.protocol import (
     MessageType,
     decode_message,
     permission_denied,
     sync_step1,
     sync_update,
 )
+from blackboard.web.tokens import TokenExpired, verify
 from tests.support.api import bearer, create_project, eventually, history, project_json
 from tests.support.auth import (
     KEYRING,
@@ -35,7 +36,6 @@ from tests.support.auth import (
 )
 from tests.support.js import JsClients
 from tests.support.server import ROOT, ServerProcess
-from web.tokens import TokenExpired, verify
 
 StartServer = Callable[..., ServerProcess]
 
@@ -337,7 +337,17 @@ async def test_connections_per_actor_are_capped(start_server: StartServer) -> No
 
 
 def test_token_command_prints_the_token_alone() -> None:
-    command = [sys.executable, "-m", "web.cli", "token", "film", "--role", "read", "--actor", "ana"]
+    command = [
+        sys.executable,
+        "-m",
+        "blackboard.web.cli",
+        "token",
+        "film",
+        "--role",
+        "read",
+        "--actor",
+        "ana",
+    ]
     options = {
         "cwd": ROOT,
         "env": {"BLACKBOARD_AUTH_SECRET": SECRET, "PATH": "/usr/bin:/bin"},

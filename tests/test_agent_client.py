@@ -16,7 +16,7 @@ import httpx
 import pytest
 from pycrdt import Map
 
-from sync.client import (
+from blackboard.sync.client import (
     BlackboardClient,
     CallExpired,
     CallRefused,
@@ -25,12 +25,12 @@ from sync.client import (
     LeaseLost,
     UpdateTooLarge,
 )
-from sync.client.replica import Replica
+from blackboard.sync.client.replica import Replica
+from blackboard.web.services import Services
+from blackboard.web.settings import Settings
 from tests.support.api import create_project, eventually, project_json
 from tests.support.auth import start_auth_server, token
 from tests.support.server import ROOT, ServerProcess
-from web.services import Services
-from web.settings import Settings
 
 StartServer = Callable[..., ServerProcess]
 

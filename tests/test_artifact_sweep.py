@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from pycrdt import Map
 
-from persistence.artifact_keys import object_key
-from persistence.object_store import chunks_of
-from sync.artifacts import Artifacts
-from sync.projects import create_project
+from blackboard.persistence.objects.artifact_keys import object_key
+from blackboard.persistence.objects.object_store import chunks_of
+from blackboard.sync.projects.artifacts import Artifacts
+from blackboard.sync.projects.creation import create_project
+from blackboard.web.services import Services
+from blackboard.web.settings import Settings
 from tests.support.s3_server import S3ServerProcess
-from web.services import Services
-from web.settings import Settings
 
 
 @pytest.fixture(params=["folder", "s3"])

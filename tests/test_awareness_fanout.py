@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
-from sync.awareness_fanout import AwarenessFanout
-from sync.connection import Connection
-from sync.protocol import AwarenessEntry, AwarenessMessage, decode_awareness, decode_message
+from blackboard.sync.room.awareness_fanout import AwarenessFanout
+from blackboard.sync.room.connection import Connection
+from blackboard.sync.wire.protocol import (
+    AwarenessEntry,
+    AwarenessMessage,
+    decode_awareness,
+    decode_message,
+)
 
 
 class Recorder:

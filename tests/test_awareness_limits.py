@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import httpx
 
-from sync.awareness import AwarenessLimits, AwarenessStates
-from sync.protocol import AwarenessEntry
+from blackboard.sync.room.awareness import AwarenessLimits, AwarenessStates
+from blackboard.sync.wire.protocol import AwarenessEntry
 from tests.support.api import create_project
 from tests.support.auth import until_closed
 from tests.support.awareness import QUIET_S, joined, seen, states_message

@@ -10,8 +10,8 @@ import httpx
 import websockets
 from pycrdt import Doc, Map
 
-from sync.client import Session
-from sync.protocol import SyncMessage, decode_message, sync_step1, sync_update
+from blackboard.sync.client import Session
+from blackboard.sync.wire.protocol import SyncMessage, decode_message, sync_step1, sync_update
 from tests.support.api import create_project, eventually, history, project_json
 from tests.support.auth import connect, until_closed
 from tests.support.regressions import REGRESSIONS, base_doc

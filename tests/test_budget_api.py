@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 from pycrdt import Map
 
-from sync.client import Session
+from blackboard.sync.client import Session
 from tests.support.api import create_project, eventually
 from tests.support.budget_workload import check_outcome, run_workload
 from tests.support.server import ROOT, ServerProcess
@@ -308,7 +308,15 @@ async def test_cli_create_takes_an_exact_budget(
     data_dir = tmp_path / "cli"
 
     def create(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "web.cli", "create", *args, "--data-dir", str(data_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "blackboard.web.cli",
+            "create",
+            *args,
+            "--data-dir",
+            str(data_dir),
+        ]
         return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
 
     refused = create("film", "--title", "Film", "--budget", "10.00001")

@@ -11,13 +11,13 @@ from datetime import timedelta
 
 from pycrdt import Doc, Map
 
-from persistence.compaction import compact
-from persistence.document_store import DocumentStore
-from persistence.factory import make_store
-from persistence.records import PendingAppend
-from persistence.replay import replay
-from sync.client import Session
-from sync.projects import initial_update
+from blackboard.persistence.compaction import compact
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.factory import make_store
+from blackboard.persistence.records import PendingAppend
+from blackboard.persistence.replay import replay
+from blackboard.sync.client import Session
+from blackboard.sync.projects.creation import initial_update
 from tests.support.api import create_project, eventually, project_json
 from tests.support.server import ServerProcess
 

@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 from pycrdt import Doc, Map
 
-from persistence.clock import utc_now
-from persistence.compaction import compact, compaction_fence
-from persistence.document_store import DocumentStore
-from persistence.factory import make_store
-from persistence.fence import FenceLost, Fences, FenceToken
-from persistence.records import PendingAppend, Snapshot
-from persistence.replay import replay
-from schemas.views import doc_to_json
-from sync.projects import initial_update
+from blackboard.persistence.clock import utc_now
+from blackboard.persistence.compaction import compact, compaction_fence
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.factory import make_store
+from blackboard.persistence.fence import FenceLost, Fences, FenceToken
+from blackboard.persistence.records import PendingAppend, Snapshot
+from blackboard.persistence.replay import replay
+from blackboard.schemas.views import doc_to_json
+from blackboard.sync.projects.creation import initial_update
 from tests.support.cli import run_cli
 from tests.support.server import ROOT
 
@@ -231,7 +231,7 @@ async def test_compact_killed_at_random_moments_leaves_a_loadable_project(
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "web.cli",
+                "blackboard.web.cli",
                 "compact",
                 "film",
                 cwd=ROOT,

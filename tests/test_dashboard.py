@@ -16,13 +16,13 @@ from pycrdt import Doc, Map
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from sync.client import Session
+from blackboard.sync.client import Session
+from blackboard.web.ui_routes import STATIC_DIR
 from tests.support.api import bearer, create_project, eventually
 from tests.support.auth import start_auth_server, token
 from tests.support.browser import DESKTOP, PHONE, Browser
 from tests.support.js import JsClients
 from tests.support.server import ServerProcess
-from web.ui_routes import STATIC_DIR
 
 LIVE_WITHIN_S = 1.0
 

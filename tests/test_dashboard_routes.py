@@ -10,8 +10,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from web import ui_routes
-from web.errors import ApiError, handle_api_error
+from blackboard.web import ui_routes
+from blackboard.web.errors import ApiError, handle_api_error
 
 
 def client(app: Starlette | None = None) -> httpx.AsyncClient:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from web.settings import Settings
+from blackboard.web.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIABLE = re.compile(r"\bBLACKBOARD_[A-Z0-9_]+")

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from pycrdt import Doc, Map
 
-from persistence.factory import make_store
-from persistence.replay import replay
-from sync import close_codes
-from sync.client import Session
+from blackboard.persistence.factory import make_store
+from blackboard.persistence.replay import replay
+from blackboard.sync.client import Session
+from blackboard.sync.wire import close_codes
 from tests.support.api import create_project, eventually, project_json
 from tests.support.backends import migrate_database
 from tests.support.private_postgres import PrivatePostgres

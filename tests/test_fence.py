@@ -8,14 +8,14 @@ from datetime import timedelta
 
 import pytest
 
-from persistence.clock import utc_now
-from persistence.document_store import DocumentStore
-from persistence.fence import FenceLost, Fences
-from persistence.leases import LeaseStore
-from persistence.ledger import BudgetLedger
-from sync import expiry_sweeper
-from sync.mirror import AuthorityMirror
-from sync.projects import create_project
+from blackboard.persistence.clock import utc_now
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.fence import FenceLost, Fences
+from blackboard.sync.authority import expiry_sweeper
+from blackboard.sync.authority.leases import LeaseStore
+from blackboard.sync.authority.ledger import BudgetLedger
+from blackboard.sync.authority.mirror import AuthorityMirror
+from blackboard.sync.projects.creation import create_project
 
 TTL = timedelta(seconds=30)
 SHORT = timedelta(milliseconds=200)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from persistence.group_commit import GroupCommitter
+from blackboard.persistence.group_commit import GroupCommitter
 from tests.support.api import eventually
 
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 from pycrdt import Map
 
-from sync.client import Session
+from blackboard.sync.client import Session
 from tests.support.api import create_project
 from tests.support.cli import run_cli
 from tests.support.server import ServerProcess

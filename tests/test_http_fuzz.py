@@ -26,9 +26,9 @@ from pycrdt import Doc, Map
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from blackboard.web.app import create_app
+from blackboard.web.settings import Settings
 from tests.support.backends import create_database, drop_database
-from web.app import create_app
-from web.settings import Settings
 
 WEB = Path(__file__).resolve().parents[1] / "web"
 PROJECT, TASK = "p", "T1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pycrdt import Doc, Map
 
-from sync.client import Session
+from blackboard.sync.client import Session
 from tests.support.api import create_project, eventually, project_json
 from tests.support.js import JsClients
 from tests.support.server import ServerProcess

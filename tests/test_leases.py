@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from persistence.document_store import DocumentStore
-from persistence.idempotency import Reply
-from persistence.leases import Lease, LeaseRequest, LeaseStore
-from sync.projects import create_project
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.sync.authority.idempotency import Reply
+from blackboard.sync.authority.leases import Lease, LeaseRequest, LeaseStore
+from blackboard.sync.projects.creation import create_project
 
 _keys = itertools.count()
 

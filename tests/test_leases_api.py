@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from pycrdt import Map
 
-from sync.client import Session
+from blackboard.sync.client import Session
 from tests.support.api import create_project, eventually
 from tests.support.server import ServerProcess
 

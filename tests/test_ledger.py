@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from persistence.document_store import DocumentStore
-from persistence.errors import ProjectExists
-from persistence.factory import make_store
-from persistence.idempotency import KEY_RETENTION_S
-from persistence.ledger import BudgetLedger, BudgetOp, LedgerEntry, LedgerUnavailable
-from schemas.money import parse_amount
-from sync.projects import create_project
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.errors import ProjectExists
+from blackboard.persistence.factory import make_store
+from blackboard.schemas.money import parse_amount
+from blackboard.sync.authority.idempotency import KEY_RETENTION_S
+from blackboard.sync.authority.ledger import BudgetLedger, BudgetOp, LedgerEntry, LedgerUnavailable
+from blackboard.sync.projects.creation import create_project
+from blackboard.web.api.budget import parse_op
 from tests.support.backends import create_database, drop_database
 from tests.support.budget_workload import check_outcome, run_workload
-from web.api.budget import parse_op
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import httpx
 import websockets
 from pycrdt import Doc, Map
 
-from sync.protocol import (
+from blackboard.sync.wire.protocol import (
     AwarenessEntry,
     AwarenessMessage,
     awareness_message,

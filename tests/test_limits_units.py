@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from pycrdt import Doc, Map
 
-from sync.doc_size import DocumentSize, DocumentTooLarge
-from sync.rate_limit import MessageRateLimit, TokenBucket
-from sync.validation import MalformedUpdate, ShadowValidator
-from sync.yjs_encoding import decode_state_vector, structless_delete_ranges
-from web.settings import Settings
-from web.transport import AddressRate
+from blackboard.sync.room.doc_size import DocumentSize, DocumentTooLarge
+from blackboard.sync.room.rate_limit import MessageRateLimit, TokenBucket
+from blackboard.sync.rules.validation import MalformedUpdate, ShadowValidator
+from blackboard.sync.wire.yjs_encoding import decode_state_vector, structless_delete_ranges
+from blackboard.web.settings import Settings
+from blackboard.web.transport import AddressRate
 
 # --- rate limit ---------------------------------------------------------------
 

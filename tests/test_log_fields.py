@@ -10,12 +10,12 @@ from datetime import timedelta
 
 import pytest
 
-from persistence.compaction_worker import CompactionWorker
-from persistence.document_store import DocumentStore
-from persistence.errors import ProjectNotFound
-from persistence.update_log import UpdateLog
+from blackboard.persistence.compaction_worker import CompactionWorker
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.errors import ProjectNotFound
+from blackboard.persistence.update_log import UpdateLog
+from blackboard.web.logs import JsonFormatter
 from tests.support.api import eventually
-from web.logs import JsonFormatter
 
 
 def _json_lines(caplog: pytest.LogCaptureFixture, text: str) -> list[dict[str, object]]:
@@ -29,7 +29,7 @@ async def test_a_missing_project_is_logged_with_its_id(
     log = UpdateLog(store)
     log.start()
     try:
-        with caplog.at_level(logging.ERROR, logger="persistence.update_log"):
+        with caplog.at_level(logging.ERROR, logger="blackboard.persistence.update_log"):
             with pytest.raises(ProjectNotFound):
                 await asyncio.wait_for(log.append("ghost", b"\x01", "t"), 10)
     finally:
@@ -44,7 +44,7 @@ async def test_a_failed_compaction_is_logged_with_its_project(
     worker = CompactionWorker(store, timedelta(days=1))
     worker.start()
     try:
-        with caplog.at_level(logging.ERROR, logger="persistence.compaction_worker"):
+        with caplog.at_level(logging.ERROR, logger="blackboard.persistence.compaction_worker"):
             worker.request("ghost")  # no such project: the compaction fails
 
             def logged() -> None:

@@ -11,7 +11,7 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 from pycrdt import Doc, Map
 
-from sync.protocol import (
+from blackboard.sync.wire.protocol import (
     AwarenessEntry,
     MessageType,
     awareness_message,
@@ -19,9 +19,9 @@ from sync.protocol import (
     sync_step1,
     sync_update,
 )
+from blackboard.web.tokens import Keyring, mint
 from tests.support.api import create_project, eventually
 from tests.support.server import ServerProcess
-from web.tokens import Keyring, mint
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 SECRET = "m1:metrics-test-secret-0123456789"

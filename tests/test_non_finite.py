@@ -10,7 +10,7 @@ import math
 import httpx
 from pycrdt import Array, Doc, Map
 
-from schemas.views import doc_to_json, json_bytes
+from blackboard.schemas.views import doc_to_json, json_bytes
 from tests.support.api import create_project, eventually, history, project_json
 from tests.support.js import JsClients
 from tests.support.server import ServerProcess

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from persistence.object_store import (
+from blackboard.persistence.objects.object_store import (
     ObjectNotFound,
     ObjectStore,
     ObjectStoreError,
@@ -100,7 +100,7 @@ async def test_bad_keys_are_refused(objects: ObjectStore, key: str) -> None:
 
 
 async def test_s3_unreachable_is_a_store_error(tmp_path: Path) -> None:
-    from persistence.object_store import S3Config
+    from blackboard.persistence.objects.object_store import S3Config
     from tests.support.server import free_port
 
     store = make_object_store(tmp_path, S3Config(f"127.0.0.1:{free_port()}", "a", "b"))

@@ -11,7 +11,7 @@ import pytest
 import websockets
 from pycrdt import Doc, Map
 
-from sync.protocol import sync_step1, sync_step2, sync_update
+from blackboard.sync.wire.protocol import sync_step1, sync_step2, sync_update
 from tests.support.api import create_project, eventually, project_json
 from tests.support.auth import connect, start_auth_server, token, until_closed
 from tests.support.js import JsClients

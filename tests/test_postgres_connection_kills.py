@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from persistence.postgres_database import PostgresDatabase
+from blackboard.persistence.postgres_database import PostgresDatabase
 from tests.support.api import create_project
 from tests.support.backends import PG_URL
 from tests.support.server import ServerProcess

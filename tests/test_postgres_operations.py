@@ -13,13 +13,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from persistence.factory import make_store
-from sync.projects import initial_update
+from blackboard.persistence.factory import make_store
+from blackboard.sync.projects.creation import initial_update
+from blackboard.web.services import Services
+from blackboard.web.settings import Settings
 from tests.support.backends import create_database, drop_database
 from tests.support.cli import run_cli
 from tests.support.server import ROOT, ServerProcess
-from web.services import Services
-from web.settings import Settings
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import websockets
 from pycrdt import Doc, Map
 
-from sync.client import Session
-from sync.protocol import (
+from blackboard.sync.client import Session
+from blackboard.sync.wire.protocol import (
     SyncMessage,
     SyncType,
     decode_message,

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from persistence.redis_bus import RedisBus, RedisUnavailable
-from sync import peer_messages
-from sync.protocol import ProtocolError
+from blackboard.sync.cluster.redis_bus import RedisBus, RedisUnavailable
+from blackboard.sync.wire import peer_messages
+from blackboard.sync.wire.protocol import ProtocolError
 from tests.support.api import eventually
 from tests.support.backends import redis_prefix
 from tests.support.private_redis import PrivateRedis

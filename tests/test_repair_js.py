@@ -9,8 +9,8 @@ import base64
 import httpx
 from pycrdt import Map
 
-from sync.client import Session
-from sync.protocol import sync_update
+from blackboard.sync.client import Session
+from blackboard.sync.wire.protocol import sync_update
 from tests.support.api import create_project, eventually, project_json
 from tests.support.js import JsClients
 from tests.support.server import ServerProcess

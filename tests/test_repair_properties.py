@@ -32,11 +32,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map
 
-from schemas.document import SHOT_STATUS, TASK_STATUS, Lattice
-from schemas.views import doc_to_json
-from sync.connection import Connection
-from sync.origin import Origin, Source
-from sync.protocol import (
+from blackboard.schemas.document import SHOT_STATUS, TASK_STATUS, Lattice
+from blackboard.schemas.views import doc_to_json
+from blackboard.sync.room.connection import Connection
+from blackboard.sync.room.origin import Origin, Source
+from blackboard.sync.room.room import Room
+from blackboard.sync.rules.repair import RepairPolicy
+from blackboard.sync.wire.protocol import (
     SyncMessage,
     SyncType,
     decode_message,
@@ -44,8 +46,6 @@ from sync.protocol import (
     sync_step2,
     sync_update,
 )
-from sync.repair import RepairPolicy
-from sync.room import Room
 from tests.support.live_room import (
     LiveRoom,
     MemoryChannel,

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from pycrdt import Array, Doc, Map
 
-from persistence.clock import utc_now
-from persistence.corrections import CorrectionRecord, CorrectionStore
-from persistence.document_store import DocumentStore
-from schemas.views import doc_to_json
-from sync import status_epochs
-from sync.lattice import LatticeTracker, Target
-from sync.origin import SERVER_ACTOR, Origin, Source
-from sync.protocol import sync_update
-from sync.repair import RepairPolicy
+from blackboard.persistence.clock import utc_now
+from blackboard.persistence.corrections import CorrectionRecord, CorrectionStore
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.schemas.views import doc_to_json
+from blackboard.sync.room.origin import SERVER_ACTOR, Origin, Source
+from blackboard.sync.rules import status_epochs
+from blackboard.sync.rules.lattice import LatticeTracker, Target
+from blackboard.sync.rules.repair import RepairPolicy
+from blackboard.sync.wire.protocol import sync_update
 from tests.support.live_room import (
     LiveRoom,
     drained,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pycrdt import Map
 
-from sync.client import Session
+from blackboard.sync.client import Session
 from tests.support.api import create_project, project_json
 from tests.support.server import ServerProcess
 

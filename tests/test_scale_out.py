@@ -19,12 +19,12 @@ import pytest
 import redis.asyncio as aioredis
 from pycrdt import Doc, Map
 
-from persistence.compaction import compaction_fence
-from persistence.factory import make_store
-from persistence.fence import Fences
-from persistence.replay import replay
-from sync import peer_messages
-from sync.client import Session
+from blackboard.persistence.compaction import compaction_fence
+from blackboard.persistence.factory import make_store
+from blackboard.persistence.fence import Fences
+from blackboard.persistence.replay import replay
+from blackboard.sync.client import Session
+from blackboard.sync.wire import peer_messages
 from tests.support.api import create_project, eventually, project_json
 from tests.support.auth import until_closed
 from tests.support.awareness import joined, seen, states_message

@@ -10,8 +10,8 @@ import httpx
 import websockets
 from pycrdt import Doc, Map, Text
 
-from sync.connection import Connection
-from sync.protocol import SyncMessage, SyncType, decode_message, sync_step1
+from blackboard.sync.room.connection import Connection
+from blackboard.sync.wire.protocol import SyncMessage, SyncType, decode_message, sync_step1
 from tests.support.api import create_project
 from tests.support.server import ServerProcess
 

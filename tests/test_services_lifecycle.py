@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from persistence.errors import LogFull, StoreError
+from blackboard.persistence.errors import LogFull, StoreError
+from blackboard.web.services import Services
+from blackboard.web.settings import Settings
 from tests.support.backends import REDIS_URL, create_database, drop_database, redis_prefix
-from web.services import Services
-from web.settings import Settings
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

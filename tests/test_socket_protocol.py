@@ -7,7 +7,7 @@ import asyncio
 import websockets
 from pycrdt import Doc, Map
 
-from sync.protocol import (
+from blackboard.sync.wire.protocol import (
     AwarenessEntry,
     AwarenessMessage,
     Message,

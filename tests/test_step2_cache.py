@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pycrdt import Doc, Map
 
-from sync import room as room_module
-from sync.protocol import SyncMessage, SyncType, decode_message, sync_step1
+from blackboard.sync.room import room as room_module
+from blackboard.sync.wire.protocol import SyncMessage, SyncType, decode_message, sync_step1
 from tests.support.live_room import drained, live_room, memory_connection
 
 

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from pycrdt import Doc, Map
 
-from persistence.clock import utc_now
-from persistence.compaction import compaction_fence
-from persistence.document_store import DocumentStore
-from persistence.errors import HistoryPruned, ProjectExists, ProjectNotFound
-from persistence.factory import make_store
-from persistence.fence import FenceLost, Fences
-from persistence.records import PendingAppend, Snapshot
-from persistence.replay import replay
-from schemas.migration_files import migrations_for
-from schemas.views import doc_to_json
-from sync.projects import initial_update
+from blackboard.persistence.clock import utc_now
+from blackboard.persistence.compaction import compaction_fence
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.errors import HistoryPruned, ProjectExists, ProjectNotFound
+from blackboard.persistence.factory import make_store
+from blackboard.persistence.fence import FenceLost, Fences
+from blackboard.persistence.records import PendingAppend, Snapshot
+from blackboard.persistence.replay import replay
+from blackboard.schemas.migration_files import migrations_for
+from blackboard.schemas.views import doc_to_json
+from blackboard.sync.projects.creation import initial_update
 from tests.support.backends import create_database, drop_database
 
 ACTOR = "tester"
@@ -276,7 +276,7 @@ async def test_migration_0007_gives_existing_rows_an_empty_record(
     try:
         # A database as 0006 left it, with rows written by that version...
         before = [m for m in migrations_for(backend) if m.version < 7]
-        monkeypatch.setattr("persistence.migrator.migrations_for", lambda _: before)
+        monkeypatch.setattr("blackboard.persistence.migrator.migrations_for", lambda _: before)
         await store.open(migrate_schema=True)
         now = utc_now()
         await store.db.execute(

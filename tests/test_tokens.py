@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from web.tokens import (
+from blackboard.web.tokens import (
     MAX_TOKEN_CHARS,
     Keyring,
     TokenError,

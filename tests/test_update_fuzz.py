@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
-from schemas.views import doc_to_json
-from sync.origin import Origin, Source
-from sync.protocol import encode_varbytes, encode_varuint, sync_update
-from sync.validation import MalformedUpdate
+from blackboard.schemas.views import doc_to_json
+from blackboard.sync.room.origin import Origin, Source
+from blackboard.sync.rules.validation import MalformedUpdate
+from blackboard.sync.wire.protocol import encode_varbytes, encode_varuint, sync_update
 from tests.support.live_room import LiveRoom, drained, live_room, memory_connection
 from tests.support.regressions import REGRESSIONS, base_doc
 

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from persistence.document_store import DocumentStore
-from persistence.errors import LogFull, ProjectNotFound
-from persistence.records import PendingAppend
-from persistence.update_log import UpdateLog
-from sync.projects import initial_update
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.errors import LogFull, ProjectNotFound
+from blackboard.persistence.records import PendingAppend
+from blackboard.persistence.update_log import UpdateLog
+from blackboard.sync.projects.creation import initial_update
 
 
 class BatchRecorder:

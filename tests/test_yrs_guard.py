@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from persistence.yrs_guard import YrsError, yrs_guard
+from blackboard.persistence.yrs_guard import YrsError, yrs_guard
 from tests.support.regressions import REGRESSIONS, base_doc
 
 

@@ -1,1 +1,2 @@
-"""The Starlette app: socket endpoint, REST API, CLI and dashboard."""
+"""The HTTP face: the Starlette app and its composition, the socket endpoint where an
+update enters, the REST API, auth and tokens, the CLI and the dashboard."""

@@ -9,8 +9,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from web import health, metrics, socket_endpoint, ui_routes
-from web.api import (
+from blackboard.web import health, metrics, socket_endpoint, ui_routes
+from blackboard.web.api import (
     artifacts,
     budget,
     corrections,
@@ -21,15 +21,15 @@ from web.api import (
     presence,
     projects,
 )
-from web.auth import AuthMiddleware, AuthPolicy
-from web.errors import (
+from blackboard.web.auth import AuthMiddleware, AuthPolicy
+from blackboard.web.errors import (
     ApiError,
     handle_api_error,
     handle_http_exception,
     handle_internal_error,
 )
-from web.services import Services
-from web.settings import Settings
+from blackboard.web.services import Services
+from blackboard.web.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

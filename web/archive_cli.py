@@ -15,13 +15,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from persistence.export_archive import Progress as OnProgress
-from persistence.export_archive import write_export
-from persistence.ledger import BudgetLedger
-from persistence.object_store import ObjectStore, file_chunks, make_object_store
-from persistence.store import Store
-from sync.import_archive import import_archive
-from web.settings import Settings, s3_from_env
+from blackboard.persistence.objects.export_archive import Progress as OnProgress
+from blackboard.persistence.objects.export_archive import write_export
+from blackboard.persistence.objects.object_store import ObjectStore, file_chunks, make_object_store
+from blackboard.persistence.store import Store
+from blackboard.sync.authority.ledger import BudgetLedger
+from blackboard.sync.projects.import_archive import import_archive
+from blackboard.web.settings import Settings, s3_from_env
 
 S3_SCHEME = "s3://"
 

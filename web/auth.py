@@ -30,10 +30,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from sync import close_codes
-from web.errors import ApiError, error_response
-from web.settings import Settings
-from web.tokens import ALL_PROJECTS, MAX_TOKEN_CHARS, ROLES, Keyring, TokenError, verify
+from blackboard.sync.wire import close_codes
+from blackboard.web.errors import ApiError, error_response
+from blackboard.web.settings import Settings
+from blackboard.web.tokens import ALL_PROJECTS, MAX_TOKEN_CHARS, ROLES, Keyring, TokenError, verify
 
 log = logging.getLogger(__name__)
 

@@ -10,23 +10,23 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from persistence.compaction import compact
-from persistence.errors import ProjectExists, ProjectNotFound, StoreError
-from persistence.factory import make_database, make_store
-from persistence.migrator import migrate
-from persistence.object_store import ObjectStoreError
-from persistence.store import Store
-from schemas.document import is_valid_id
-from schemas.migration_files import migrations_for
-from schemas.money import BadAmount, is_currency, parse_amount
-from sync.projects import create_project
-from web import archive_cli
-from web.gc_tuning import tune_for_serving
-from web.logs import configure
-from web.malloc_tuning import return_large_blocks
-from web.open_files import raise_open_files
-from web.settings import Settings
-from web.tokens import ROLES, Keyring, mint
+from blackboard.persistence.compaction import compact
+from blackboard.persistence.errors import ProjectExists, ProjectNotFound, StoreError
+from blackboard.persistence.factory import make_database, make_store
+from blackboard.persistence.migrator import migrate
+from blackboard.persistence.objects.object_store import ObjectStoreError
+from blackboard.persistence.store import Store
+from blackboard.schemas.document import is_valid_id
+from blackboard.schemas.migration_files import migrations_for
+from blackboard.schemas.money import BadAmount, is_currency, parse_amount
+from blackboard.sync.projects.creation import create_project
+from blackboard.web import archive_cli
+from blackboard.web.gc_tuning import tune_for_serving
+from blackboard.web.logs import configure
+from blackboard.web.malloc_tuning import return_large_blocks
+from blackboard.web.open_files import raise_open_files
+from blackboard.web.settings import Settings
+from blackboard.web.tokens import ROLES, Keyring, mint
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> None:
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    from web.app import create_app
-    from web.transport import protocols
+    from blackboard.web.app import create_app
+    from blackboard.web.transport import protocols
 
     if settings.database_url:
         # Refuse a database that is behind now, in one line, not as a startup traceback.

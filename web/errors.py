@@ -6,8 +6,8 @@ import logging
 
 from starlette.requests import Request
 
-from persistence.errors import error_body
-from web.json_response import JSONResponse
+from blackboard.persistence.errors import error_body
+from blackboard.web.json_response import JSONResponse
 
 log = logging.getLogger(__name__)
 

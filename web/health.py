@@ -7,8 +7,8 @@ import asyncio
 from starlette.requests import Request
 from starlette.routing import Route
 
-from web.api.requests import services
-from web.json_response import JSONResponse
+from blackboard.web.api.requests import services
+from blackboard.web.json_response import JSONResponse
 
 PING_TIMEOUT_S = 2.0
 

@@ -1,5 +1,5 @@
 """The JSON response of every endpoint: strict JSON, and never a 500 for a value a
-document (or a presence state) can hold (`schemas.views.json_bytes`)."""
+document (or a presence state) can hold (`blackboard.schemas.views.json_bytes`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette import responses
 
-from schemas.views import json_bytes
+from blackboard.schemas.views import json_bytes
 
 
 class JSONResponse(responses.JSONResponse):

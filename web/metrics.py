@@ -1,4 +1,4 @@
-"""`GET /metrics`: this server's Prometheus metrics (`sync.metrics.ServerMetrics`).
+"""`GET /metrics`: this server's Prometheus metrics (`blackboard.sync.room.metrics.ServerMetrics`).
 
 Server-wide figures, so with auth on it takes an admin token for every project (`*`).
 """
@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sync.metrics import CONTENT_TYPE
-from web.api.requests import services
-from web.auth import require_role
-from web.tokens import ALL_PROJECTS
+from blackboard.sync.room.metrics import CONTENT_TYPE
+from blackboard.web.api.requests import services
+from blackboard.web.auth import require_role
+from blackboard.web.tokens import ALL_PROJECTS
 
 
 async def metrics(request: Request) -> Response:

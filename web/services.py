@@ -8,26 +8,30 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from persistence.compaction_worker import CompactionWorker
-from persistence.corrections import CorrectionStore
-from persistence.factory import make_store
-from persistence.fence import Fences
-from persistence.leases import LeaseStore
-from persistence.ledger import BudgetLedger
-from persistence.object_store import ObjectStore, make_object_store
-from persistence.redis_bus import RedisBus
-from persistence.store import Store
-from persistence.update_log import UpdateLog
-from sync.artifacts import Artifacts
-from sync.awareness import AwarenessLimits
-from sync.correction_recorder import CorrectionRecorder
-from sync.cross_instance import CrossInstance, CrossInstancePolicy, new_instance_id
-from sync.expiry_sweeper import ExpirySweeper
-from sync.extensions import Extension
-from sync.metrics import ServerMetrics
-from sync.mirror import AuthorityMirror
-from sync.rooms import RoomManager, RoomPolicy
-from web.settings import Settings
+from blackboard.persistence.compaction_worker import CompactionWorker
+from blackboard.persistence.corrections import CorrectionStore
+from blackboard.persistence.factory import make_store
+from blackboard.persistence.fence import Fences
+from blackboard.persistence.objects.object_store import ObjectStore, make_object_store
+from blackboard.persistence.store import Store
+from blackboard.persistence.update_log import UpdateLog
+from blackboard.sync.authority.expiry_sweeper import ExpirySweeper
+from blackboard.sync.authority.leases import LeaseStore
+from blackboard.sync.authority.ledger import BudgetLedger
+from blackboard.sync.authority.mirror import AuthorityMirror
+from blackboard.sync.cluster.cross_instance import (
+    CrossInstance,
+    CrossInstancePolicy,
+    new_instance_id,
+)
+from blackboard.sync.cluster.redis_bus import RedisBus
+from blackboard.sync.projects.artifacts import Artifacts
+from blackboard.sync.room.awareness import AwarenessLimits
+from blackboard.sync.room.extensions import Extension
+from blackboard.sync.room.metrics import ServerMetrics
+from blackboard.sync.room.rooms import RoomManager, RoomPolicy
+from blackboard.sync.rules.correction_recorder import CorrectionRecorder
+from blackboard.web.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from persistence.object_store import S3Config
+from blackboard.persistence.objects.object_store import S3Config
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

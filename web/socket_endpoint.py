@@ -8,7 +8,7 @@ the socket (4401), a sender over the message rate is throttled, then closed (442
 
 A message over the message limit closes the socket (1009), except the handshake's sync
 step 2 from a connection that may write: an offline backlog, which a stock client sends
-whole, may be as large as the document limit. The transport (`web.transport`) holds the
+whole, may be as large as the document limit. The transport (`blackboard.web.transport`) holds the
 larger limit only from the server's step 1 until that step 2 arrives.
 """
 
@@ -21,17 +21,17 @@ import time
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from persistence.errors import LogFull, ProjectNotFound
-from schemas.document import is_valid_id
-from sync import close_codes
-from sync.connection import CLOSE_TIMEOUT_S, Connection
-from sync.metrics import REFUSALS, ServerMetrics
-from sync.protocol import is_sync_step2
-from sync.rate_limit import MessageRateLimit
-from sync.room import Room
-from web.auth import Identity
-from web.settings import Limits
-from web.transport import MESSAGE_LIMIT_EXTENSION, SetMessageLimit
+from blackboard.persistence.errors import LogFull, ProjectNotFound
+from blackboard.schemas.document import is_valid_id
+from blackboard.sync.room.connection import CLOSE_TIMEOUT_S, Connection
+from blackboard.sync.room.metrics import REFUSALS, ServerMetrics
+from blackboard.sync.room.rate_limit import MessageRateLimit
+from blackboard.sync.room.room import Room
+from blackboard.sync.wire import close_codes
+from blackboard.sync.wire.protocol import is_sync_step2
+from blackboard.web.auth import Identity
+from blackboard.web.settings import Limits
+from blackboard.web.transport import MESSAGE_LIMIT_EXTENSION, SetMessageLimit
 
 log = logging.getLogger(__name__)
 CLOSE_WAIT_S = CLOSE_TIMEOUT_S + 1.0
@@ -39,7 +39,7 @@ STEP2_FRAMING_BYTES = 16  # message type, sync type and the length before the up
 
 
 class StarletteChannel:
-    """A Starlette WebSocket as a `sync.channel.Channel`."""
+    """A Starlette WebSocket as a `blackboard.sync.room.channel.Channel`."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket

@@ -32,8 +32,8 @@ from typing import Any
 
 import jwt
 
-from schemas.document import is_valid_id
-from sync.origin import SERVER_ACTOR
+from blackboard.schemas.document import is_valid_id
+from blackboard.sync.room.origin import SERVER_ACTOR
 
 ALGORITHM = "HS256"
 ROLES = ("read", "write", "admin")  # each includes what the ones before it may do

@@ -34,8 +34,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
-from sync.rate_limit import TokenBucket
-from web.settings import Limits
+from blackboard.sync.room.rate_limit import TokenBucket
+from blackboard.web.settings import Limits
 
 log = logging.getLogger(__name__)
 REFUSAL_LOG_INTERVAL_S = 10.0

@@ -15,8 +15,8 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from schemas.document import is_valid_id
-from web.errors import ApiError
+from blackboard.schemas.document import is_valid_id
+from blackboard.web.errors import ApiError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSETS_PATH = "/ui/assets"

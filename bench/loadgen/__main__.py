@@ -9,7 +9,7 @@ import uvloop
 
 from bench.loadgen.control import Control
 from bench.loadgen.roles import ROLES
-from web.open_files import raise_open_files
+from blackboard.web.open_files import raise_open_files
 
 
 async def _main(spec: dict) -> None:

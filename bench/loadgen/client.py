@@ -26,7 +26,7 @@ from websockets.uri import parse_uri
 
 from bench.loadgen.updates import stamps
 from bench.loadgen.wire import Framing, classify
-from sync.protocol import (
+from blackboard.sync.wire.protocol import (
     AwarenessEntry,
     awareness_message,
     encode_awareness,

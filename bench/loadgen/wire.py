@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sync.protocol import (
+from blackboard.sync.wire.protocol import (
     MessageType,
     ProtocolError,
     Reader,

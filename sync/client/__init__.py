@@ -1,8 +1,8 @@
 """The Python client for agents: `BlackboardClient` (offline-first, DESIGN.md section 10)
 and `Session` (one socket, no replica, no reconnect)."""
 
-from sync.client.client import BlackboardClient
-from sync.client.errors import (
+from blackboard.sync.client.client import BlackboardClient
+from blackboard.sync.client.errors import (
     CallExpired,
     CallRefused,
     ClientStopped,
@@ -11,8 +11,8 @@ from sync.client.errors import (
     LeaseLost,
     UpdateTooLarge,
 )
-from sync.client.session import Session
-from sync.client.task_lease import TaskLease
+from blackboard.sync.client.session import Session
+from blackboard.sync.client.task_lease import TaskLease
 
 __all__ = [
     "BlackboardClient",

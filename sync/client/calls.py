@@ -22,13 +22,13 @@ from typing import Any
 
 import httpx
 
-from persistence.idempotency import KEY_RETENTION_S
-from persistence.leases import DEFAULT_TTL_S as DEFAULT_LEASE_TTL_S
-from schemas.document import is_valid_id
-from sync.client.backoff import Backoff
-from sync.client.credentials import Credentials
-from sync.client.errors import CallExpired, CallRefused
-from sync.client.replica import Replica, StoredCall
+from blackboard.schemas.document import is_valid_id
+from blackboard.sync.authority.idempotency import KEY_RETENTION_S
+from blackboard.sync.authority.leases import DEFAULT_TTL_S as DEFAULT_LEASE_TTL_S
+from blackboard.sync.client.backoff import Backoff
+from blackboard.sync.client.credentials import Credentials
+from blackboard.sync.client.errors import CallExpired, CallRefused
+from blackboard.sync.client.replica import Replica, StoredCall
 
 log = logging.getLogger(__name__)
 

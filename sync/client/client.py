@@ -30,20 +30,20 @@ import httpx
 import websockets
 from pycrdt import Doc, TransactionEvent, merge_updates
 
-from persistence.idempotency import KEY_RETENTION_S
-from sync.client.backoff import Backoff
-from sync.client.calls import Budget, CallQueue, Leases
-from sync.client.credentials import Credentials, TokenProvider
-from sync.client.errors import (
+from blackboard.sync.authority.idempotency import KEY_RETENTION_S
+from blackboard.sync.client.backoff import Backoff
+from blackboard.sync.client.calls import Budget, CallQueue, Leases
+from blackboard.sync.client.credentials import Credentials, TokenProvider
+from blackboard.sync.client.errors import (
     ClientStopped,
     ConnectionClosed,
     ConnectionRefused,
     UpdateTooLarge,
 )
-from sync.client.replica import Replica
-from sync.client.session import DEFAULT_RECEIVE_BYTES, REMOTE_ORIGIN, Session
-from sync.client.task_lease import TaskLease
-from sync.protocol import AwarenessEntry, encode_awareness
+from blackboard.sync.client.replica import Replica
+from blackboard.sync.client.session import DEFAULT_RECEIVE_BYTES, REMOTE_ORIGIN, Session
+from blackboard.sync.client.task_lease import TaskLease
+from blackboard.sync.wire.protocol import AwarenessEntry, encode_awareness
 
 log = logging.getLogger(__name__)
 

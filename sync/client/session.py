@@ -21,8 +21,8 @@ from urllib.parse import urlencode
 import websockets
 from pycrdt import Doc, Subscription, TransactionEvent
 
-from sync.client.errors import ConnectionClosed
-from sync.protocol import (
+from blackboard.sync.client.errors import ConnectionClosed
+from blackboard.sync.wire.protocol import (
     AwarenessMessage,
     MessageType,
     Reader,

@@ -14,8 +14,8 @@ import contextlib
 from types import TracebackType
 from typing import Any
 
-from sync.client.calls import Leases
-from sync.client.errors import CallRefused, LeaseLost
+from blackboard.sync.client.calls import Leases
+from blackboard.sync.client.errors import CallRefused, LeaseLost
 
 
 class TaskLease:

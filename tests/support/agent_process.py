@@ -16,7 +16,7 @@ import sys
 
 from pycrdt import Map
 
-from sync.client import BlackboardClient
+from blackboard.sync.client import BlackboardClient
 
 
 async def offline(url: str, project_id: str, replica: str, edits: int, reserves: int) -> None:

@@ -15,8 +15,8 @@ import random
 import sys
 from pathlib import Path
 
-from persistence.factory import make_store
-from persistence.records import PendingAppend
+from blackboard.persistence.factory import make_store
+from blackboard.persistence.records import PendingAppend
 
 
 async def main(url: str, writer: int, batches: int, projects: list[str]) -> None:

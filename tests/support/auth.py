@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import websockets
 
+from blackboard.web.tokens import Keyring, mint
 from tests.support.server import ServerProcess
-from web.tokens import Keyring, mint
 
 SECRET = "k1:test-secret-0123456789abcdef"
 KEYRING = Keyring.parse(SECRET)

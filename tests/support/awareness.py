@@ -7,7 +7,7 @@ import json
 
 import websockets
 
-from sync.protocol import (
+from blackboard.sync.wire.protocol import (
     AwarenessEntry,
     AwarenessMessage,
     awareness_message,

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from persistence.migrator import migrate
-from persistence.postgres_database import PostgresDatabase
+from blackboard.persistence.migrator import migrate
+from blackboard.persistence.postgres_database import PostgresDatabase
 
 PG_URL = os.environ.get("BLACKBOARD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BLACKBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

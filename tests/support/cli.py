@@ -16,7 +16,7 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "web.cli",
+        "blackboard.web.cli",
         *args,
         cwd=ROOT,
         env={**os.environ, **env},

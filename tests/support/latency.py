@@ -12,7 +12,7 @@ import statistics
 import websockets
 from pycrdt import Doc, Map
 
-from sync.protocol import sync_update
+from blackboard.sync.wire.protocol import sync_update
 
 
 async def probe_latency(

@@ -15,19 +15,19 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from persistence.compaction_worker import CompactionWorker
-from persistence.corrections import CorrectionStore
-from persistence.document_store import DocumentStore
-from persistence.factory import make_store
-from persistence.update_log import UpdateLog
-from sync.connection import Connection
-from sync.correction_recorder import CorrectionRecorder
-from sync.extensions import Extension
-from sync.origin import Origin, Source
-from sync.projects import create_project
-from sync.repair import RepairPolicy
-from sync.room import Room
-from sync.rooms import RoomManager, RoomPolicy
+from blackboard.persistence.compaction_worker import CompactionWorker
+from blackboard.persistence.corrections import CorrectionStore
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.factory import make_store
+from blackboard.persistence.update_log import UpdateLog
+from blackboard.sync.projects.creation import create_project
+from blackboard.sync.room.connection import Connection
+from blackboard.sync.room.extensions import Extension
+from blackboard.sync.room.origin import Origin, Source
+from blackboard.sync.room.room import Room
+from blackboard.sync.room.rooms import RoomManager, RoomPolicy
+from blackboard.sync.rules.correction_recorder import CorrectionRecorder
+from blackboard.sync.rules.repair import RepairPolicy
 
 
 @dataclass

@@ -17,7 +17,7 @@ import json
 import websockets
 from pycrdt import Doc, Map
 
-from sync.protocol import sync_update
+from blackboard.sync.wire.protocol import sync_update
 
 KEYS_PER_WRITER = 20  # overwritten in turn, so the document stays small
 

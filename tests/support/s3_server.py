@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from persistence.object_store import S3Config
+from blackboard.persistence.objects.object_store import S3Config
 from tests.support.server import ROOT, free_port
 
 MOTO = ROOT / ".venv" / "bin" / "moto_server"

@@ -46,7 +46,7 @@ class ServerProcess:
             [
                 sys.executable,
                 "-m",
-                "web.cli",
+                "blackboard.web.cli",
                 "serve",
                 "--host",
                 "127.0.0.1",

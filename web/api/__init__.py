@@ -1,1 +1,2 @@
-"""REST endpoints, one module per resource."""
+"""REST endpoints (DESIGN.md section 5), one module per resource, with their shared
+request parsing."""

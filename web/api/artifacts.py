@@ -10,15 +10,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from persistence.artifact_keys import object_key, stored_sha256
-from persistence.errors import ProjectNotFound
-from persistence.object_store import ObjectStoreError, ObjectTooLarge
-from persistence.replay import CorruptDocument
-from schemas.document import is_valid_id
-from sync.artifacts import ArtifactExists, NotIndexed
-from web.api.requests import project_id_param, services
-from web.errors import ApiError
-from web.json_response import JSONResponse
+from blackboard.persistence.errors import ProjectNotFound
+from blackboard.persistence.objects.artifact_keys import object_key, stored_sha256
+from blackboard.persistence.objects.object_store import ObjectStoreError, ObjectTooLarge
+from blackboard.persistence.replay import CorruptDocument
+from blackboard.schemas.document import is_valid_id
+from blackboard.sync.projects.artifacts import ArtifactExists, NotIndexed
+from blackboard.web.api.requests import project_id_param, services
+from blackboard.web.errors import ApiError
+from blackboard.web.json_response import JSONResponse
 
 TEXT_METADATA = ("shot_id", "model", "model_version", "prompt")
 NUMBER_METADATA = ("seed", "cost")

@@ -11,10 +11,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
-from persistence.clock import to_iso
-from persistence.idempotency import Reply
-from persistence.ledger import CLIENT_OPS, MAX_TTL_S, BudgetOp, LedgerUnavailable
-from web.api.requests import (
+from blackboard.persistence.clock import to_iso
+from blackboard.sync.authority.idempotency import Reply
+from blackboard.sync.authority.ledger import CLIENT_OPS, MAX_TTL_S, BudgetOp, LedgerUnavailable
+from blackboard.web.api.requests import (
     amount_field,
     idempotency_key_field,
     number_cursor,
@@ -26,9 +26,9 @@ from web.api.requests import (
     services,
     text_field,
 )
-from web.auth import require_role
-from web.errors import ApiError
-from web.json_response import JSONResponse
+from blackboard.web.auth import require_role
+from blackboard.web.errors import ApiError
+from blackboard.web.json_response import JSONResponse
 
 MAX_REF_LENGTH = 256
 REPLAYED_HEADER = "Idempotent-Replayed"

@@ -1,4 +1,4 @@
-"""`GET /api/projects/{id}/corrections`: the repairs the server made (sync.repair), oldest
+"""`GET /api/projects/{id}/corrections`: the repairs the server made (sync.rules.repair), oldest
 first, paged like every list: `{items: [...], next_cursor}`."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import re
 from starlette.requests import Request
 from starlette.routing import Route
 
-from persistence.corrections import CorrectionRecord
-from web.api.requests import page_params, page_response, project_record, services
-from web.errors import ApiError
-from web.json_response import JSONResponse
+from blackboard.persistence.corrections import CorrectionRecord
+from blackboard.web.api.requests import page_params, page_response, project_record, services
+from blackboard.web.errors import ApiError
+from blackboard.web.json_response import JSONResponse
 
 _CURSOR = re.compile(r"([0-9]{1,18})\.([0-9]{1,9})")  # seq.n of the previous page's last item
 FLUSH_WAIT_S = 2.0

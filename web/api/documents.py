@@ -3,7 +3,7 @@ socket; answered once durable).
 
 A posted update may be as large as the document limit, like a socket's handshake step 2:
 it is how an agent sends an offline backlog whole. The writer's token is checked before
-the body is read (`web.auth`)."""
+the body is read (`blackboard.web.auth`)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from persistence.errors import LogFull
-from sync.doc_size import DocumentTooLarge
-from sync.origin import Origin, Source
-from sync.validation import MalformedUpdate
-from web.api.requests import read_body, room_of, services
-from web.errors import ApiError
-from web.json_response import JSONResponse
+from blackboard.persistence.errors import LogFull
+from blackboard.sync.room.doc_size import DocumentTooLarge
+from blackboard.sync.room.origin import Origin, Source
+from blackboard.sync.rules.validation import MalformedUpdate
+from blackboard.web.api.requests import read_body, room_of, services
+from blackboard.web.errors import ApiError
+from blackboard.web.json_response import JSONResponse
 
 DURABLE_TIMEOUT_S = 30.0
 

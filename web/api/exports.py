@@ -15,15 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from persistence.clock import to_iso, utc_now
-from persistence.errors import HistoryPruned
-from persistence.export_archive import ExportError, write_export
-from persistence.object_store import ObjectInfo, ObjectStoreError, file_chunks
-from schemas.document import is_valid_id
-from web.api.history import history_pruned, parse_at_time
-from web.api.requests import project_record, read_json, services
-from web.errors import ApiError
-from web.json_response import JSONResponse
+from blackboard.persistence.clock import to_iso, utc_now
+from blackboard.persistence.errors import HistoryPruned
+from blackboard.persistence.objects.export_archive import ExportError, write_export
+from blackboard.persistence.objects.object_store import ObjectInfo, ObjectStoreError, file_chunks
+from blackboard.schemas.document import is_valid_id
+from blackboard.web.api.history import history_pruned, parse_at_time
+from blackboard.web.api.requests import project_record, read_json, services
+from blackboard.web.errors import ApiError
+from blackboard.web.json_response import JSONResponse
 
 PREFIX = "exports/"
 SUFFIX = ".zip"

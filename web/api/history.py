@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.routing import Route
 
-from persistence.errors import HistoryPruned
-from persistence.history import seq_at_time
-from persistence.replay import CorruptDocument, replay
-from persistence.store import Store
-from schemas.views import doc_to_json
-from web.api.requests import (
+from blackboard.persistence.errors import HistoryPruned
+from blackboard.persistence.history import seq_at_time
+from blackboard.persistence.replay import CorruptDocument, replay
+from blackboard.persistence.store import Store
+from blackboard.schemas.views import doc_to_json
+from blackboard.web.api.requests import (
     count_param,
     number_cursor,
     page_params,
@@ -25,8 +25,8 @@ from web.api.requests import (
     project_record,
     services,
 )
-from web.errors import ApiError
-from web.json_response import JSONResponse
+from blackboard.web.errors import ApiError
+from blackboard.web.json_response import JSONResponse
 
 
 async def read_history(request: Request) -> JSONResponse:

@@ -8,11 +8,11 @@ from pycrdt import Map
 from starlette.requests import Request
 from starlette.routing import Route
 
-from persistence.errors import StoreError
-from persistence.leases import ACTIONS, DEFAULT_TTL_S, MAX_TTL_S, LeaseRequest
-from schemas.document import is_valid_id
-from web.api.budget import reply_response
-from web.api.requests import (
+from blackboard.persistence.errors import StoreError
+from blackboard.schemas.document import is_valid_id
+from blackboard.sync.authority.leases import ACTIONS, DEFAULT_TTL_S, MAX_TTL_S, LeaseRequest
+from blackboard.web.api.budget import reply_response
+from blackboard.web.api.requests import (
     idempotency_key_field,
     number_field,
     read_json,
@@ -20,8 +20,8 @@ from web.api.requests import (
     services,
     text_field,
 )
-from web.errors import ApiError
-from web.json_response import JSONResponse
+from blackboard.web.errors import ApiError
+from blackboard.web.json_response import JSONResponse
 
 
 def parse_lease(body: dict[str, Any]) -> LeaseRequest:

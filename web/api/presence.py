@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
-from sync.presence import local_presence
-from web.api.requests import project_record, services
-from web.json_response import JSONResponse
+from blackboard.sync.room.presence import local_presence
+from blackboard.web.api.requests import project_record, services
+from blackboard.web.json_response import JSONResponse
 
 
 async def read_presence(request: Request) -> JSONResponse:

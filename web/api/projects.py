@@ -7,13 +7,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
-from persistence.errors import ProjectExists
-from persistence.records import ProjectRecord
-from schemas.document import is_valid_id
-from schemas.money import is_currency
-from schemas.views import doc_to_json
-from sync.projects import create_project
-from web.api.requests import (
+from blackboard.persistence.errors import ProjectExists
+from blackboard.persistence.records import ProjectRecord
+from blackboard.schemas.document import is_valid_id
+from blackboard.schemas.money import is_currency
+from blackboard.schemas.views import doc_to_json
+from blackboard.sync.projects.creation import create_project
+from blackboard.web.api.requests import (
     amount_field,
     page_params,
     page_response,
@@ -22,9 +22,9 @@ from web.api.requests import (
     services,
     text_field,
 )
-from web.auth import require_role
-from web.errors import ApiError
-from web.json_response import JSONResponse
+from blackboard.web.auth import require_role
+from blackboard.web.errors import ApiError
+from blackboard.web.json_response import JSONResponse
 
 MAX_TITLE_LENGTH = 200
 

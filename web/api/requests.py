@@ -11,16 +11,16 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from persistence.errors import ProjectNotFound
-from persistence.idempotency import MAX_KEY_LENGTH
-from persistence.records import ProjectRecord
-from persistence.replay import CorruptDocument
-from schemas.document import is_valid_id
-from schemas.money import BadAmount, parse_amount
-from sync.room import Room
-from web.errors import ApiError
-from web.json_response import JSONResponse
-from web.services import Services
+from blackboard.persistence.errors import ProjectNotFound
+from blackboard.persistence.records import ProjectRecord
+from blackboard.persistence.replay import CorruptDocument
+from blackboard.schemas.document import is_valid_id
+from blackboard.schemas.money import BadAmount, parse_amount
+from blackboard.sync.authority.idempotency import MAX_KEY_LENGTH
+from blackboard.sync.room.room import Room
+from blackboard.web.errors import ApiError
+from blackboard.web.json_response import JSONResponse
+from blackboard.web.services import Services
 
 T = TypeVar("T")
 

@@ -1,0 +1,192 @@
+"""The rooms of this process: one per loaded project, loaded once, unloaded when idle.
+
+Concurrent first joiners share one load. A room that is unloading is flushed and
+compacted before it leaves the map; a joiner that arrives meanwhile waits for that and
+then loads the room afresh from storage, so nothing written before the unload is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from blackboard.persistence.compaction_worker import CompactionWorker
+from blackboard.persistence.errors import ProjectNotFound
+from blackboard.persistence.replay import replay
+from blackboard.persistence.store import Store
+from blackboard.persistence.tasks import cancel_and_wait
+from blackboard.persistence.update_log import UpdateLog
+from blackboard.sync.room.awareness import AwarenessLimits
+from blackboard.sync.room.connection import Connection
+from blackboard.sync.room.extensions import Extension
+from blackboard.sync.room.room import Room
+from blackboard.sync.rules.lattice import LatticeTracker
+from blackboard.sync.rules.repair import RepairPolicy
+from blackboard.sync.wire import close_codes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoomPolicy:
+    idle_unload_s: float = 30.0
+    compact_after_rows: int = 1000
+    compact_after_bytes: int = 4 * 1024 * 1024
+    flush_timeout_s: float = 30.0
+    load_timeout_s: float = 60.0
+    max_document_bytes: int = 64 * 1024 * 1024
+    repair: RepairPolicy = field(default_factory=RepairPolicy)
+    awareness: AwarenessLimits = field(default_factory=AwarenessLimits)
+
+
+class RoomManager:
+    def __init__(
+        self,
+        store: Store,
+        update_log: UpdateLog,
+        compactor: CompactionWorker,
+        policy: RoomPolicy,
+        extensions: list[Extension] | None = None,
+    ) -> None:
+        self.store = store
+        self.update_log = update_log
+        self.compactor = compactor
+        self.policy = policy
+        self.extensions = extensions or []
+        self.rooms: dict[str, Room] = {}
+        self._loading: dict[str, asyncio.Future[Room]] = {}
+        self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self.on_room_count: list[Callable[[int], None]] = []
+
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_idle(), name="room-reaper")
+
+    async def get(self, project_id: str) -> Room:
+        """The loaded room of `project_id`; ProjectNotFound if there is no such project."""
+        while True:
+            unloading = self._unloading.get(project_id)
+            if unloading is not None:
+                await asyncio.shield(unloading)
+                continue
+            room = self.rooms.get(project_id)
+            if room is not None and not room.closing:
+                return room
+            if room is not None:  # failed room: drop it and reload
+                self._drop(room)
+            loading = self._loading.get(project_id)
+            if loading is None:
+                loading = asyncio.ensure_future(self._load(project_id))
+                self._loading[project_id] = loading
+                loading.add_done_callback(lambda _: self._loading.pop(project_id, None))
+            await asyncio.wait_for(asyncio.shield(loading), self.policy.load_timeout_s)
+            # Loop: the room may have started unloading while this task waited.
+
+    async def join(self, project_id: str, connection: Connection) -> Room:
+        """Load if needed and join, in one step with no await between them."""
+        room = await self.get(project_id)
+        room.join(connection)
+        return room
+
+    async def _load(self, project_id: str) -> Room:
+        stored = await self.store.load(project_id)
+        doc = replay(stored)  # raises CorruptDocument: a failed load is an error
+        # Indexing the document for the status lattices is Python work in proportion to
+        # its size: off the loop, before the room goes live.
+        lattice = await asyncio.to_thread(LatticeTracker.of_document, doc, stored.status_epochs)
+        tail_bytes = sum(len(entry.update) for entry in stored.tail)
+        snapshot_bytes = len(stored.snapshot.state) if stored.snapshot else 0
+        room = Room(
+            project_id,
+            doc,
+            stored.seq,
+            update_log=self.update_log,
+            extensions=self.extensions,
+            on_tail_grown=self._maybe_compact,
+            max_document_bytes=self.policy.max_document_bytes,
+            size_estimate=snapshot_bytes + tail_bytes,
+            lattice=lattice,
+            repair_policy=self.policy.repair,
+            awareness_limits=self.policy.awareness,
+        )
+        room.tail_rows = len(stored.tail)
+        room.tail_bytes = tail_bytes
+        self.rooms[project_id] = room
+        self._count_changed()
+        for ext in self.extensions:
+            ext.on_loaded(room)
+        return room
+
+    def _maybe_compact(self, room: Room) -> None:
+        if (
+            room.tail_rows >= self.policy.compact_after_rows
+            or room.tail_bytes >= self.policy.compact_after_bytes
+        ):
+            room.tail_rows = room.tail_bytes = 0
+            self.compactor.request(room.project_id)
+
+    async def unload(self, project_id: str) -> None:
+        """Flush, compact and forget one room (it must have no connections)."""
+        room = self.rooms.get(project_id)
+        if room is None or room.connections or project_id in self._unloading:
+            return
+        task = asyncio.create_task(self._unload(room), name=f"unload-{project_id}")
+        self._unloading[project_id] = task
+        try:
+            await asyncio.shield(task)
+        finally:
+            self._unloading.pop(project_id, None)
+
+    async def _unload(self, room: Room) -> None:
+        room.closing = True
+        try:
+            await asyncio.wait_for(
+                self.update_log.flush(room.project_id), self.policy.flush_timeout_s
+            )
+            await self.compactor.compact_now(room.project_id)
+        except (ProjectNotFound, TimeoutError, Exception) as exc:
+            # Everything acknowledged is in the log already; compaction can wait.
+            log.warning(
+                "room %s: unload flush/compact failed: %s",
+                room.project_id,
+                exc,
+                extra={"project_id": room.project_id},
+            )
+        finally:
+            self._drop(room)
+
+    def _drop(self, room: Room) -> None:
+        if self.rooms.get(room.project_id) is room:
+            del self.rooms[room.project_id]
+            room.dispose()
+            self._count_changed()
+
+    def _count_changed(self) -> None:
+        for hook in self.on_room_count:
+            hook(len(self.rooms))
+
+    async def _reap_idle(self) -> None:
+        interval = max(0.05, min(self.policy.idle_unload_s / 2, 5.0))
+        while True:
+            await asyncio.sleep(interval)
+            now = asyncio.get_running_loop().time()
+            for project_id, room in list(self.rooms.items()):
+                if not room.connections and now - room.idle_since >= self.policy.idle_unload_s:
+                    try:
+                        await self.unload(project_id)
+                    except Exception:
+                        log.exception(
+                            "room %s: unload failed", project_id, extra={"project_id": project_id}
+                        )
+
+    async def close(self) -> None:
+        """Shutdown: close every connection, then flush and compact every room."""
+        await cancel_and_wait([self._reaper])
+        for room in list(self.rooms.values()):
+            for connection in list(room.connections):
+                connection.close(close_codes.TRY_AGAIN_LATER, "server shutting down")
+                room.leave(connection)
+        for project_id in list(self.rooms):
+            await self.unload(project_id)
