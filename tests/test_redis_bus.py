@@ -1,5 +1,5 @@
-"""The Redis bus (persistence/redis_bus.py) against a real, private redis-server that the
-tests kill and restart, and the peer message codec (sync/peer_messages.py)."""
+"""The Redis bus (sync/cluster/redis_bus.py) against a real, private redis-server that the
+tests kill and restart, and the peer message codec (sync/wire/peer_messages.py)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ no document byte and nothing of the request body or socket is read:
   `write`, creating a project `admin`, listing projects a token for every project).
 - Sockets: accepted, then closed 4401 (token) or 4403 (another project, or a browser
   `Origin` outside BLACKBOARD_ALLOWED_ORIGINS), or 4429 past the actor's connection cap.
-  A read token may sync; its writes are refused by the room (`sync/room.py`).
+  A read token may sync; its writes are refused by the room (`sync/room/room.py`).
 
 Handlers that need more (an admin-only operation) call `require_role`. Without the secret
 the server is open: every caller is an admin named `anonymous`, and `announce()` says so
