@@ -24,8 +24,10 @@ from blackboard.sync.room.connection import Connection
 from blackboard.sync.room.doc_size import DocumentSize, DocumentTooLarge
 from blackboard.sync.room.extensions import Extension
 from blackboard.sync.room.origin import SERVER_ACTOR, Origin, Source
+from blackboard.sync.rules.correction import Correction, write_corrections
 from blackboard.sync.rules.lattice import LatticeTracker
-from blackboard.sync.rules.repair import Correction, DocumentRules, RepairPolicy, write_corrections
+from blackboard.sync.rules.repair import DocumentRules
+from blackboard.sync.rules.repair_limit import RepairPolicy
 from blackboard.sync.rules.validation import MalformedUpdate, ShadowValidator
 from blackboard.sync.wire import close_codes
 from blackboard.sync.wire.protocol import (
