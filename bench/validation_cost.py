@@ -32,8 +32,9 @@ from pathlib import Path
 from pycrdt import Doc, Map, get_state
 
 from blackboard.sync.room.origin import SERVER_ACTOR, Origin, Source
+from blackboard.sync.rules.correction import write_corrections
 from blackboard.sync.rules.lattice import LatticeTracker
-from blackboard.sync.rules.repair import DocumentRules, write_corrections
+from blackboard.sync.rules.repair import DocumentRules
 from blackboard.sync.rules.validation import ShadowValidator
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"

@@ -37,7 +37,7 @@ from blackboard.schemas.views import doc_to_json
 from blackboard.sync.room.connection import Connection
 from blackboard.sync.room.origin import Origin, Source
 from blackboard.sync.room.room import Room
-from blackboard.sync.rules.repair import RepairPolicy
+from blackboard.sync.rules.repair_limit import RepairPolicy
 from blackboard.sync.wire.protocol import (
     SyncMessage,
     SyncType,

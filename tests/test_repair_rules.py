@@ -22,7 +22,7 @@ from blackboard.schemas.views import doc_to_json
 from blackboard.sync.room.origin import SERVER_ACTOR, Origin, Source
 from blackboard.sync.rules import status_epochs
 from blackboard.sync.rules.lattice import LatticeTracker, Target
-from blackboard.sync.rules.repair import RepairPolicy
+from blackboard.sync.rules.repair_limit import RepairPolicy
 from blackboard.sync.wire.protocol import sync_update
 from tests.support.live_room import (
     LiveRoom,
@@ -55,10 +55,14 @@ class Replica:
     def root(self, name: str) -> Map:
         return self.doc.get(name, type=Map)
 
+    def take_updates(self) -> list[bytes]:
+        """What this replica wrote since the last send (or take)."""
+        updates, self._updates = self._updates, []
+        return updates
+
     def send(self) -> asyncio.Future[int] | None:
         committed = None
-        updates, self._updates = self._updates, []
-        for update in updates:
+        for update in self.take_updates():
             committed = self.live.room.apply_update(update, self.origin) or committed
         return committed
 
@@ -447,15 +451,20 @@ async def test_the_servers_own_writes_are_never_repaired(live: LiveRoom) -> None
     assert await corrections(live) == []
 
 
-QUICK_PEER_CHECKS = RepairPolicy(owner_delay_s=0.02, peer_delay_s=0.1)
+@pytest.fixture
+async def quick_peer_checks(tmp_path: Path) -> AsyncIterator[LiveRoom]:
+    """A live room that checks other instances' updates after short delays."""
+    policy = RepairPolicy(owner_delay_s=0.02, peer_delay_s=0.1)
+    async with live_room(tmp_path, repair=policy) as live:
+        yield live
 
 
 async def test_another_instances_update_left_unrepaired_is_repaired_here_later(
-    live: LiveRoom,
+    quick_peer_checks: LiveRoom,
 ) -> None:
     """Its instance should have repaired it (it crashed, say): after the delay, this one
     does; the budget another instance's server wrote is trusted."""
-    live.room.rules._policy = QUICK_PEER_CHECKS
+    live = quick_peer_checks
     peer = Replica(live, 7)
     peer.root("budget")["total"] = 77.0  # another instance's server wrote this
     live.room.apply_peer_update(peer.doc.get_update(live.room.doc.get_state()), SERVER_ACTOR)
@@ -475,9 +484,9 @@ async def test_another_instances_update_left_unrepaired_is_repaired_here_later(
 
 
 async def test_another_instances_update_repaired_there_is_not_repaired_again(
-    live: LiveRoom,
+    quick_peer_checks: LiveRoom,
 ) -> None:
-    live.room.rules._policy = QUICK_PEER_CHECKS
+    live = quick_peer_checks
     peer = Replica(live, 7)
     before = live.room.doc.get_state()
     peer.root("shots")["S1"] = Map({"duration_s": "3", "status": "review"})
@@ -576,7 +585,7 @@ async def test_instances_that_disagree_stop_fighting_over_a_path(
     )
     async with linked_rooms(tmp_path, 2, repair=policy) as (a, b):
         # A bug we cannot cause otherwise: b's tracker wants S1 back at `planned`.
-        lattice = b.room.rules._lattice
+        lattice = b.room.rules.lattice
         real_target = lattice.target
         lattice.target = lambda root, key: (  # type: ignore[method-assign]
             Target("planned", None) if key == "S1" else real_target(root, key)
@@ -595,21 +604,21 @@ async def test_instances_that_disagree_stop_fighting_over_a_path(
         assert "left alone (do the instances disagree?)" in caplog.text
 
 
-async def test_a_client_that_keeps_needing_repairs_is_closed(live: LiveRoom) -> None:
-    live.room.rules._policy = RepairPolicy(max_repaired_updates=5, window_s=60)
-    connection = memory_connection("looper")
-    live.room.join(connection)
-    bot = Replica(live, 7)
-    for i in range(6):  # a client fighting the server: it writes the wrong type again
-        bot.root("shots")["S1"] = Map({"duration_s": f"{i}"})
-        for update in bot._updates:
-            live.room.receive(connection, sync_update(update))
-        bot._updates.clear()
-    await drained(connection)
-    await asyncio.wait_for(connection.closed.wait(), 5)
-    assert connection.channel.closed is not None
-    assert connection.channel.closed[0] == 4429
-    assert shown(live)["shots"]["S1"]["duration_s"] == 5.0  # still repaired, converged
+async def test_a_client_that_keeps_needing_repairs_is_closed(tmp_path: Path) -> None:
+    policy = RepairPolicy(max_repaired_updates=5, window_s=60)
+    async with live_room(tmp_path, repair=policy) as live:
+        connection = memory_connection("looper")
+        live.room.join(connection)
+        bot = Replica(live, 7)
+        for i in range(6):  # a client fighting the server: it writes the wrong type again
+            bot.root("shots")["S1"] = Map({"duration_s": f"{i}"})
+            for update in bot.take_updates():
+                live.room.receive(connection, sync_update(update))
+        await drained(connection)
+        await asyncio.wait_for(connection.closed.wait(), 5)
+        assert connection.channel.closed is not None
+        assert connection.channel.closed[0] == 4429
+        assert shown(live)["shots"]["S1"]["duration_s"] == 5.0  # still repaired, converged
 
 
 async def test_the_corrections_store_pages_on_both_backends(store: DocumentStore) -> None:

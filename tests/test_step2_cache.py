@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pycrdt import Doc, Map
 
-from blackboard.sync.room import room as room_module
+from blackboard.sync.room import step2_cache
 from blackboard.sync.wire.protocol import SyncMessage, SyncType, decode_message, sync_step1
 from tests.support.live_room import drained, live_room, memory_connection
 
@@ -36,19 +36,18 @@ async def test_replies_are_shared_invalidated_and_bounded(
         room.join(connection)
         room.receive(connection, sync_step1(b"\x00"))
         room.receive(connection, sync_step1(b"\x00"))
-        assert len(room._step2_cache) == 1  # two joiners, one encoding
+        assert len(room.step2_cache) == 1  # two joiners, one encoding
 
-        monkeypatch.setattr(room_module, "STEP2_CACHE_BYTES", 10_000)
+        monkeypatch.setattr(step2_cache, "STEP2_CACHE_BYTES", 10_000)
         for vector in _state_vectors(6):
             room.receive(connection, sync_step1(vector))
-            cached = sum(map(len, room._step2_cache.values()))
-            assert cached <= 10_000
+            assert room.step2_cache.size <= 10_000
         await drained(connection)
         replies = [decode_message(f) for f in connection.channel.take()]
         steps = [m for m in replies if isinstance(m, SyncMessage) and m.kind == SyncType.STEP2]
         assert len(steps) == 8  # every ask answered, cached or not
 
         room.receive(connection, sync_step1(b"\x00"))
-        assert room._step2_cache
+        assert len(room.step2_cache) > 0
         room.server_write(lambda doc: _put(doc, "S2", {"title": "new"}))
-        assert room._step2_cache == {}  # any change empties it
+        assert len(room.step2_cache) == 0  # any change empties it

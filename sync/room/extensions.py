@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from blackboard.sync.room.connection import Connection
     from blackboard.sync.room.origin import Origin
     from blackboard.sync.room.room import Room
-    from blackboard.sync.rules.repair import Correction
+    from blackboard.sync.rules.correction import Correction
 
 
 class Extension:

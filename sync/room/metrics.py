@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from blackboard.sync.room.connection import Connection
     from blackboard.sync.room.room import Room
     from blackboard.sync.room.rooms import RoomManager
-    from blackboard.sync.rules.repair import Correction
+    from blackboard.sync.rules.correction import Correction
 
 # Close codes that refuse or cut off a client (not a normal goodbye), by name.
 REFUSALS = {

@@ -24,8 +24,11 @@ from blackboard.sync.room.connection import Connection
 from blackboard.sync.room.doc_size import DocumentSize, DocumentTooLarge
 from blackboard.sync.room.extensions import Extension
 from blackboard.sync.room.origin import SERVER_ACTOR, Origin, Source
+from blackboard.sync.room.step2_cache import Step2Cache
+from blackboard.sync.rules.correction import Correction, write_corrections
 from blackboard.sync.rules.lattice import LatticeTracker
-from blackboard.sync.rules.repair import Correction, DocumentRules, RepairPolicy, write_corrections
+from blackboard.sync.rules.repair import DocumentRules
+from blackboard.sync.rules.repair_limit import RepairPolicy
 from blackboard.sync.rules.validation import MalformedUpdate, ShadowValidator
 from blackboard.sync.wire import close_codes
 from blackboard.sync.wire.protocol import (
@@ -49,10 +52,6 @@ from blackboard.sync.wire.yjs_encoding import decode_state_vector
 from blackboard.sync.wire.yjs_structs import decode_update
 
 log = logging.getLogger(__name__)
-STEP2_CACHE_ENTRIES = 32
-# Bytes the cached replies may hold together: 32 distinct state vectors of a 20 MB
-# document would otherwise pin 640 MB.
-STEP2_CACHE_BYTES = 64 * 1024 * 1024
 
 
 class Room:
@@ -91,9 +90,7 @@ class Room:
         self.size = DocumentSize(max_document_bytes, lambda: len(doc.get_update()), size_estimate)
         self._captured: list[bytes] = []
         self._subscription: Subscription = doc.observe(self._capture)
-        # SyncStep2 replies by the asker's state vector, valid until the doc changes:
-        # a join storm computes the full state once.
-        self._step2_cache: dict[bytes, bytes] = {}
+        self.step2_cache = Step2Cache()  # emptied by any change
         self._deferred_timer: asyncio.TimerHandle | None = None  # peer updates' checks
         self._deferred_at = 0.0
         self._schedule_deferred_checks()  # those of entries loaded below their maximum
@@ -153,7 +150,7 @@ class Room:
             connection.send(message)
 
     def _step2_for(self, state_vector: bytes, connection: Connection) -> bytes:
-        reply = self._step2_cache.get(state_vector)
+        reply = self.step2_cache.get(state_vector)
         if reply is None:
             try:
                 with yrs_guard:
@@ -161,14 +158,7 @@ class Room:
             except YrsError:
                 connection.close(close_codes.MALFORMED, "malformed state vector")
                 return b""
-            cached = sum(map(len, self._step2_cache.values()))
-            if (
-                len(self._step2_cache) >= STEP2_CACHE_ENTRIES
-                or cached + len(reply) > STEP2_CACHE_BYTES
-            ):
-                self._step2_cache.clear()
-            if len(reply) <= STEP2_CACHE_BYTES:
-                self._step2_cache[state_vector] = reply
+            self.step2_cache.put(state_vector, reply)
         return reply
 
     def _receive_update(self, connection: Connection, update: bytes, origin: Origin) -> None:
@@ -341,7 +331,7 @@ class Room:
     def _take_captured(self) -> list[bytes]:
         changes, self._captured = self._captured, []
         if changes:
-            self._step2_cache.clear()
+            self.step2_cache.clear()
         return changes
 
     def _publish(

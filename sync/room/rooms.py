@@ -23,7 +23,7 @@ from blackboard.sync.room.connection import Connection
 from blackboard.sync.room.extensions import Extension
 from blackboard.sync.room.room import Room
 from blackboard.sync.rules.lattice import LatticeTracker
-from blackboard.sync.rules.repair import RepairPolicy
+from blackboard.sync.rules.repair_limit import RepairPolicy
 from blackboard.sync.wire import close_codes
 
 log = logging.getLogger(__name__)

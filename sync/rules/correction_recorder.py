@@ -21,7 +21,7 @@ from blackboard.sync.room.origin import Origin
 
 if TYPE_CHECKING:
     from blackboard.sync.room.room import Room
-    from blackboard.sync.rules.repair import Correction
+    from blackboard.sync.rules.correction import Correction
 
 log = logging.getLogger(__name__)
 BATCH_ROWS = 500

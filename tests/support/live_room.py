@@ -27,7 +27,7 @@ from blackboard.sync.room.origin import Origin, Source
 from blackboard.sync.room.room import Room
 from blackboard.sync.room.rooms import RoomManager, RoomPolicy
 from blackboard.sync.rules.correction_recorder import CorrectionRecorder
-from blackboard.sync.rules.repair import RepairPolicy
+from blackboard.sync.rules.repair_limit import RepairPolicy
 
 
 @dataclass
@@ -59,9 +59,12 @@ class PeerLink(Extension):
 
 @contextlib.asynccontextmanager
 async def live_room(
-    data_dir: Path, project_id: str = "film", extensions: list[Extension] | None = None
+    data_dir: Path,
+    project_id: str = "film",
+    extensions: list[Extension] | None = None,
+    repair: RepairPolicy | None = None,
 ) -> AsyncIterator[LiveRoom]:
-    async with linked_rooms(data_dir, 1, project_id, extensions) as (live,):
+    async with linked_rooms(data_dir, 1, project_id, extensions, repair) as (live,):
         yield live
 
 

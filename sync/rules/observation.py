@@ -1,0 +1,125 @@
+"""Observing a live document: which paths each transaction changed, and by whom."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from pycrdt import Doc, Map, MapEvent, Subscription, TransactionEvent
+
+from blackboard.schemas.document import ROOTS_BY_NAME, Root
+from blackboard.sync.room.origin import SERVER_ACTOR, Origin, Source
+from blackboard.sync.rules.correction import Path
+from blackboard.sync.rules.lattice import FieldWrite, LatticeTracker
+
+log = logging.getLogger(__name__)
+
+_MAX_UNSETTLED = 16  # client transactions waiting for their review (normally one)
+
+
+class ChangeObserver:
+    """Collects the paths clients (here or on other instances) changed, hands the
+    server's writes to `on_server_write`, and feeds each transaction's lattice writes to
+    the tracker. Which entries changed comes from the type-level events of each root:
+    they carry the real transaction origin, so the server's own writes are never taken
+    for a client's."""
+
+    def __init__(
+        self,
+        doc: Doc,
+        roots: dict[str, Map],
+        lattice: LatticeTracker,
+        on_server_write: Callable[[Root, Path], None],
+    ) -> None:
+        self._doc = doc
+        self._lattice = lattice
+        self._on_server_write = on_server_write
+        self._touched: dict[Path, None] = {}  # an ordered set
+        self._origin: Any = None  # the running transaction's origin (type-level events)
+        self._lattice_changed = False  # by the running transaction
+        self._unsettled: deque[tuple[Any, list[FieldWrite]]] = deque()
+        self._subscriptions: list[tuple[Map, Subscription]] = [
+            (shared, shared.observe_deep(self._events_of(ROOTS_BY_NAME[name])))
+            for name, shared in roots.items()
+        ]
+        self._doc_subscription = doc.observe(self._on_transaction)
+
+    def close(self) -> None:
+        for shared, subscription in self._subscriptions:
+            shared.unobserve(subscription)
+        self._doc.unobserve(self._doc_subscription)
+
+    def settle(self, update: bytes, origin: Origin) -> None:
+        """Fold the lattice writes of the client and peer transactions observed since
+        the last call; `update` is what `origin` sent (it keeps values it lost)."""
+        while self._unsettled:
+            owner, fields = self._unsettled.popleft()
+            self._settle(owner, fields, update if owner is origin else None)
+
+    def take_touched(self) -> list[Path]:
+        """The paths changed by others than this server since the last call."""
+        touched, self._touched = list(self._touched), {}
+        return touched
+
+    # --- observers (they must never raise: a raise would surface in the transaction) --
+
+    def _events_of(self, root: Root) -> Callable[[list[Any], Any], None]:
+        def on_events(events: list[Any], txn: Any) -> None:
+            try:
+                self._origin = origin = txn.origin
+                source = origin.source if isinstance(origin, Origin) else None
+                # The server's writes, here or on another instance, are the truth of
+                # what only it writes; another instance's client writes are not.
+                trusted = source is Source.SERVER or (
+                    source is Source.PEER and origin.actor == SERVER_ACTOR
+                )
+                for event in events:
+                    self._take_event(root, event, source, trusted=trusted)
+            except Exception:
+                log.exception("repair: reading the events of %s failed", root.name)
+
+        return on_events
+
+    def _take_event(self, root: Root, event: Any, source: Source | None, *, trusted: bool) -> None:
+        # A path is (root, key) or (root, entry, field); deeper changes count for the
+        # field (or root key) they happened in.
+        depth = 2 if root.keyed_by_id else 1
+        inside = [str(p) for p in event.path]
+        if len(inside) >= depth:
+            paths: list[Path] = [(root.name, *inside[:depth])]
+        else:
+            keys = event.keys if isinstance(event, MapEvent) else {}
+            paths = [(root.name, *inside, key) for key in keys]
+            # An entry or a field of one changed. (Even with no status among the keys, a
+            # status write may have lost a race there: it shows in no event.)
+            self._lattice_changed |= root.lattice is not None
+        for path in paths:
+            if trusted:
+                self._on_server_write(root, path)
+            if source is not Source.SERVER:
+                self._touched[path] = None
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        try:
+            origin, self._origin = self._origin, None
+            if origin is not None and hash(origin) != event.transaction.origin():
+                origin = None  # no type-level event ran for this transaction
+            # Reading the structs is only needed when a lattice root changed.
+            changed, self._lattice_changed = self._lattice_changed, False
+            fields = self._lattice.index(event.update) if changed else []
+            source = origin.source if isinstance(origin, Origin) else None
+            if source in (Source.CLIENT, Source.PEER):
+                # Settled by `settle`, with the update as sent (it keeps lost values).
+                self._unsettled.append((origin, fields))
+                while len(self._unsettled) > _MAX_UNSETTLED:
+                    self._settle(*self._unsettled.popleft(), None)
+            else:
+                self._lattice.settle(fields, None, server=source is Source.SERVER, here=True)
+        except Exception:
+            log.exception("repair: reading a transaction failed")
+
+    def _settle(self, origin: Any, fields: list[FieldWrite], sent: bytes | None) -> None:
+        here = isinstance(origin, Origin) and origin.source is Source.CLIENT
+        self._lattice.settle(fields, sent, server=False, here=here)
