@@ -1,8 +1,8 @@
 """`--profile DIR`: sample Blackboard with py-spy during each measured phase.
 
-py-spy (`pip install py-spy`) records the server's stacks while it holds the GIL, in
-collapsed form (`DIR/<scenario>-<phase>.txt`); `summary` reads one back as the functions
-that hold the most samples, inclusive and by own time.
+py-spy (in the `peers` extra, which `make` installs) records the server's stacks while it
+holds the GIL, in collapsed form (`DIR/<scenario>-<phase>.txt`); `summary` reads one back as
+the functions that hold the most samples, inclusive and by own time.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ RATE_HZ = 250
 def py_spy() -> str:
     found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(found).exists():
-        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install -e .[peers]")
     return found
 
 
