@@ -18,11 +18,11 @@ import httpx
 from pycrdt import Doc, Map
 
 from blackboard.persistence.factory import make_store
-from blackboard.persistence.objects.export_archive import SEAL_PREFIX, seal
 from blackboard.persistence.replay import replay
 from blackboard.schemas.views import doc_to_json
 from blackboard.sync.authority.ledger import BudgetLedger
 from blackboard.sync.client import Session
+from blackboard.sync.projects.export_archive import SEAL_PREFIX, seal
 from blackboard.sync.wire.yjs_encoding import decode_state_vector
 from tests.support.api import create_project
 from tests.support.cli import run_cli

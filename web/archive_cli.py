@@ -15,11 +15,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from blackboard.persistence.objects.export_archive import Progress as OnProgress
-from blackboard.persistence.objects.export_archive import write_export
 from blackboard.persistence.objects.object_store import ObjectStore, file_chunks, make_object_store
 from blackboard.persistence.store import Store
 from blackboard.sync.authority.ledger import BudgetLedger
+from blackboard.sync.projects.export_archive import Progress as OnProgress
+from blackboard.sync.projects.export_archive import write_export
 from blackboard.sync.projects.import_archive import import_archive
 from blackboard.web.settings import Settings, s3_from_env
 

@@ -1,2 +1,2 @@
-"""A project as a whole: creating it, storing its artifacts (DESIGN.md section 9), and
-importing an export archive as a new project."""
+"""A project as a whole: creating it, storing its artifacts, and writing or importing its
+export archive (DESIGN.md section 9)."""

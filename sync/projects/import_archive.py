@@ -28,7 +28,13 @@ from pycrdt import Doc
 
 from blackboard.persistence.errors import ProjectExists, StoreError
 from blackboard.persistence.objects.artifact_keys import is_sha256, object_key
-from blackboard.persistence.objects.export_archive import (
+from blackboard.persistence.objects.object_store import CHUNK_BYTES, ObjectStore
+from blackboard.persistence.store import Store
+from blackboard.persistence.yrs_guard import YrsError, yrs_guard
+from blackboard.schemas.document import is_valid_id
+from blackboard.schemas.views import doc_to_json
+from blackboard.sync.authority.ledger import account_importer
+from blackboard.sync.projects.export_archive import (
     ARTIFACTS,
     BUDGET,
     DOC,
@@ -41,12 +47,6 @@ from blackboard.persistence.objects.export_archive import (
     no_progress,
     seal_problem,
 )
-from blackboard.persistence.objects.object_store import CHUNK_BYTES, ObjectStore
-from blackboard.persistence.store import Store
-from blackboard.persistence.yrs_guard import YrsError, yrs_guard
-from blackboard.schemas.document import is_valid_id
-from blackboard.schemas.views import doc_to_json
-from blackboard.sync.authority.ledger import account_importer
 from blackboard.sync.wire.protocol import ProtocolError
 from blackboard.sync.wire.yjs_encoding import decode_state_vector
 

@@ -17,9 +17,9 @@ from starlette.routing import Route
 
 from blackboard.persistence.clock import to_iso, utc_now
 from blackboard.persistence.errors import HistoryPruned
-from blackboard.persistence.objects.export_archive import ExportError, write_export
 from blackboard.persistence.objects.object_store import ObjectInfo, ObjectStoreError, file_chunks
 from blackboard.schemas.document import is_valid_id
+from blackboard.sync.projects.export_archive import ExportError, write_export
 from blackboard.web.api.history import history_pruned, parse_at_time
 from blackboard.web.api.requests import project_record, read_json, services
 from blackboard.web.errors import ApiError
