@@ -9,7 +9,6 @@ import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 
 import httpx
 import pytest
@@ -35,9 +34,7 @@ from tests.support.auth import (
     until_closed,
 )
 from tests.support.js import JsClients
-from tests.support.server import ROOT, ServerProcess
-
-StartServer = Callable[..., ServerProcess]
+from tests.support.server import ROOT, ServerProcess, StartServer
 
 
 def _update(key: str, value: object) -> bytes:
@@ -52,14 +49,14 @@ async def _state(server: ServerProcess, project_id: str, admin: str) -> tuple[in
 
 
 async def test_open_mode_says_so_loudly(start_server: StartServer) -> None:
-    open_server = start_server()
-    secured, _ = start_auth_server(start_server)
+    open_server = await start_server()
+    secured, _ = await start_auth_server(start_server)
     assert "WARNING" in open_server.logs() and "OPEN MODE" in open_server.logs()
     assert "OPEN MODE" not in secured.logs()
 
 
 async def test_http_needs_a_fitting_token(start_server: StartServer) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     await create_project(server, "other", token=admin)
     before = await _state(server, "film", admin)
@@ -110,7 +107,7 @@ async def test_http_needs_a_fitting_token(start_server: StartServer) -> None:
 
 
 async def test_socket_refusals_close_before_any_document_byte(start_server: StartServer) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     before = await _state(server, "film", admin)
     refusals = {
@@ -133,7 +130,7 @@ async def test_socket_refusals_close_before_any_document_byte(start_server: Star
 
 
 async def test_query_string_tokens_never_reach_the_logs(start_server: StartServer) -> None:
-    server, admin = start_auth_server(start_server, BLACKBOARD_LOG_LEVEL="info")
+    server, admin = await start_auth_server(start_server, BLACKBOARD_LOG_LEVEL="info")
     await create_project(server, "film", token=admin)
     secret_token = token("film", "read", "ana")
     ws = await connect(server, "film", f"token={secret_token}")
@@ -158,7 +155,7 @@ def _alg_none_token() -> str:
 
 
 async def test_read_token_syncs_but_its_writes_are_refused(start_server: StartServer) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     async with Session(server.ws, "film", token=token("film", "write", "ed")) as writer:
         shots = writer.doc.get("shots", type=Map)
@@ -194,7 +191,7 @@ async def test_read_token_syncs_but_its_writes_are_refused(start_server: StartSe
 async def test_stock_js_reader_syncs_then_is_refused_on_write(
     start_server: StartServer, js: JsClients
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     await js.connect("w", server.ws, "film", token=token("film", "write", "wes"))
     await js.call("set", name="w", path=["shots", "S1"], value={"title": "Opening"})
@@ -225,7 +222,7 @@ async def test_stock_js_reader_syncs_then_is_refused_on_write(
 async def test_actor_of_the_token_is_on_every_update_correction_and_ledger_row(
     start_server: StartServer,
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     async with Session(server.ws, "film", token=token("film", "write", "agent-7")) as c:
         c.doc.get("shots", type=Map)["S1"] = Map({"title": "Opening", "duration_s": "12"})
@@ -254,7 +251,7 @@ async def test_actor_of_the_token_is_on_every_update_correction_and_ledger_row(
 
 
 async def test_budget_topup_needs_admin(start_server: StartServer) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
         before = (await http.get("/api/projects/film/budget", headers=bearer(admin))).json()
@@ -278,7 +275,7 @@ async def test_budget_topup_needs_admin(start_server: StartServer) -> None:
 async def test_expiry_closes_the_socket_and_a_fresh_token_reconnects(
     start_server: StartServer,
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     client = Session(server.ws, "film", token=token("film", "write", "ana", ttl_s=2))
     await client.connect()
@@ -295,7 +292,7 @@ async def test_expiry_closes_the_socket_and_a_fresh_token_reconnects(
 
 
 async def test_origin_allowlist_for_browser_sockets(start_server: StartServer) -> None:
-    server, admin = start_auth_server(
+    server, admin = await start_auth_server(
         start_server, BLACKBOARD_ALLOWED_ORIGINS="https://studio.example, https://b.example/"
     )
     await create_project(server, "film", token=admin)
@@ -310,7 +307,7 @@ async def test_origin_allowlist_for_browser_sockets(start_server: StartServer) -
 
 
 async def test_connections_per_actor_are_capped(start_server: StartServer) -> None:
-    server, admin = start_auth_server(start_server, BLACKBOARD_MAX_CONNECTIONS_PER_ACTOR="2")
+    server, admin = await start_auth_server(start_server, BLACKBOARD_MAX_CONNECTIONS_PER_ACTOR="2")
     await create_project(server, "film", token=admin)
     ana = f"token={token('film', 'read', 'ana')}"
     first, second = await connect(server, "film", ana), await connect(server, "film", ana)

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -30,9 +29,7 @@ from blackboard.web.services import Services
 from blackboard.web.settings import Settings
 from tests.support.api import create_project, eventually, project_json
 from tests.support.auth import start_auth_server, token
-from tests.support.server import ROOT, ServerProcess
-
-StartServer = Callable[..., ServerProcess]
+from tests.support.server import ROOT, ServerProcess, StartServer
 
 
 async def _ledger(server: ServerProcess, project_id: str) -> list[dict]:
@@ -85,7 +82,7 @@ async def test_agent_and_server_killed_lose_nothing_and_reserve_once(
 ) -> None:
     await create_project(server, "film")
     replica = str(tmp_path / "agent.db")
-    server.kill()
+    await server.kill()
     # Offline: 2,000 edits and 3 reserves in the replica; then kill -9 the agent.
     agent = _agent("offline", server.ws, "film", replica, "2000", "3")
     assert _read_line(agent, 120) == "ready"
@@ -94,30 +91,30 @@ async def test_agent_and_server_killed_lose_nothing_and_reserve_once(
 
     # The server comes back; kill both once the first piece of the backlog (2 MB, sent as
     # several messages under the 1 MiB limit) is committed.
-    server.restart()
+    await server.restart()
     agent = _agent("sync", server.ws, "film", replica)
 
     async def some_edits_committed() -> None:
         assert (await project_json(server, "film"))["seq"] > 0
 
     await eventually(some_edits_committed, 60)
-    server.kill()
+    await server.kill()
     agent.kill()
     agent.wait(10)
 
     # Again, this time once a reserve is committed (its reply may never reach the agent).
-    server.restart()
+    await server.restart()
     agent = _agent("sync", server.ws, "film", replica)
 
     async def a_reserve_committed() -> None:
         assert any(e["op"] == "reserve" for e in await _ledger(server, "film"))
 
     await eventually(a_reserve_committed, 60)
-    server.kill()
+    await server.kill()
     agent.kill()
     agent.wait(10)
 
-    server.restart()
+    await server.restart()
     agent = _agent("sync", server.ws, "film", replica)
     summary = json.loads(_read_line(agent, 120))
     assert agent.wait(30) == 0
@@ -208,11 +205,11 @@ async def test_server_restarts_during_steady_edits_lose_nothing(
         for round_ in range(5):
             await asyncio.sleep(10)
             if round_ % 2 == 0:
-                server.kill()
+                await server.kill()
             else:
-                server.stop()
+                await server.stop()
             await asyncio.sleep(1)  # down for a while: the client backs off
-            server.restart()
+            await server.restart()
         await asyncio.sleep(5)  # 5 x (10 s up + 1 s down) + 5 s: 60 s of edits
     finally:
         editor.cancel()
@@ -233,7 +230,7 @@ async def test_server_restarts_during_steady_edits_lose_nothing(
 async def test_an_expired_token_is_replaced_by_the_provider(
     start_server: StartServer,
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     minted: list[str] = []
 
@@ -319,8 +316,8 @@ async def test_presence_is_published_and_sent_again_after_a_restart(
         assert {"agent": client.name, "rendering": "S03"} in _states(response.json())
 
     await eventually(present, timeout=10)
-    server.kill()
-    server.restart()
+    await server.kill()
+    await server.restart()
     await eventually(present, timeout=20)
     await client.stop()
 
@@ -404,7 +401,7 @@ async def test_a_restarted_agent_has_its_document_offline(
     async with BlackboardClient(server.ws, "film", replica=replica) as first:
         first.doc.get("shots", type=Map)["S1"] = Map({"title": "synced"})
         await first.flushed(10)
-    server.kill()
+    await server.kill()
     again = BlackboardClient(server.ws, "film", replica=replica)
     await again.start()  # the server is down: the document comes from the replica
     assert again.doc.get("spec", type=Map)["title"] == "film"
@@ -423,14 +420,14 @@ async def test_calls_wait_for_the_edits_made_before_them(
     """Offline, an agent creates a task and claims it: the claim goes out only after the
     task is on the server (sent first, it would be refused 404)."""
     await create_project(server, "film")
-    server.kill()
+    await server.kill()
     client = BlackboardClient(server.ws, "film", replica=tmp_path / "a.db", name="worker-a")
     await client.start()
     client.doc.get("tasks", type=Map)["T9"] = Map({"kind": "render", "status": "pending"})
     claim = asyncio.create_task(client.leases.claim("T9", 60))
     await asyncio.sleep(1)
     assert not claim.done()  # offline: queued
-    server.restart()
+    await server.restart()
     granted = await asyncio.wait_for(claim, 60)
     assert granted["holder"] == "worker-a" and granted["fencing_token"] == 1
     await client.stop()
@@ -441,7 +438,7 @@ async def test_calls_wait_for_the_edits_made_before_them(
 async def test_a_failing_plain_token_provider_is_asked_again(
     start_server: StartServer,
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     asked: list[int] = []
 

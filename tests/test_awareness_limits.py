@@ -6,7 +6,6 @@ sockets and stock JS clients), except the 30 s expiry, which runs on a fake cloc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import httpx
 
@@ -16,9 +15,7 @@ from tests.support.api import create_project
 from tests.support.auth import until_closed
 from tests.support.awareness import QUIET_S, joined, seen, states_message
 from tests.support.js import JsClients
-from tests.support.server import ServerProcess
-
-StartServer = Callable[..., ServerProcess]
+from tests.support.server import ServerProcess, StartServer
 
 
 async def _presence(server: ServerProcess, project_id: str) -> list[dict]:
@@ -56,7 +53,7 @@ async def test_a_connection_claiming_many_client_ids_is_closed_and_relays_nothin
 async def test_oversized_states_are_dropped_and_the_room_is_capped(
     start_server: StartServer,
 ) -> None:
-    server = start_server(
+    server = await start_server(
         env={
             "BLACKBOARD_MAX_AWARENESS_STATE_BYTES": "1000",
             "BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM": "3",

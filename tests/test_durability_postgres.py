@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,7 +26,7 @@ from blackboard.sync.wire import close_codes
 from tests.support.api import create_project, eventually, project_json
 from tests.support.backends import migrate_database
 from tests.support.private_postgres import PrivatePostgres
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 FLUSH_TIMEOUT_S = 30.0
 
@@ -71,9 +71,9 @@ async def stored_shots(database_url: str, project_id: str, tmp_path: Path) -> se
 
 
 async def test_kill_9_mid_burst_loses_no_acknowledged_update(
-    pg_url: str, start_server: Callable[..., ServerProcess], tmp_path: Path
+    pg_url: str, start_server: StartServer, tmp_path: Path
 ) -> None:
-    server = start_server(env={"BLACKBOARD_DATABASE_URL": pg_url})
+    server = await start_server(env={"BLACKBOARD_DATABASE_URL": pg_url})
     projects = [f"p{i}" for i in range(4)]
     for project_id in projects:
         await create_project(server, project_id)
@@ -85,14 +85,14 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_update(
         assert sum(len(w.acked_shots()) for w in writers) >= 2000
 
     await eventually(enough_acked, timeout=60)
-    server.kill()
+    await server.kill()
     await asyncio.gather(*burst)
     await asyncio.gather(*(w.client.close() for w in writers))
     acked = sum(len(w.acked_shots()) for w in writers)
     sent = sum(len(w.carried_by) for w in writers)
     assert 2000 <= acked < sent  # the kill landed in the middle of the burst
 
-    server.restart()
+    await server.restart()
     for project_id in projects:
         on_server = set((await project_json(server, project_id))["doc"]["shots"])
         for writer in writers:
@@ -120,10 +120,10 @@ async def private_url(private_pg: PrivatePostgres) -> str:
 async def test_postgres_restarted_under_load_loses_no_acknowledged_update(
     private_pg: PrivatePostgres,
     private_url: str,
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
     tmp_path: Path,
 ) -> None:
-    server = start_server(env={"BLACKBOARD_DATABASE_URL": private_url})
+    server = await start_server(env={"BLACKBOARD_DATABASE_URL": private_url})
     await create_project(server, "film")
     writers = [Writer(server, "film", f"w{i}") for i in range(8)]
     await asyncio.gather(*(w.client.connect() for w in writers))
@@ -155,10 +155,10 @@ async def test_postgres_restarted_under_load_loses_no_acknowledged_update(
 async def test_database_down_peers_sync_nothing_acked_then_bounded(
     private_pg: PrivatePostgres,
     private_url: str,
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
     tmp_path: Path,
 ) -> None:
-    server = start_server(
+    server = await start_server(
         env={"BLACKBOARD_DATABASE_URL": private_url, "BLACKBOARD_MAX_PENDING_LOG_BYTES": "30000"}
     )
     await create_project(server, "film")
@@ -221,10 +221,10 @@ async def test_database_down_peers_sync_nothing_acked_then_bounded(
 async def test_http_update_answers_only_once_committed(
     private_pg: PrivatePostgres,
     private_url: str,
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
     tmp_path: Path,
 ) -> None:
-    server = start_server(env={"BLACKBOARD_DATABASE_URL": private_url})
+    server = await start_server(env={"BLACKBOARD_DATABASE_URL": private_url})
     await create_project(server, "film")
     doc = Doc()
     doc.get("shots", type=Map)["S1"] = Map({"title": "one"})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,7 +18,7 @@ import pytest
 from blackboard.persistence.postgres_database import PostgresDatabase
 from tests.support.api import create_project
 from tests.support.backends import PG_URL
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 from tests.test_durability_postgres import FLUSH_TIMEOUT_S, Writer, stored_shots, write_steadily
 
 KILL_EVERY_S = 0.15
@@ -63,9 +62,9 @@ async def charge_steadily(server: ServerProcess, name: str, stop: asyncio.Event)
 
 
 async def test_killed_connections_are_discarded_and_nothing_acked_is_lost(
-    pg_url: str, start_server: Callable[..., ServerProcess], tmp_path: Path
+    pg_url: str, start_server: StartServer, tmp_path: Path
 ) -> None:
-    server = start_server(env={"BLACKBOARD_DATABASE_URL": pg_url})
+    server = await start_server(env={"BLACKBOARD_DATABASE_URL": pg_url})
     await create_project(server, "film", budget_total=100000)
     writers = [Writer(server, "film", f"w{i}") for i in range(6)]
     await asyncio.gather(*(w.client.connect() for w in writers))

@@ -9,7 +9,7 @@ import collections
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -31,9 +31,9 @@ from tests.support.awareness import joined, seen, states_message
 from tests.support.backends import REDIS_URL, redis_prefix
 from tests.support.js import JsClients
 from tests.support.private_redis import PrivateRedis
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
-Cluster = Callable[..., list[ServerProcess]]
+Cluster = Callable[..., Awaitable[list[ServerProcess]]]
 
 
 @pytest.fixture
@@ -42,11 +42,11 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def cluster(pg_url: str, start_server: Callable[..., ServerProcess], prefix: str) -> Cluster:
+def cluster(pg_url: str, start_server: StartServer, prefix: str) -> Cluster:
     """`cluster(n, redis_url=..., **env)`: n instances on one database and one Redis (the
     servers stop before the database is dropped)."""
 
-    def start(count: int, redis_url: str = REDIS_URL, **env: str) -> list[ServerProcess]:
+    async def start(count: int, redis_url: str = REDIS_URL, **env: str) -> list[ServerProcess]:
         base = {
             "BLACKBOARD_DATABASE_URL": pg_url,
             "BLACKBOARD_REDIS_URL": redis_url,
@@ -56,18 +56,18 @@ def cluster(pg_url: str, start_server: Callable[..., ServerProcess], prefix: str
             "BLACKBOARD_INSTANCE_TTL_S": "3",
             "BLACKBOARD_REDIS_TIMEOUT_S": "1",
         }
-        return [start_server(env={**base, **env}) for _ in range(count)]
+        return [await start_server(env={**base, **env}) for _ in range(count)]
 
     return start
 
 
 @pytest.fixture
 async def private_redis() -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis().start()
+    server = await PrivateRedis().start()
     try:
         yield server
     finally:
-        server.kill()
+        await server.kill()
 
 
 class ChannelTap:
@@ -118,7 +118,7 @@ def shot(index: int) -> str:
 async def test_edits_on_every_instance_reach_every_client_one_message_each(
     cluster: Cluster, js: JsClients, prefix: str
 ) -> None:
-    a, b = cluster(2)
+    a, b = await cluster(2)
     await create_project(a, "film")
     tap = await ChannelTap.open(REDIS_URL, f"{prefix}doc:film")
     await js.connect("on_a", a.ws, "film")
@@ -159,7 +159,7 @@ async def test_edits_on_every_instance_reach_every_client_one_message_each(
 
 
 async def test_presence_is_global(cluster: Cluster, js: JsClients) -> None:
-    a, b = cluster(2)
+    a, b = await cluster(2)
     await create_project(a, "pres")
     await js.connect("ana", a.ws, "pres")
     await js.connect("bo", b.ws, "pres")
@@ -206,13 +206,13 @@ async def test_presence_is_global(cluster: Cluster, js: JsClients) -> None:
 
 
 async def test_dead_instance_disappears_from_presence(cluster: Cluster, js: JsClients) -> None:
-    a, b = cluster(2)
+    a, b = await cluster(2)
     await create_project(a, "crash")
     await js.connect("on_a", a.ws, "crash")
     await js.connect("on_b", b.ws, "crash")
     await js.call("setAwareness", name="on_b", state={"user": "bo"})
     await eventually(lambda: _has_state(js, "on_a", {"user": "bo"}, present=True))
-    b.kill()  # no goodbye: its presence entry and bo's state must expire by themselves
+    await b.kill()  # no goodbye: its presence entry and bo's state must expire by themselves
     await eventually(lambda: _has_state(js, "on_a", {"user": "bo"}, present=False), timeout=10)
 
     async def only_a_listed() -> None:
@@ -223,19 +223,19 @@ async def test_dead_instance_disappears_from_presence(cluster: Cluster, js: JsCl
 
 
 async def test_killed_instance_restarts_and_catches_up(cluster: Cluster, js: JsClients) -> None:
-    a, b = cluster(2)
+    a, b = await cluster(2)
     await create_project(a, "kill")
     await js.connect("on_a", a.ws, "kill")
     await js.connect("on_b", b.ws, "kill")
     await js.call("set", name="on_b", path=["shots", "S1"], value={"title": "before"})
     await js.call("waitFor", name="on_a", path=["shots", "S1", "title"], value="before")
 
-    b.kill()
+    await b.kill()
     # Edits while b is gone: on a, and offline on b's client.
     for i in range(20):
         await js.call("set", name="on_a", path=["tasks", f"T{i}"], value={"kind": "render"})
     await js.call("set", name="on_b", path=["shots", "S2"], value={"title": "offline"})
-    b.restart()
+    await b.restart()
 
     expected_tasks = {f"T{i}": {"kind": "render"} for i in range(20)}
     expected_shots = {"S1": {"title": "before"}, "S2": {"title": "offline"}}
@@ -246,7 +246,7 @@ async def test_killed_instance_restarts_and_catches_up(cluster: Cluster, js: JsC
     assert doc["tasks"] == expected_tasks and doc["shots"] == expected_shots
 
     # An instance that starts with no clients and then gets one serves everything.
-    (c,) = cluster(1)
+    (c,) = await cluster(1)
     fresh = Session(c.ws, "kill")
     await fresh.connect()
     assert fresh.doc.get("tasks", type=Map).to_py() == expected_tasks
@@ -257,7 +257,7 @@ async def test_killed_instance_restarts_and_catches_up(cluster: Cluster, js: JsC
 async def test_paused_instance_that_missed_messages_converges_from_the_log(
     cluster: Cluster, js: JsClients, private_redis: PrivateRedis
 ) -> None:
-    a, b = cluster(2, redis_url=private_redis.url)
+    a, b = await cluster(2, redis_url=private_redis.url)
     await create_project(a, "pause")
     await js.connect("on_b", b.ws, "pause")
     writer = Session(a.ws, "pause")
@@ -271,7 +271,7 @@ async def test_paused_instance_that_missed_messages_converges_from_the_log(
     try:
         # Redis restarts while b sleeps: a resubscribes, b cannot, so every message
         # published from now on is lost for b; only the log has them.
-        private_redis.restart()
+        await private_redis.restart()
         await eventually(lambda: _redis_ok(a), timeout=10)
         notes = writer.doc.get("dna_bank", type=Map)
         for i in range(100):
@@ -293,7 +293,7 @@ async def test_paused_instance_that_missed_messages_converges_from_the_log(
 async def test_redis_down_falls_back_to_the_log_and_recovers(
     cluster: Cluster, js: JsClients, private_redis: PrivateRedis
 ) -> None:
-    a, b = cluster(2, redis_url=private_redis.url)
+    a, b = await cluster(2, redis_url=private_redis.url)
     await create_project(a, "outage")
     await js.connect("on_a", a.ws, "outage")
     await js.connect("on_b", b.ws, "outage")
@@ -303,7 +303,7 @@ async def test_redis_down_falls_back_to_the_log_and_recovers(
         ready = await http_get(server, "/readyz")
         assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "ok"
 
-    private_redis.kill()
+    await private_redis.kill()
 
     async def degraded(server: ServerProcess) -> None:
         ready = await http_get(server, "/readyz")
@@ -327,7 +327,7 @@ async def test_redis_down_falls_back_to_the_log_and_recovers(
         assert metrics["blackboard_redis_up"] == 0
         assert metrics["blackboard_peer_updates_caught_up_total"] >= 5
 
-    private_redis.start()
+    await private_redis.start()
     for server in (a, b):
         await eventually(
             lambda s=server: _redis_ok(s),  # reconnects by itself
@@ -350,7 +350,7 @@ async def test_update_of_an_instance_that_died_before_commit_is_stored_by_a_peer
 ) -> None:
     # Both named alike (as a deployment restarting one container might): the instance
     # that replaces the dead one must not be taken for it.
-    a, b = cluster(2, BLACKBOARD_INSTANCE_ID="node")
+    a, b = await cluster(2, BLACKBOARD_INSTANCE_ID="node")
     await create_project(a, "orphan")
     await js.connect("on_a", a.ws, "orphan")
     await js.connect("on_b", b.ws, "orphan")
@@ -380,12 +380,12 @@ async def test_update_of_an_instance_that_died_before_commit_is_stored_by_a_peer
 
         await eventually(a_is_committing)
         await js.call("destroy", name="on_a")
-        a.kill()  # a dies with the update uncommitted, and its statement is cancelled:
+        await a.kill()  # a dies with the update uncommitted, and its statement is cancelled:
         await blocker.execute("SELECT pg_terminate_backend($1)", waiting[0])  # only b has it
     finally:
         await stall.rollback()
         await blocker.close()
-    a.restart()  # at once, under the same name
+    await a.restart()  # at once, under the same name
 
     async def stored_in_the_log() -> None:
         store = make_store(pg_url, a.data_dir)
@@ -399,14 +399,14 @@ async def test_update_of_an_instance_that_died_before_commit_is_stored_by_a_peer
 
     await eventually(stored_in_the_log, timeout=15)
     # A fresh instance (nothing in memory) serves it from the database.
-    (c,) = cluster(1)
+    (c,) = await cluster(1)
     assert (await project_json(c, "orphan"))["doc"]["shots"]["S2"] == {"title": "orphan"}
 
 
 async def test_a_compaction_fence_held_elsewhere_stops_every_instance_compacting(
     cluster: Cluster, pg_url: str
 ) -> None:
-    a, b = cluster(2, BLACKBOARD_COMPACT_AFTER_ROWS="10")
+    a, b = await cluster(2, BLACKBOARD_COMPACT_AFTER_ROWS="10")
     await create_project(a, "compact")
     other_instance = make_store(pg_url, a.data_dir)
     await other_instance.open(migrate_schema=False)
@@ -497,7 +497,7 @@ async def test_each_repair_is_made_and_recorded_once_across_instances(cluster: C
     update too, finds the repair arriving and does nothing. A break only two concurrent
     updates on two instances make (a higher status losing the map race to a lower one)
     is repaired once as well."""
-    a, b = cluster(2)
+    a, b = await cluster(2)
     await create_project(a, "once")
     base = Doc(client_id=5)
     with base.transaction():
@@ -556,7 +556,7 @@ async def test_a_shot_reworked_on_one_instance_wins_over_stale_work_on_another(
     shot through b, concurrent: both instances restart the shot at `draft`, and the
     repair is made and recorded once. Restarted, b judges stale writes from the stored
     lattice record exactly as before."""
-    a, b = cluster(2)
+    a, b = await cluster(2)
     await create_project(a, "rework")
     base = Doc(client_id=5)
     base.get("shots", type=Map)["S1"] = Map({"title": "s", "status": "rejected"})
@@ -590,8 +590,8 @@ async def test_a_shot_reworked_on_one_instance_wins_over_stale_work_on_another(
     await post_update(a, "rework", planner.get_update(viewer.get_state()))
     await eventually(lambda: shows("planned"))
 
-    b.stop()
-    b.restart()
+    await b.stop()
+    await b.restart()
     late = Doc(client_id=40)  # still on revision 0
     late.apply_update(base.get_update())
     late.get("shots", type=Map)["S1"]["status"] = "generating"
@@ -623,8 +623,8 @@ async def _has_shot(server: ServerProcess) -> None:
 async def test_presence_bounds_hold_across_instances(cluster: Cluster) -> None:
     """A flood refused on one instance reaches no other; an instance keeps its own cap on
     the states its peers relay."""
-    [a] = cluster(1, BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM="10")
-    [b] = cluster(1, BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM="3")
+    [a] = await cluster(1, BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM="10")
+    [b] = await cluster(1, BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM="3")
     await create_project(a, "pres")
     watcher = await joined(b, "pres")
     await seen(watcher)
