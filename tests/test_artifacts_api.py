@@ -4,6 +4,7 @@ indexed without their object."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -157,13 +158,13 @@ async def test_200_mb_round_trip_keeps_server_memory_flat(
 async def test_an_unreachable_s3_is_reported_and_refused_clearly(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    s3 = S3ServerProcess(tmp_path).start()
+    s3 = await asyncio.to_thread(S3ServerProcess(tmp_path).start)  # its wait blocks
     try:
         server = await start_server(env=s3.env(s3.config()))
         await create_project(server, "film")
         async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
             assert (await http.get("/readyz")).json()["checks"]["objects_s3"] == "ok"
-            s3.close()
+            await asyncio.to_thread(s3.close)
             ready = await http.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["checks"]["objects_s3"].startswith("down: ")
@@ -172,7 +173,7 @@ async def test_an_unreachable_s3_is_reported_and_refused_clearly(
             doc = (await http.get("/api/projects/film")).json()["doc"]
             assert doc["artifacts"] == {}
     finally:
-        s3.close()
+        await asyncio.to_thread(s3.close)
 
 
 async def test_uploads_need_the_write_role_and_reads_the_read_role(
