@@ -24,7 +24,14 @@ from blackboard.sync.wire.protocol import (
     sync_update,
 )
 from blackboard.web.tokens import TokenExpired, verify
-from tests.support.api import bearer, create_project, eventually, history, project_json
+from tests.support.api import (
+    bearer,
+    committed_doc,
+    create_project,
+    eventually,
+    history,
+    project_json,
+)
 from tests.support.auth import (
     KEYRING,
     SECRET,
@@ -170,7 +177,7 @@ async def test_read_token_syncs_but_its_writes_are_refused(start_server: StartSe
     reader = Session(server.ws, "film", token=token("film", "read", "rita"))
     await reader.connect()
     assert reader.doc.get("shots", type=Map).to_py() == {"S1": {"title": "Opening"}}
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # a window for a wrongful close (nothing to wait for)
     assert reader.connected
     # ... then writes: closed 4403, and nothing changed.
     reader.doc.get("shots", type=Map)["S3"] = Map({"title": "Mine"})
@@ -199,12 +206,11 @@ async def test_stock_js_reader_syncs_then_is_refused_on_write(
     await js.call("delete", name="w", path=["shots", "S2"])
 
     async def stored() -> None:
-        assert (await project_json(server, "film", admin))["doc"]["shots"] == {
-            "S1": {"title": "Opening"}
-        }
+        expected = {"S1": {"title": "Opening"}}
+        assert (await project_json(server, "film", admin))["doc"]["shots"] == expected
+        assert (await committed_doc(server, "film", admin))["shots"] == expected  # in the log
 
     await eventually(stored)
-    await asyncio.sleep(0.3)  # let the log commit
     before = await _state(server, "film", admin)
     reply = await js.connect("r", server.ws, "film", token=token("film", "read", "rita"))
     assert reply["synced"] and reply["closes"] == []

@@ -240,9 +240,10 @@ async def _kill_between_commit_and_reply(
 
         workers = [asyncio.create_task(worker(i)) for i in range(32)]
         for _ in range(200):
-            await asyncio.sleep(rng.uniform(0.005, 0.05))
+            await asyncio.sleep(rng.uniform(0.005, 0.05))  # a random moment to freeze it
             os.kill(server.proc.pid, signal.SIGSTOP)
-            await asyncio.sleep(0.25)  # what the server wrote before freezing arrives
+            # What the server wrote before freezing arrives (bytes in flight: no event).
+            await asyncio.sleep(0.25)
             if await committed() > len(answered):
                 killed.set()
                 await server.kill()

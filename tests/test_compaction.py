@@ -73,7 +73,7 @@ async def test_append_racing_compaction_is_not_lost(store: DocumentStore) -> Non
     async def compact_repeatedly() -> None:
         for _ in range(15):
             await compact(store, "race", timedelta(0))  # prune everything it may
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one loop turn: let appends in between
 
     await asyncio.gather(append_all(), compact_repeatedly())
     doc = replay(await store.load("race"))

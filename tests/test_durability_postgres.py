@@ -56,7 +56,7 @@ class Writer:
 async def write_steadily(writer: Writer, count: int, pause_s: float) -> None:
     for i in range(count):
         writer.write(f"{writer.name}-{i}")
-        await asyncio.sleep(pause_s)
+        await asyncio.sleep(pause_s)  # the pace of the load
 
 
 async def stored_shots(database_url: str, project_id: str, tmp_path: Path) -> set[str]:
@@ -129,12 +129,18 @@ async def test_postgres_restarted_under_load_loses_no_acknowledged_update(
     await asyncio.gather(*(w.client.connect() for w in writers))
     load = [asyncio.create_task(write_steadily(w, 400, 0.01)) for w in writers]
     try:
-        await asyncio.sleep(1.0)
+
+        async def under_load() -> None:  # every writer's updates are being committed
+            assert all(w.acked_shots() for w in writers)
+
+        await eventually(under_load)
         await private_pg.stop("immediate")  # a crash: no shutdown checkpoint
-        await asyncio.sleep(1.0)
         async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
-            ready = await http.get("/readyz")
-            assert ready.status_code == 503
+
+            async def not_ready() -> None:
+                assert (await http.get("/readyz")).status_code == 503
+
+            await eventually(not_ready)
         await private_pg.start()
     finally:
         if not (private_pg.data / "postmaster.pid").exists():
@@ -179,7 +185,7 @@ async def test_database_down_peers_sync_nothing_acked_then_bounded(
             assert "during" in reader.doc.get("shots", type=Map)
 
         await eventually(reader_has_it)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # a window for a wrongful ack (nothing to wait for)
         assert writer.client.acked == acked_before  # no ack without a commit
 
         # Updates wait in memory up to the bound; past it the writer is refused, not
@@ -188,7 +194,7 @@ async def test_database_down_peers_sync_nothing_acked_then_bounded(
             if not writer.client.connected:
                 break
             writer.write(f"x{i}-" + "y" * 100)
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # the pace of the writes
         await eventually(lambda: _assert_closed(writer.client), timeout=10)
         assert writer.client.close_code == close_codes.TRY_AGAIN_LATER
         assert "database" in writer.client.close_reason
@@ -235,7 +241,7 @@ async def test_http_update_answers_only_once_committed(
             post = asyncio.create_task(
                 http.post("/api/projects/film/update", content=doc.get_update())
             )
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5)  # a window for a wrongful answer (nothing to wait for)
             assert not post.done()  # applied, but no answer before it is durable
         finally:
             await private_pg.start()

@@ -41,7 +41,7 @@ async def test_history_and_state_as_of_a_seq_or_a_time(
     server = await start_server(env=backend_env)
     await create_project(server, "film")
     await write_shots(server, ["S0", "S1", "S2", "S3", "S4"])
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # clock time between the commits and `middle`, both sides
     middle = datetime.now(UTC).isoformat()
     await asyncio.sleep(0.05)
     await write_shots(server, ["S5", "S6", "S7", "S8", "S9"])
@@ -95,7 +95,7 @@ async def test_history_past_retention_answers_410_not_a_wrong_state(
     server = await start_server(env=backend_env)
     await create_project(server, "film")
     await write_shots(server, ["S0", "S1", "S2"])
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # clock time between the commits and `middle`, both sides
     middle = datetime.now(UTC).isoformat()
     await asyncio.sleep(0.05)
     await write_shots(server, ["S3", "S4"])

@@ -172,7 +172,7 @@ async def _peak_send_queue(server: ServerProcess, stop: asyncio.Event) -> float:
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
         while not stop.is_set():
             peak = max(peak, await _gauge(http, "blackboard_send_queue_bytes"))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the sampling period
     return peak
 
 

@@ -99,7 +99,7 @@ async def test_pool_size_is_honored(pg_url: str, tmp_path: Path) -> None:
                         database,
                     )
                     peak = max(peak, count)
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # the sampling period
             finally:
                 await conn.close()
 
@@ -148,7 +148,7 @@ async def test_seqs_from_several_writer_processes_are_gap_free_in_commit_order(
                 seqs = [row[0] for row in rows]
                 assert seqs == list(range(1, len(seqs) + 1)), f"{project_id}: gap in {seqs}"
                 observations += 1
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one loop turn: observe between any two commits
 
     reader = asyncio.create_task(observe_prefixes())
     outputs = await asyncio.wait_for(asyncio.gather(*(w.communicate() for w in writers)), 120)

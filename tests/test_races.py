@@ -42,7 +42,7 @@ async def test_reconnect_during_unload_loses_nothing(
         assert len(client.doc.get("tasks", type=Map)) == i
         client.doc.get("tasks", type=Map)[f"T{i}"] = Map({"kind": "render"})
         await client.close()  # no flush: the room unloads right behind us
-        await asyncio.sleep(0.01 * (i % 4))
+        await asyncio.sleep(0.01 * (i % 4))  # reconnects at varied moments of the unload
     await server.stop()
     await server.restart()
     tasks = (await project_json(server, "churn"))["doc"]["tasks"]

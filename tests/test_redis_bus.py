@@ -76,7 +76,7 @@ async def test_publish_subscribe_survives_a_redis_restart(redis_server: PrivateR
         dropped = sender.dropped
         for i in range(5):  # not one lost on a dead pooled connection
             sender.publish(channel, b"again%d" % i)
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one loop turn: the publishes interleave with the bus
         await eventually(lambda: _equal(listener.received[-5:], [b"again%d" % i for i in range(5)]))
         assert sender.dropped == dropped
         assert b"lost" not in listener.received

@@ -19,6 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 from pycrdt import Doc, Map
 
+from blackboard.persistence.clock import utc_now
 from blackboard.persistence.compaction import compaction_fence
 from blackboard.persistence.factory import make_store
 from blackboard.persistence.fence import Fences
@@ -125,7 +126,7 @@ async def test_edits_on_every_instance_reach_every_client_one_message_each(
     await js.connect("on_b", b.ws, "film")
     agent = Session(b.ws, "film")
     await agent.connect()
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # a window for stray publishes before the baseline (no event)
     baseline = tap.counts["u"]
 
     expected: dict[str, dict[str, Any]] = {}
@@ -149,7 +150,7 @@ async def test_edits_on_every_instance_reach_every_client_one_message_each(
     # A late joiner syncs (server step 2 and its own empty step 2): nothing is published.
     await js.connect("late", a.ws, "film")
     await js.call("waitFor", name="late", path=["shots"], value=expected)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # a window for a wrongful publish (nothing to wait for)
     assert tap.counts["u"] - baseline == 15
     # Each update was received, and its Redis lag measured, by the one other instance.
     received = [(await _metrics(s))["blackboard_redis_lag_seconds_count"] for s in (a, b)]
@@ -426,7 +427,8 @@ async def test_a_compaction_fence_held_elsewhere_stops_every_instance_compacting
                 await w.flush()
         # Both instances passed their threshold, yet neither compacted: the fence is held.
         assert await _snapshot_count(other_instance, "compact") == 0
-        await asyncio.sleep(4)  # the fence expires: the next instance to pass takes it
+        # The fence expires: the next instance to pass its threshold takes it.
+        await eventually(lambda: _fence_expired(other_instance, compaction_fence("compact")))
         for w in writers:
             for j in range(15):
                 with w.doc.transaction():
@@ -474,6 +476,13 @@ async def _snapshot_count(store: Any, project_id: str) -> int:
     return await store.db.fetchval(
         "SELECT count(*) FROM doc_snapshots WHERE project_id = $1", project_id
     )
+
+
+async def _fence_expired(store: Any, name: str) -> None:
+    held = await store.db.fetchval(
+        "SELECT count(*) FROM work_fences WHERE name = $1 AND expires_at > $2", name, utc_now()
+    )
+    assert held == 0, f"fence {name} still held"
 
 
 async def _snapshot_count_at_least(store: Any, project_id: str, n: int) -> None:
@@ -529,7 +538,9 @@ async def test_each_repair_is_made_and_recorded_once_across_instances(cluster: C
         assert doc["tasks"]["T1"]["status"] == "done"
 
     await eventually(repaired)
-    await asyncio.sleep(1.5)  # past every deferred check of a peer's update
+    # Past every deferred check of a peer's update, none of which may undo the repair
+    # (the checks run inside the servers: nothing to wait for).
+    await asyncio.sleep(1.5)
     await repaired()
     expected = [
         ("shots/S1/duration_s", "wrong_type", 12.0),
@@ -580,7 +591,7 @@ async def test_a_shot_reworked_on_one_instance_wins_over_stale_work_on_another(
         assert doc["shots"]["S1"] == {"title": "s", "status": status, "revision": 1.0}
 
     await eventually(lambda: shows("draft"))
-    await asyncio.sleep(1.5)  # past every deferred check of a peer's update
+    await asyncio.sleep(1.5)  # past every deferred check of a peer's update (see above)
     await shows("draft")
     viewer = Doc(client_id=30)  # saw the rework's `draft`; edits offline from here
     viewer.apply_update(await document_update(a, "rework"))
@@ -605,7 +616,7 @@ async def test_a_shot_reworked_on_one_instance_wins_over_stale_work_on_another(
     viewer.get("shots", type=Map)["S1"]["status"] = "review"
     await post_update(b, "rework", viewer.get_update(before))
     await eventually(lambda: shows("review"))
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # past every deferred check of a peer's update (see above)
     await shows("review")
     expected = [
         ("shots/S1/status", "lattice", "draft"),

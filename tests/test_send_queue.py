@@ -35,7 +35,7 @@ async def test_one_message_over_the_cap_is_sent_but_a_backlog_is_not() -> None:
         channel, project_id="p", actor="a", can_write=True, wants_acks=False, max_queue_bytes=1000
     )
     conn.send(b"x" * 5000)  # e.g. a big document's sync step 2
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: the sender task sends at once
     assert conn.open and channel.sent == [b"x" * 5000]
     for _ in range(3):  # the client is stuck on it: these wait in the outbox
         conn.send(b"y" * 400)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.support.api import create_project
+from tests.support.api import create_project, eventually
 from tests.support.server import ServerProcess, StartServer
 
 FLOODER = "127.0.0.2"  # loopback too, but another client address than the tests' own
@@ -92,7 +92,7 @@ async def test_one_address_gets_at_most_its_cap_of_sockets(start_server: StartSe
         env={"BLACKBOARD_MAX_CONNECTIONS_PER_ADDRESS": "20", "BLACKBOARD_HEADER_TIMEOUT_S": "30"}
     )
     held = [await _half_request(server, FLOODER) for _ in range(20)]
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # a window for a wrongful close (nothing to wait for)
     assert not any(reader.at_eof() for reader, _ in held)
     excess = [await _half_request(server, FLOODER) for _ in range(5)]
     waits = await asyncio.gather(*(_closed_after(socket, 5) for socket in excess))
@@ -106,13 +106,21 @@ async def test_one_address_gets_at_most_its_cap_of_sockets(start_server: StartSe
     sockets = []
     for _, writer in held[:3]:
         writer.close()
-    await asyncio.sleep(0.3)
+
+    async def connect_in_a_freed_slot() -> None:  # refused until the server saw the close
+        try:
+            sockets.append(await websockets.connect(url, local_addr=(FLOODER, 0), open_timeout=5))
+        except (websockets.InvalidMessage, websockets.ConnectionClosed, OSError) as refused:
+            raise AssertionError(f"no free slot yet: {refused!r}") from refused
+
     for _ in range(3):
-        sockets.append(await websockets.connect(url, local_addr=(FLOODER, 0), open_timeout=5))
+        await eventually(connect_in_a_freed_slot)
     refused = await _half_request(server, FLOODER)
     assert await _closed_after(refused, 5) < 1.0
     for ws in sockets:
         await ws.close()
+    # Only a socket kept open shows a free slot: time for the server to see the closes,
+    # then a window for a wrongful close.
     await asyncio.sleep(0.3)
     again = await _half_request(server, FLOODER)
     await asyncio.sleep(0.3)
@@ -143,7 +151,7 @@ async def test_one_address_opens_new_connections_no_faster_than_its_rate(
     assert not any(reader.at_eof() for reader, _ in burst)
 
     # The bucket refills at the rate: one more in 2 s, not two (refusals took nothing).
-    await asyncio.sleep(2.2)
+    await asyncio.sleep(2.2)  # the bucket refills by the clock
     refilled = await websockets.connect(url, local_addr=(RECONNECTER, 0), open_timeout=5)
     assert await _closed_after(await _half_request(server, RECONNECTER), 5) < 1.0
     await refilled.close()
