@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import subprocess
@@ -61,20 +60,23 @@ async def test_edits_sync_flush_and_budget_round_trip(
     await client.stop()
 
 
-def _agent(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.agent_process", *args],
+async def _agent(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "tests.support.agent_process", *args),
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+        stdout=asyncio.subprocess.PIPE,
     )
 
 
-def _read_line(agent: subprocess.Popen[str], timeout: float) -> str:
-    """The agent's next stdout line (a thread, so a hung agent cannot hang the test)."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        assert agent.stdout is not None
-        return pool.submit(agent.stdout.readline).result(timeout).strip()
+async def _read_line(agent: asyncio.subprocess.Process, timeout: float) -> str:
+    """The agent's next stdout line, waited for at most `timeout` (an agent may hang)."""
+    assert agent.stdout is not None
+    return (await asyncio.wait_for(agent.stdout.readline(), timeout)).decode().strip()
+
+
+async def _kill(agent: asyncio.subprocess.Process) -> None:
+    agent.kill()
+    await asyncio.wait_for(agent.wait(), 10)
 
 
 async def test_agent_and_server_killed_lose_nothing_and_reserve_once(
@@ -84,40 +86,37 @@ async def test_agent_and_server_killed_lose_nothing_and_reserve_once(
     replica = str(tmp_path / "agent.db")
     await server.kill()
     # Offline: 2,000 edits and 3 reserves in the replica; then kill -9 the agent.
-    agent = _agent("offline", server.ws, "film", replica, "2000", "3")
-    assert _read_line(agent, 120) == "ready"
-    agent.kill()
-    agent.wait(10)
+    agent = await _agent("offline", server.ws, "film", replica, "2000", "3")
+    assert await _read_line(agent, 120) == "ready"
+    await _kill(agent)
 
     # The server comes back; kill both once the first piece of the backlog (2 MB, sent as
     # several messages under the 1 MiB limit) is committed.
     await server.restart()
-    agent = _agent("sync", server.ws, "film", replica)
+    agent = await _agent("sync", server.ws, "film", replica)
 
     async def some_edits_committed() -> None:
         assert (await project_json(server, "film"))["seq"] > 0
 
     await eventually(some_edits_committed, 60)
     await server.kill()
-    agent.kill()
-    agent.wait(10)
+    await _kill(agent)
 
     # Again, this time once a reserve is committed (its reply may never reach the agent).
     await server.restart()
-    agent = _agent("sync", server.ws, "film", replica)
+    agent = await _agent("sync", server.ws, "film", replica)
 
     async def a_reserve_committed() -> None:
         assert any(e["op"] == "reserve" for e in await _ledger(server, "film"))
 
     await eventually(a_reserve_committed, 60)
     await server.kill()
-    agent.kill()
-    agent.wait(10)
+    await _kill(agent)
 
     await server.restart()
-    agent = _agent("sync", server.ws, "film", replica)
-    summary = json.loads(_read_line(agent, 120))
-    assert agent.wait(30) == 0
+    agent = await _agent("sync", server.ws, "film", replica)
+    summary = json.loads(await _read_line(agent, 120))
+    assert await asyncio.wait_for(agent.wait(), 30) == 0
     assert summary["pending_updates"] == 0
     shots = (await project_json(server, "film"))["doc"]["shots"]
     assert sorted(shots) == sorted(f"S{i}" for i in range(2000))
@@ -387,7 +386,7 @@ async def test_the_example_agent_runs_against_a_real_server(
             command + replica, cwd=ROOT, capture_output=True, text=True, timeout=120
         )
 
-    first = example("--demo", "--project", "demo")
+    first = await asyncio.to_thread(example, "--demo", "--project", "demo")
     assert first.returncode == 0, first.stderr
     assert "T1 done with fencing token 1; spent 2.5, available 97.5" in first.stdout
     task = (await project_json(server, "demo"))["doc"]["tasks"]["T1"]
@@ -395,7 +394,7 @@ async def test_the_example_agent_runs_against_a_real_server(
     assert "lease_holder" not in task or task["lease_holder"] is None  # released
     ledger = await _ledger(server, "demo")
     assert [(e["op"], e.get("ref")) for e in ledger] == [("reserve", "T1"), ("commit", None)]
-    again = example("--project", "demo")
+    again = await asyncio.to_thread(example, "--project", "demo")
     assert again.returncode == 0 and "no pending task in 'demo'" in again.stdout
 
 

@@ -8,8 +8,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,8 @@ from pycrdt import Map
 from blackboard.sync.client import Session
 from tests.support.api import create_project, eventually
 from tests.support.budget_workload import check_outcome, run_workload
-from tests.support.server import ROOT, ServerProcess, StartServer
+from tests.support.cli import run_cli
+from tests.support.server import ServerProcess, StartServer
 
 Reply = tuple[int, dict[str, Any]]
 
@@ -306,24 +305,16 @@ async def test_kill_9_between_commit_and_reply_then_every_key_retried(
 async def test_cli_create_takes_an_exact_budget(start_server: StartServer, tmp_path: Path) -> None:
     data_dir = tmp_path / "cli"
 
-    def create(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [
-            sys.executable,
-            "-m",
-            "blackboard.web.cli",
-            "create",
-            *args,
-            "--data-dir",
-            str(data_dir),
-        ]
-        return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    async def create(*args: str) -> tuple[int, str, str]:
+        return await run_cli("create", *args, "--data-dir", str(data_dir), env={})
 
-    refused = create("film", "--title", "Film", "--budget", "10.00001")
-    assert refused.returncode != 0
-    assert "more than 4 decimal places" in refused.stderr
-    assert create("film", "--title", "Film", "--budget", "-3").returncode != 0
-    made = create("film", "--title", "Film", "--budget", "25000.5", "--currency", "EUR")
-    assert made.returncode == 0, made.stderr
+    code, _, err = await create("film", "--title", "Film", "--budget", "10.00001")
+    assert code != 0
+    assert "more than 4 decimal places" in err
+    assert (await create("film", "--title", "Film", "--budget", "-3"))[0] != 0
+    exact = ("--budget", "25000.5", "--currency", "EUR")
+    code, _, err = await create("film", "--title", "Film", *exact)
+    assert code == 0, err
     server = await start_server(data_dir=data_dir)
     async with _client(server) as http:
         balances = await _balances(http, "film")
