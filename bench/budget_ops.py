@@ -193,7 +193,7 @@ def _check(run: Run, rows: list[dict[str, Any]], balances: dict[str, Any]) -> No
 
 
 async def _over_http(url: str, clients: int, seconds: float) -> Run:
-    server = ServerProcess(
+    server = await ServerProcess(
         Path(tempfile.mkdtemp(prefix="bb-bench-budget-")),
         {"BLACKBOARD_DATABASE_URL": url, "BLACKBOARD_LOG_LEVEL": "warning"},
     ).start()
@@ -228,7 +228,7 @@ async def _over_http(url: str, clients: int, seconds: float) -> Run:
     finally:
         for connection in connections:
             connection.close()
-        server.close()
+        await server.close()
     return run
 
 

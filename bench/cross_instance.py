@@ -114,7 +114,7 @@ async def _publish_calls(client: aioredis.Redis) -> int:
 
 
 async def measure(rate: int, seconds: float, readers_per_instance: int) -> Outcome:
-    redis_server = PrivateRedis().start()
+    redis_server = await PrivateRedis().start()
     url = await create_database()
     folder = Path(tempfile.mkdtemp(prefix="bb-bench-cross-"))
     env = {
@@ -123,8 +123,8 @@ async def measure(rate: int, seconds: float, readers_per_instance: int) -> Outco
         "BLACKBOARD_REDIS_PREFIX": PREFIX,
         "BLACKBOARD_RATE_LIMIT": str(rate * 4),  # the writer is far above a typist
     }
-    a = ServerProcess(folder, env).start()
-    b = ServerProcess(folder, env).start()
+    a = await ServerProcess(folder, env).start()
+    b = await ServerProcess(folder, env).start()
     redis_client = aioredis.Redis.from_url(redis_server.url)
     counts = [0]
     local, remote, on_redis = Group(), Group(), Group()
@@ -197,9 +197,9 @@ async def measure(rate: int, seconds: float, readers_per_instance: int) -> Outco
         counter.cancel()
         await asyncio.gather(counter, return_exceptions=True)
         await redis_client.aclose()
-        a.stop()
-        b.stop()
-        redis_server.kill()
+        await a.stop()
+        await b.stop()
+        await redis_server.kill()
         await drop_database(url)
 
 

@@ -292,7 +292,7 @@ async def _sample(server: ServerProcess, phases: list[Phase]) -> None:
 async def measure(phase_s: float) -> dict[str, object]:
     raise_open_files()
     folder = Path(tempfile.mkdtemp(prefix="bb-bench-hostile-"))
-    server = ServerProcess(folder).start()
+    server = await ServerProcess(folder).start()
     assert server.proc is not None
     pid = server.proc.pid
     clients: list[BenchClient] = []
@@ -336,7 +336,7 @@ async def measure(phase_s: float) -> dict[str, object]:
     finally:
         for client in clients:
             await client.close()
-        server.stop()
+        await server.stop()
 
 
 def _phase_row(phase: Phase) -> dict[str, object]:

@@ -81,11 +81,11 @@ def _timed_cli(*args: str) -> tuple[float, float, int]:
 
 
 async def export_import(work: Path, target_bytes: int) -> dict[str, float]:
-    server = ServerProcess(work / "data").start()
+    server = await ServerProcess(work / "data").start()
     try:
         size = await _fill(server, "film", target_bytes)
     finally:
-        server.stop()
+        await server.stop()
     data = ["--data-dir", str(work / "data")]
     archive = work / "film.zip"
     export_s, export_cpu, export_rss = _timed_cli("export", "film", "--out", str(archive), *data)
@@ -148,20 +148,20 @@ async def transfer(server: ServerProcess, size_mb: int) -> dict[str, float]:
 async def transfers(work: Path, size_mb: int) -> dict[str, dict[str, float]]:
     results = {}
     env = {"BLACKBOARD_MAX_ARTIFACT_BYTES": str((size_mb + 1) * MB)}
-    server = ServerProcess(work / "folder", env).start()
+    server = await ServerProcess(work / "folder", env).start()
     try:
         results["data-dir folder"] = await transfer(server, size_mb)
     finally:
-        server.close()
-    s3 = S3ServerProcess(work).start()
+        await server.close()
+    s3 = await asyncio.to_thread(S3ServerProcess(work).start)  # its wait blocks
     try:
-        server = ServerProcess(work / "s3", {**env, **s3.env(s3.config())}).start()
+        server = await ServerProcess(work / "s3", {**env, **s3.env(s3.config())}).start()
         try:
             results["S3 (moto server)"] = await transfer(server, size_mb)
         finally:
-            server.close()
+            await server.close()
     finally:
-        s3.close()
+        await asyncio.to_thread(s3.close)
     return results
 
 

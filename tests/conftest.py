@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from blackboard.persistence.factory import make_store
 from tests.support.backends import create_database, drop_database
 from tests.support.js import JsClients
 from tests.support.s3_server import S3ServerProcess
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 
 @pytest.fixture
@@ -54,23 +54,25 @@ async def backend_env(request: pytest.FixtureRequest) -> AsyncIterator[dict[str,
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Start real server processes: `start_server(env={...}, data_dir=...)`."""
+async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
+    """Start real server processes: `await start_server(env={...}, data_dir=...)`."""
     started: list[ServerProcess] = []
 
-    def start(env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServerProcess:
-        server = ServerProcess(data_dir or tmp_path / "data", env).start()
-        started.append(server)
-        return server
+    async def start(
+        env: dict[str, str] | None = None, data_dir: Path | None = None
+    ) -> ServerProcess:
+        server = ServerProcess(data_dir or tmp_path / "data", env)
+        started.append(server)  # before it is up, so a failed start is cleaned up too
+        return await server.start()
 
     yield start
     for server in started:
-        server.close()
+        await server.close()
 
 
 @pytest.fixture
-def server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
-    return start_server()
+async def server(start_server: StartServer) -> ServerProcess:
+    return await start_server()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 
 import httpx
 import pytest
@@ -25,7 +24,14 @@ from blackboard.sync.wire.protocol import (
     sync_update,
 )
 from blackboard.web.tokens import TokenExpired, verify
-from tests.support.api import bearer, create_project, eventually, history, project_json
+from tests.support.api import (
+    bearer,
+    committed_doc,
+    create_project,
+    eventually,
+    history,
+    project_json,
+)
 from tests.support.auth import (
     KEYRING,
     SECRET,
@@ -35,9 +41,7 @@ from tests.support.auth import (
     until_closed,
 )
 from tests.support.js import JsClients
-from tests.support.server import ROOT, ServerProcess
-
-StartServer = Callable[..., ServerProcess]
+from tests.support.server import ROOT, ServerProcess, StartServer
 
 
 def _update(key: str, value: object) -> bytes:
@@ -52,14 +56,14 @@ async def _state(server: ServerProcess, project_id: str, admin: str) -> tuple[in
 
 
 async def test_open_mode_says_so_loudly(start_server: StartServer) -> None:
-    open_server = start_server()
-    secured, _ = start_auth_server(start_server)
+    open_server = await start_server()
+    secured, _ = await start_auth_server(start_server)
     assert "WARNING" in open_server.logs() and "OPEN MODE" in open_server.logs()
     assert "OPEN MODE" not in secured.logs()
 
 
 async def test_http_needs_a_fitting_token(start_server: StartServer) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     await create_project(server, "other", token=admin)
     before = await _state(server, "film", admin)
@@ -110,7 +114,7 @@ async def test_http_needs_a_fitting_token(start_server: StartServer) -> None:
 
 
 async def test_socket_refusals_close_before_any_document_byte(start_server: StartServer) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     before = await _state(server, "film", admin)
     refusals = {
@@ -133,7 +137,7 @@ async def test_socket_refusals_close_before_any_document_byte(start_server: Star
 
 
 async def test_query_string_tokens_never_reach_the_logs(start_server: StartServer) -> None:
-    server, admin = start_auth_server(start_server, BLACKBOARD_LOG_LEVEL="info")
+    server, admin = await start_auth_server(start_server, BLACKBOARD_LOG_LEVEL="info")
     await create_project(server, "film", token=admin)
     secret_token = token("film", "read", "ana")
     ws = await connect(server, "film", f"token={secret_token}")
@@ -158,7 +162,7 @@ def _alg_none_token() -> str:
 
 
 async def test_read_token_syncs_but_its_writes_are_refused(start_server: StartServer) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     async with Session(server.ws, "film", token=token("film", "write", "ed")) as writer:
         shots = writer.doc.get("shots", type=Map)
@@ -173,7 +177,7 @@ async def test_read_token_syncs_but_its_writes_are_refused(start_server: StartSe
     reader = Session(server.ws, "film", token=token("film", "read", "rita"))
     await reader.connect()
     assert reader.doc.get("shots", type=Map).to_py() == {"S1": {"title": "Opening"}}
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # a window for a wrongful close (nothing to wait for)
     assert reader.connected
     # ... then writes: closed 4403, and nothing changed.
     reader.doc.get("shots", type=Map)["S3"] = Map({"title": "Mine"})
@@ -194,7 +198,7 @@ async def test_read_token_syncs_but_its_writes_are_refused(start_server: StartSe
 async def test_stock_js_reader_syncs_then_is_refused_on_write(
     start_server: StartServer, js: JsClients
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     await js.connect("w", server.ws, "film", token=token("film", "write", "wes"))
     await js.call("set", name="w", path=["shots", "S1"], value={"title": "Opening"})
@@ -202,12 +206,11 @@ async def test_stock_js_reader_syncs_then_is_refused_on_write(
     await js.call("delete", name="w", path=["shots", "S2"])
 
     async def stored() -> None:
-        assert (await project_json(server, "film", admin))["doc"]["shots"] == {
-            "S1": {"title": "Opening"}
-        }
+        expected = {"S1": {"title": "Opening"}}
+        assert (await project_json(server, "film", admin))["doc"]["shots"] == expected
+        assert (await committed_doc(server, "film", admin))["shots"] == expected  # in the log
 
     await eventually(stored)
-    await asyncio.sleep(0.3)  # let the log commit
     before = await _state(server, "film", admin)
     reply = await js.connect("r", server.ws, "film", token=token("film", "read", "rita"))
     assert reply["synced"] and reply["closes"] == []
@@ -225,7 +228,7 @@ async def test_stock_js_reader_syncs_then_is_refused_on_write(
 async def test_actor_of_the_token_is_on_every_update_correction_and_ledger_row(
     start_server: StartServer,
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     async with Session(server.ws, "film", token=token("film", "write", "agent-7")) as c:
         c.doc.get("shots", type=Map)["S1"] = Map({"title": "Opening", "duration_s": "12"})
@@ -254,7 +257,7 @@ async def test_actor_of_the_token_is_on_every_update_correction_and_ledger_row(
 
 
 async def test_budget_topup_needs_admin(start_server: StartServer) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
         before = (await http.get("/api/projects/film/budget", headers=bearer(admin))).json()
@@ -278,7 +281,7 @@ async def test_budget_topup_needs_admin(start_server: StartServer) -> None:
 async def test_expiry_closes_the_socket_and_a_fresh_token_reconnects(
     start_server: StartServer,
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     client = Session(server.ws, "film", token=token("film", "write", "ana", ttl_s=2))
     await client.connect()
@@ -295,7 +298,7 @@ async def test_expiry_closes_the_socket_and_a_fresh_token_reconnects(
 
 
 async def test_origin_allowlist_for_browser_sockets(start_server: StartServer) -> None:
-    server, admin = start_auth_server(
+    server, admin = await start_auth_server(
         start_server, BLACKBOARD_ALLOWED_ORIGINS="https://studio.example, https://b.example/"
     )
     await create_project(server, "film", token=admin)
@@ -310,7 +313,7 @@ async def test_origin_allowlist_for_browser_sockets(start_server: StartServer) -
 
 
 async def test_connections_per_actor_are_capped(start_server: StartServer) -> None:
-    server, admin = start_auth_server(start_server, BLACKBOARD_MAX_CONNECTIONS_PER_ACTOR="2")
+    server, admin = await start_auth_server(start_server, BLACKBOARD_MAX_CONNECTIONS_PER_ACTOR="2")
     await create_project(server, "film", token=admin)
     ana = f"token={token('film', 'read', 'ana')}"
     first, second = await connect(server, "film", ana), await connect(server, "film", ana)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -30,9 +28,7 @@ from blackboard.web.services import Services
 from blackboard.web.settings import Settings
 from tests.support.api import create_project, eventually, project_json
 from tests.support.auth import start_auth_server, token
-from tests.support.server import ROOT, ServerProcess
-
-StartServer = Callable[..., ServerProcess]
+from tests.support.server import ROOT, ServerProcess, StartServer
 
 
 async def _ledger(server: ServerProcess, project_id: str) -> list[dict]:
@@ -64,20 +60,23 @@ async def test_edits_sync_flush_and_budget_round_trip(
     await client.stop()
 
 
-def _agent(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.agent_process", *args],
+async def _agent(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "tests.support.agent_process", *args),
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+        stdout=asyncio.subprocess.PIPE,
     )
 
 
-def _read_line(agent: subprocess.Popen[str], timeout: float) -> str:
-    """The agent's next stdout line (a thread, so a hung agent cannot hang the test)."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        assert agent.stdout is not None
-        return pool.submit(agent.stdout.readline).result(timeout).strip()
+async def _read_line(agent: asyncio.subprocess.Process, timeout: float) -> str:
+    """The agent's next stdout line, waited for at most `timeout` (an agent may hang)."""
+    assert agent.stdout is not None
+    return (await asyncio.wait_for(agent.stdout.readline(), timeout)).decode().strip()
+
+
+async def _kill(agent: asyncio.subprocess.Process) -> None:
+    agent.kill()
+    await asyncio.wait_for(agent.wait(), 10)
 
 
 async def test_agent_and_server_killed_lose_nothing_and_reserve_once(
@@ -85,42 +84,39 @@ async def test_agent_and_server_killed_lose_nothing_and_reserve_once(
 ) -> None:
     await create_project(server, "film")
     replica = str(tmp_path / "agent.db")
-    server.kill()
+    await server.kill()
     # Offline: 2,000 edits and 3 reserves in the replica; then kill -9 the agent.
-    agent = _agent("offline", server.ws, "film", replica, "2000", "3")
-    assert _read_line(agent, 120) == "ready"
-    agent.kill()
-    agent.wait(10)
+    agent = await _agent("offline", server.ws, "film", replica, "2000", "3")
+    assert await _read_line(agent, 120) == "ready"
+    await _kill(agent)
 
     # The server comes back; kill both once the first piece of the backlog (2 MB, sent as
     # several messages under the 1 MiB limit) is committed.
-    server.restart()
-    agent = _agent("sync", server.ws, "film", replica)
+    await server.restart()
+    agent = await _agent("sync", server.ws, "film", replica)
 
     async def some_edits_committed() -> None:
         assert (await project_json(server, "film"))["seq"] > 0
 
     await eventually(some_edits_committed, 60)
-    server.kill()
-    agent.kill()
-    agent.wait(10)
+    await server.kill()
+    await _kill(agent)
 
     # Again, this time once a reserve is committed (its reply may never reach the agent).
-    server.restart()
-    agent = _agent("sync", server.ws, "film", replica)
+    await server.restart()
+    agent = await _agent("sync", server.ws, "film", replica)
 
     async def a_reserve_committed() -> None:
         assert any(e["op"] == "reserve" for e in await _ledger(server, "film"))
 
     await eventually(a_reserve_committed, 60)
-    server.kill()
-    agent.kill()
-    agent.wait(10)
+    await server.kill()
+    await _kill(agent)
 
-    server.restart()
-    agent = _agent("sync", server.ws, "film", replica)
-    summary = json.loads(_read_line(agent, 120))
-    assert agent.wait(30) == 0
+    await server.restart()
+    agent = await _agent("sync", server.ws, "film", replica)
+    summary = json.loads(await _read_line(agent, 120))
+    assert await asyncio.wait_for(agent.wait(), 30) == 0
     assert summary["pending_updates"] == 0
     shots = (await project_json(server, "film"))["doc"]["shots"]
     assert sorted(shots) == sorted(f"S{i}" for i in range(2000))
@@ -180,7 +176,7 @@ async def test_an_unknown_project_is_not_retried(server: ServerProcess) -> None:
     with pytest.raises(ConnectionRefused) as refused:
         await client.wait_synced(10)
     assert refused.value.code == 4404
-    await asyncio.sleep(1)
+    await asyncio.sleep(1)  # a window for a wrongful retry (nothing to wait for)
     assert list(client.close_codes) == [4404]
     await client.stop()
 
@@ -201,18 +197,18 @@ async def test_server_restarts_during_steady_edits_lose_nothing(
             shot_id = f"S{len(written)}"
             shots[shot_id] = Map({"title": shot_id})
             written.append(shot_id)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # the pace of the edits
 
     editor = asyncio.create_task(edit_steadily())
     try:
         for round_ in range(5):
-            await asyncio.sleep(10)
+            await asyncio.sleep(10)  # up for a while, under edits
             if round_ % 2 == 0:
-                server.kill()
+                await server.kill()
             else:
-                server.stop()
+                await server.stop()
             await asyncio.sleep(1)  # down for a while: the client backs off
-            server.restart()
+            await server.restart()
         await asyncio.sleep(5)  # 5 x (10 s up + 1 s down) + 5 s: 60 s of edits
     finally:
         editor.cancel()
@@ -233,7 +229,7 @@ async def test_server_restarts_during_steady_edits_lose_nothing(
 async def test_an_expired_token_is_replaced_by_the_provider(
     start_server: StartServer,
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     minted: list[str] = []
 
@@ -298,7 +294,7 @@ async def test_a_lease_lost_while_paused_raises(server: ServerProcess) -> None:
                 time.sleep(1.5)  # noqa: ASYNC251
                 taken = await b.leases.claim("T1", 30)
                 assert taken["fencing_token"] > lease.fencing_token
-                await asyncio.sleep(0.5)  # the late renewal is refused
+                await eventually(lambda: _assert(lease.lost is not None))  # renewal refused
                 with pytest.raises(LeaseLost):
                     lease.check()
 
@@ -313,20 +309,22 @@ async def test_presence_is_published_and_sent_again_after_a_restart(
     client.set_presence({"agent": client.name, "rendering": "S03"})
 
     async def present() -> None:
-        async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
-            response = await http.get("/api/projects/film/presence")
-        assert response.status_code == 200, response.text
-        assert {"agent": client.name, "rendering": "S03"} in _states(response.json())
+        assert {"agent": client.name, "rendering": "S03"} in await _presence(server, "film")
 
     await eventually(present, timeout=10)
-    server.kill()
-    server.restart()
+    await server.kill()
+    await server.restart()
     await eventually(present, timeout=20)
     await client.stop()
 
 
-def _states(presence: dict) -> list[dict]:
-    return [c["state"] for instance in presence["instances"] for c in instance["clients"]]
+async def _presence(server: ServerProcess, project_id: str) -> list[dict]:
+    """The presence states the server holds for a project, on every instance."""
+    async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
+        response = await http.get(f"/api/projects/{project_id}/presence")
+    assert response.status_code == 200, response.text
+    instances = response.json()["instances"]
+    return [c["state"] for instance in instances for c in instance["clients"]]
 
 
 async def test_a_connected_idle_client_costs_under_one_percent_of_a_core(
@@ -335,9 +333,13 @@ async def test_a_connected_idle_client_costs_under_one_percent_of_a_core(
     await create_project(server, "film")
     async with BlackboardClient(server.ws, "film") as client:
         client.set_presence({"agent": "idle"})
-        await asyncio.sleep(0.5)
+
+        async def settled() -> None:  # measured once the client's start-up work is done
+            assert {"agent": "idle"} in await _presence(server, "film")
+
+        await eventually(settled)
         cpu, wall = time.process_time(), time.monotonic()
-        await asyncio.sleep(5)
+        await asyncio.sleep(5)  # the idle time measured
         share = (time.process_time() - cpu) / (time.monotonic() - wall)
         assert client.connected
     print(f"idle client: {share:.4%} of a core")
@@ -355,7 +357,7 @@ async def test_a_call_queued_longer_than_the_key_retention_is_not_replayed(
     await offline.stop()
     with pytest.raises(ClientStopped):
         await queued
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.2)  # the queued call ages past the 1 s retention (a clock)
     client = BlackboardClient(server.ws, "film", replica=replica, idempotency_ttl_s=1.0)
     await client.start()
     await client.calls.settled(20)
@@ -384,7 +386,7 @@ async def test_the_example_agent_runs_against_a_real_server(
             command + replica, cwd=ROOT, capture_output=True, text=True, timeout=120
         )
 
-    first = example("--demo", "--project", "demo")
+    first = await asyncio.to_thread(example, "--demo", "--project", "demo")
     assert first.returncode == 0, first.stderr
     assert "T1 done with fencing token 1; spent 2.5, available 97.5" in first.stdout
     task = (await project_json(server, "demo"))["doc"]["tasks"]["T1"]
@@ -392,7 +394,7 @@ async def test_the_example_agent_runs_against_a_real_server(
     assert "lease_holder" not in task or task["lease_holder"] is None  # released
     ledger = await _ledger(server, "demo")
     assert [(e["op"], e.get("ref")) for e in ledger] == [("reserve", "T1"), ("commit", None)]
-    again = example("--project", "demo")
+    again = await asyncio.to_thread(example, "--project", "demo")
     assert again.returncode == 0 and "no pending task in 'demo'" in again.stdout
 
 
@@ -404,7 +406,7 @@ async def test_a_restarted_agent_has_its_document_offline(
     async with BlackboardClient(server.ws, "film", replica=replica) as first:
         first.doc.get("shots", type=Map)["S1"] = Map({"title": "synced"})
         await first.flushed(10)
-    server.kill()
+    await server.kill()
     again = BlackboardClient(server.ws, "film", replica=replica)
     await again.start()  # the server is down: the document comes from the replica
     assert again.doc.get("spec", type=Map)["title"] == "film"
@@ -423,14 +425,14 @@ async def test_calls_wait_for_the_edits_made_before_them(
     """Offline, an agent creates a task and claims it: the claim goes out only after the
     task is on the server (sent first, it would be refused 404)."""
     await create_project(server, "film")
-    server.kill()
+    await server.kill()
     client = BlackboardClient(server.ws, "film", replica=tmp_path / "a.db", name="worker-a")
     await client.start()
     client.doc.get("tasks", type=Map)["T9"] = Map({"kind": "render", "status": "pending"})
     claim = asyncio.create_task(client.leases.claim("T9", 60))
-    await asyncio.sleep(1)
+    await asyncio.sleep(1)  # a window for a wrongful send (nothing to wait for)
     assert not claim.done()  # offline: queued
-    server.restart()
+    await server.restart()
     granted = await asyncio.wait_for(claim, 60)
     assert granted["holder"] == "worker-a" and granted["fencing_token"] == 1
     await client.stop()
@@ -441,7 +443,7 @@ async def test_calls_wait_for_the_edits_made_before_them(
 async def test_a_failing_plain_token_provider_is_asked_again(
     start_server: StartServer,
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     asked: list[int] = []
 

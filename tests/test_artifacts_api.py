@@ -4,9 +4,10 @@ indexed without their object."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -16,20 +17,20 @@ from bench.procstat import rss_bytes
 from tests.support.api import bearer, create_project, history
 from tests.support.auth import start_auth_server, token
 from tests.support.s3_server import S3ServerProcess
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 MB = 1024 * 1024
 
 
 @pytest.fixture(params=["folder", "s3"])
-def artifact_server(
-    request: pytest.FixtureRequest, start_server: Callable[..., ServerProcess]
+async def artifact_server(
+    request: pytest.FixtureRequest, start_server: StartServer
 ) -> ServerProcess:
     env = {"BLACKBOARD_MAX_ARTIFACT_BYTES": str(300 * MB)}
     if request.param == "s3":
         s3: S3ServerProcess = request.getfixturevalue("s3_server")
         env.update(s3.env(s3.config()))
-    return start_server(env=env)
+    return await start_server(env=env)
 
 
 def url(project: str, artifact: str) -> str:
@@ -95,9 +96,9 @@ async def test_upload_index_download(artifact_server: ServerProcess) -> None:
 
 
 async def test_past_the_cap_is_413_and_keeps_nothing(
-    start_server: Callable[..., ServerProcess], tmp_path: Path
+    start_server: StartServer, tmp_path: Path
 ) -> None:
-    server = start_server(env={"BLACKBOARD_MAX_ARTIFACT_BYTES": str(MB)})
+    server = await start_server(env={"BLACKBOARD_MAX_ARTIFACT_BYTES": str(MB)})
     await create_project(server, "film")
 
     async def body() -> AsyncIterator[bytes]:  # no Content-Length: caught while streaming
@@ -155,15 +156,15 @@ async def test_200_mb_round_trip_keeps_server_memory_flat(
 
 
 async def test_an_unreachable_s3_is_reported_and_refused_clearly(
-    start_server: Callable[..., ServerProcess], tmp_path: Path
+    start_server: StartServer, tmp_path: Path
 ) -> None:
-    s3 = S3ServerProcess(tmp_path).start()
+    s3 = await asyncio.to_thread(S3ServerProcess(tmp_path).start)  # its wait blocks
     try:
-        server = start_server(env=s3.env(s3.config()))
+        server = await start_server(env=s3.env(s3.config()))
         await create_project(server, "film")
         async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
             assert (await http.get("/readyz")).json()["checks"]["objects_s3"] == "ok"
-            s3.close()
+            await asyncio.to_thread(s3.close)
             ready = await http.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["checks"]["objects_s3"].startswith("down: ")
@@ -172,13 +173,13 @@ async def test_an_unreachable_s3_is_reported_and_refused_clearly(
             doc = (await http.get("/api/projects/film")).json()["doc"]
             assert doc["artifacts"] == {}
     finally:
-        s3.close()
+        await asyncio.to_thread(s3.close)
 
 
 async def test_uploads_need_the_write_role_and_reads_the_read_role(
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     reader, writer = token("film", "read", "rita"), token("film", "write", "wes")
     async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:

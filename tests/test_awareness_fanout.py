@@ -13,6 +13,7 @@ from blackboard.sync.wire.protocol import (
     decode_awareness,
     decode_message,
 )
+from tests.support.api import eventually
 
 
 class Recorder:
@@ -56,9 +57,21 @@ def entry(client_id: int, clock: int) -> AwarenessEntry:
 
 
 async def settle(seconds: float = 0.0) -> None:
+    """Let `seconds` pass (a window in which nothing may be sent), then a few loop turns
+    (for the sender tasks to drain)."""
     await asyncio.sleep(seconds)
-    for _ in range(5):  # let the sender tasks drain
+    for _ in range(5):
         await asyncio.sleep(0)
+
+
+def _equal(actual: object, expected: object) -> None:
+    assert actual == expected
+
+
+def _batch_sent(ca: Recorder, cb: Recorder, cw: Recorder) -> None:
+    assert entries_of(cw)[1:] == [[(2, 1), (1, 3)]]  # one message; client 1 only at clock 3
+    assert entries_of(ca) == [[(2, 1)]]  # without its own entries
+    assert entries_of(cb)[1:] == [[(1, 3)]]
 
 
 async def test_a_tick_of_presence_is_one_message_per_subscriber() -> None:
@@ -75,10 +88,7 @@ async def test_a_tick_of_presence_is_one_message_per_subscriber() -> None:
     fanout.queue([entry(1, 3)], a)
     await settle()
     assert len(cw.frames) == 1  # held until the tick is over
-    await settle(0.3)
-    assert entries_of(cw)[1:] == [[(2, 1), (1, 3)]]  # one message; client 1 only at clock 3
-    assert entries_of(ca) == [[(2, 1)]]  # without its own entries
-    assert entries_of(cb)[1:] == [[(1, 3)]]
+    await eventually(lambda: _batch_sent(ca, cb, cw), timeout=0.3)  # at the tick's end
     fanout.close()
 
 
@@ -98,9 +108,9 @@ async def test_a_sole_contributor_gets_nothing() -> None:
     (a, ca), (b, cb) = connection(), connection()
     fanout = AwarenessFanout({a, b}, tick_s=0.05)
     fanout.queue([entry(1, 1), entry(2, 1)], a)  # one connection may hold several client ids
-    await settle(0.1)
+    await eventually(lambda: _equal(entries_of(cb), [[(1, 1), (2, 1)]]), timeout=0.1)
+    await settle()
     assert entries_of(ca) == []
-    assert entries_of(cb) == [[(1, 1), (2, 1)]]
     fanout.close()
 
 
@@ -114,6 +124,5 @@ async def test_a_big_room_gets_a_longer_tick() -> None:
     fanout.queue([entry(1, 2)], None)
     await settle(0.1)
     assert len(last.frames) == 1  # not yet: the tick is longer than 0.01 s here
-    await settle(0.2)
-    assert entries_of(last) == [[(1, 1)], [(1, 2)]]
+    await eventually(lambda: _equal(entries_of(last), [[(1, 1)], [(1, 2)]]), timeout=0.2)
     fanout.close()

@@ -5,20 +5,15 @@ sockets and stock JS clients), except the 30 s expiry, which runs on a fake cloc
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 import httpx
 
 from blackboard.sync.room.awareness import AwarenessLimits, AwarenessStates
 from blackboard.sync.wire.protocol import AwarenessEntry
-from tests.support.api import create_project
+from tests.support.api import create_project, eventually
 from tests.support.auth import until_closed
-from tests.support.awareness import QUIET_S, joined, seen, states_message
+from tests.support.awareness import joined, seen, states_message
 from tests.support.js import JsClients
-from tests.support.server import ServerProcess
-
-StartServer = Callable[..., ServerProcess]
+from tests.support.server import ServerProcess, StartServer
 
 
 async def _presence(server: ServerProcess, project_id: str) -> list[dict]:
@@ -56,7 +51,7 @@ async def test_a_connection_claiming_many_client_ids_is_closed_and_relays_nothin
 async def test_oversized_states_are_dropped_and_the_room_is_capped(
     start_server: StartServer,
 ) -> None:
-    server = start_server(
+    server = await start_server(
         env={
             "BLACKBOARD_MAX_AWARENESS_STATE_BYTES": "1000",
             "BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM": "3",
@@ -85,7 +80,12 @@ async def test_a_big_snapshot_arrives_in_messages_under_the_message_limit(
     owners = [await joined(server, "film") for _ in range(24)]
     for n, ws in enumerate(owners, start=1):
         await ws.send(states_message((n, 1, {"note": "x" * 60_000})))  # 24 x 60 KB: 1.4 MB
-    await asyncio.sleep(QUIET_S)
+
+    async def the_room_holds_all() -> None:
+        states = [client["state"] for client in await _presence(server, "film")]
+        assert sum("note" in (state or {}) for state in states) == 24
+
+    await eventually(the_room_holds_all)
     # websockets' default limit is 1 MiB per message, like pycrdt's provider.
     newcomer = await joined(server, "film", max_size=2**20)
     assert set(await seen(newcomer)) == set(range(1, 25))
@@ -107,15 +107,7 @@ async def test_stock_clients_keep_their_presence(server: ServerProcess, js: JsCl
             states = await js.call("awareness", name=name)
             assert sorted(s["user"] for s in states.values()) == sorted(set(names) - {name})
 
-    deadline = asyncio.get_running_loop().time() + 10
-    while True:
-        try:
-            await everyone_sees_everyone()
-            break
-        except AssertionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+    await eventually(everyone_sees_everyone)
     for name in names:
         assert await js.call("closes", name=name) == []
     assert len(await _presence(server, "film")) == len(names)

@@ -4,12 +4,10 @@ both backends: Postgres refuses a NUL in text and integers past int64, SQLite do
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
 
 from tests.support.api import create_project
-from tests.support.server import ServerProcess
+from tests.support.server import StartServer
 
 BIG = "9" * 30
 JSON = {"Content-Type": "application/json"}
@@ -28,9 +26,9 @@ def _assert_refused(response: httpx.Response, what: object) -> None:
 
 
 async def test_bad_query_parameters_are_422(
-    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: StartServer
 ) -> None:
-    server = start_server(env=backend_env)
+    server = await start_server(env=backend_env)
     await create_project(server, "film")
     bad = [
         ("/api/projects/film/history", {"cursor": "²"}),
@@ -54,9 +52,9 @@ async def test_bad_query_parameters_are_422(
 
 
 async def test_bad_json_bodies_are_422_and_create_nothing(
-    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: StartServer
 ) -> None:
-    server = start_server(env=backend_env)
+    server = await start_server(env=backend_env)
     body = b'{"project_id": "%s", "title": "t", "budget_total": 1, %s}'
     bad = {
         "5,000 deep": _deep(5000),
@@ -86,9 +84,9 @@ async def test_bad_json_bodies_are_422_and_create_nothing(
 
 
 async def test_free_text_fields_of_ops_and_leases_are_capped(
-    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: StartServer
 ) -> None:
-    server = start_server(env=backend_env)
+    server = await start_server(env=backend_env)
     await create_project(server, "film")
     long = "x" * 257
     ops = [

@@ -8,8 +8,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,8 @@ from pycrdt import Map
 from blackboard.sync.client import Session
 from tests.support.api import create_project, eventually
 from tests.support.budget_workload import check_outcome, run_workload
-from tests.support.server import ROOT, ServerProcess
+from tests.support.cli import run_cli
+from tests.support.server import ServerProcess, StartServer
 
 Reply = tuple[int, dict[str, Any]]
 
@@ -58,9 +57,9 @@ async def _balances(http: httpx.AsyncClient, project_id: str) -> dict[str, Any]:
 
 
 async def test_64_clients_with_concurrent_duplicates(
-    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: StartServer
 ) -> None:
-    server = start_server(env=backend_env)
+    server = await start_server(env=backend_env)
     await create_project(server, "hot", budget_total=400, currency="EUR")
     async with _client(server) as http:
         outcome = await run_workload(lambda body: _op(http, "hot", body), workers=64, rounds=6)
@@ -148,9 +147,9 @@ async def test_project_creation_refuses_bad_budgets(server: ServerProcess) -> No
 
 
 async def test_budget_root_follows_the_ledger_live(
-    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: StartServer
 ) -> None:
-    server = start_server(env=backend_env)
+    server = await start_server(env=backend_env)
     await create_project(server, "live", budget_total=100)
     agent = Session(server.ws, "live")
     await agent.connect()
@@ -240,28 +239,29 @@ async def _kill_between_commit_and_reply(
 
         workers = [asyncio.create_task(worker(i)) for i in range(32)]
         for _ in range(200):
-            await asyncio.sleep(rng.uniform(0.005, 0.05))
+            await asyncio.sleep(rng.uniform(0.005, 0.05))  # a random moment to freeze it
             os.kill(server.proc.pid, signal.SIGSTOP)
-            await asyncio.sleep(0.25)  # what the server wrote before freezing arrives
+            # What the server wrote before freezing arrives (bytes in flight: no event).
+            await asyncio.sleep(0.25)
             if await committed() > len(answered):
                 killed.set()
-                server.kill()
+                await server.kill()
                 break
             os.kill(server.proc.pid, signal.SIGCONT)
         else:
-            server.kill()
+            await server.kill()
         await asyncio.gather(*workers)
 
 
 async def test_kill_9_between_commit_and_reply_then_every_key_retried(
-    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: StartServer
 ) -> None:
-    server = start_server(env=backend_env)
+    server = await start_server(env=backend_env)
     await create_project(server, "crash", budget_total=1_000_000)
     sent: dict[str, dict[str, Any]] = {}
     answered: dict[str, Reply] = {}
     await _kill_between_commit_and_reply(server, backend_env, sent, answered)
-    server.restart()
+    await server.restart()
     async with _client(server) as http:
         committed = {row["idempotency_key"]: row for row in await _ledger(http, "crash")}
     lost = {key: row for key, row in committed.items() if key not in answered}
@@ -302,30 +302,20 @@ async def test_kill_9_between_commit_and_reply_then_every_key_retried(
     assert balances["spent"] == spent and balances["reserved"] == 0
 
 
-async def test_cli_create_takes_an_exact_budget(
-    start_server: Callable[..., ServerProcess], tmp_path: Path
-) -> None:
+async def test_cli_create_takes_an_exact_budget(start_server: StartServer, tmp_path: Path) -> None:
     data_dir = tmp_path / "cli"
 
-    def create(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [
-            sys.executable,
-            "-m",
-            "blackboard.web.cli",
-            "create",
-            *args,
-            "--data-dir",
-            str(data_dir),
-        ]
-        return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    async def create(*args: str) -> tuple[int, str, str]:
+        return await run_cli("create", *args, "--data-dir", str(data_dir), env={})
 
-    refused = create("film", "--title", "Film", "--budget", "10.00001")
-    assert refused.returncode != 0
-    assert "more than 4 decimal places" in refused.stderr
-    assert create("film", "--title", "Film", "--budget", "-3").returncode != 0
-    made = create("film", "--title", "Film", "--budget", "25000.5", "--currency", "EUR")
-    assert made.returncode == 0, made.stderr
-    server = start_server(data_dir=data_dir)
+    code, _, err = await create("film", "--title", "Film", "--budget", "10.00001")
+    assert code != 0
+    assert "more than 4 decimal places" in err
+    assert (await create("film", "--title", "Film", "--budget", "-3"))[0] != 0
+    exact = ("--budget", "25000.5", "--currency", "EUR")
+    code, _, err = await create("film", "--title", "Film", *exact)
+    assert code == 0, err
+    server = await start_server(data_dir=data_dir)
     async with _client(server) as http:
         balances = await _balances(http, "film")
         assert (balances["total"], balances["currency"], balances["version"]) == (25000.5, "EUR", 0)

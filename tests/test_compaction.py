@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from datetime import timedelta
 
 from pycrdt import Doc, Map
@@ -19,13 +18,13 @@ from blackboard.persistence.replay import replay
 from blackboard.sync.client import Session
 from blackboard.sync.projects.creation import initial_update
 from tests.support.api import create_project, eventually, project_json
-from tests.support.server import ServerProcess
+from tests.support.server import StartServer
 
 
 async def test_log_is_compacted_and_reload_is_identical(
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
 ) -> None:
-    server = start_server(env={"BLACKBOARD_COMPACT_AFTER_ROWS": "25"})
+    server = await start_server(env={"BLACKBOARD_COMPACT_AFTER_ROWS": "25"})
     await create_project(server, "long")
     async with Session(server.ws, "long") as client:
         shots = client.doc.get("shots", type=Map)
@@ -47,8 +46,8 @@ async def test_log_is_compacted_and_reload_is_identical(
     finally:
         await store.close()
 
-    server.stop()
-    server.restart()
+    await server.stop()
+    await server.restart()
     after = await project_json(server, "long")
     assert json.dumps(after["doc"], sort_keys=True) == json.dumps(before["doc"], sort_keys=True)
 
@@ -74,7 +73,7 @@ async def test_append_racing_compaction_is_not_lost(store: DocumentStore) -> Non
     async def compact_repeatedly() -> None:
         for _ in range(15):
             await compact(store, "race", timedelta(0))  # prune everything it may
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one loop turn: let appends in between
 
     await asyncio.gather(append_all(), compact_repeatedly())
     doc = replay(await store.load("race"))

@@ -29,6 +29,7 @@ from blackboard.persistence.records import PendingAppend, Snapshot
 from blackboard.persistence.replay import replay
 from blackboard.schemas.views import doc_to_json
 from blackboard.sync.projects.creation import initial_update
+from tests.support.api import eventually
 from tests.support.cli import run_cli
 from tests.support.server import ROOT
 
@@ -203,16 +204,19 @@ async def test_two_compact_commands_at_once_leave_one_correct_snapshot(
 
 
 async def lease_taken(store: DocumentStore, proc: asyncio.subprocess.Process) -> None:
-    deadline = asyncio.get_running_loop().time() + 20
-    while proc.returncode is None and asyncio.get_running_loop().time() < deadline:
+    """Wait until the compaction holds its lease (or is over already)."""
+
+    async def taken() -> None:
+        if proc.returncode is not None:
+            return
         held = await store.db.fetchval(
             "SELECT count(*) FROM work_fences WHERE name = $1 AND expires_at > $2",
             compaction_fence("film"),
             utc_now(),
         )
-        if held:
-            return
-        await asyncio.sleep(0.005)
+        assert held, "the compaction has not taken its lease yet"
+
+    await eventually(taken, timeout=20, interval=0.005)  # fine-grained: its work is short
 
 
 async def test_compact_killed_at_random_moments_leaves_a_loadable_project(
@@ -242,7 +246,7 @@ async def test_compact_killed_at_random_moments_leaves_a_loadable_project(
             # Once it holds the lease, kill it somewhere within its work (0.1-0.3 s here):
             # loading, replaying, saving the snapshot, pruning, releasing.
             await lease_taken(store, proc)
-            await asyncio.sleep(rng.uniform(0, 0.3))
+            await asyncio.sleep(rng.uniform(0, 0.3))  # a random moment of its work
             if proc.returncode is None:
                 proc.send_signal(signal.SIGKILL)
             await proc.wait()

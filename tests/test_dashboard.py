@@ -22,7 +22,7 @@ from tests.support.api import bearer, create_project, eventually
 from tests.support.auth import start_auth_server, token
 from tests.support.browser import DESKTOP, PHONE, Browser
 from tests.support.js import JsClients
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 LIVE_WITHIN_S = 1.0
 
@@ -199,9 +199,9 @@ async def test_scrubber_shows_an_older_title_read_only(
 
 
 async def test_tokens_read_page_refuses_edits_write_page_edits(
-    start_server: Callable[..., ServerProcess], browsers: Callable[[], Awaitable[Browser]]
+    start_server: StartServer, browsers: Callable[[], Awaitable[Browser]]
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
         # The shells and assets hold no data and need no token; the data does.
@@ -243,9 +243,9 @@ async def test_tokens_read_page_refuses_edits_write_page_edits(
 
 
 async def test_a_refused_token_asks_for_another(
-    start_server: Callable[..., ServerProcess], browsers: Callable[[], Awaitable[Browser]]
+    start_server: StartServer, browsers: Callable[[], Awaitable[Browser]]
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin)
     page = await browsers()
     await page.open(f"{server.http}/ui/projects/film?token={token('film', 'read', 'x', ttl_s=0)}")
@@ -257,9 +257,9 @@ async def test_a_refused_token_asks_for_another(
 
 
 async def test_the_project_list_and_a_project_token(
-    start_server: Callable[..., ServerProcess], browsers: Callable[[], Awaitable[Browser]]
+    start_server: StartServer, browsers: Callable[[], Awaitable[Browser]]
 ) -> None:
-    server, admin = start_auth_server(start_server)
+    server, admin = await start_auth_server(start_server)
     await create_project(server, "film", token=admin, title="The Film", budget_total=500)
     await create_project(server, "short", token=admin, title="A Short")
     page = await browsers()
@@ -304,7 +304,7 @@ async def test_disconnected_then_back(
     await create_project(server, "film")
     page = await browsers()
     await open_project(page, server, "film")
-    server.kill()
+    await server.kill()
     banner = await page.find("#offline", timeout=15)
     assert "retrying" in banner.text
     await page.screenshot("project-offline", *PHONE, mobile=True)
@@ -312,7 +312,7 @@ async def test_disconnected_then_back(
         lambda d: d.find_element("id", "connection").get_attribute("data-connection")
     )
     assert state == "retrying"
-    server.restart()
+    await server.restart()
     await page.live(timeout=30)
     assert not await page.run(lambda d: d.find_element("id", "offline").is_displayed())
 

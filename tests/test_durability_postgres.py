@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,7 +26,7 @@ from blackboard.sync.wire import close_codes
 from tests.support.api import create_project, eventually, project_json
 from tests.support.backends import migrate_database
 from tests.support.private_postgres import PrivatePostgres
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 FLUSH_TIMEOUT_S = 30.0
 
@@ -56,7 +56,7 @@ class Writer:
 async def write_steadily(writer: Writer, count: int, pause_s: float) -> None:
     for i in range(count):
         writer.write(f"{writer.name}-{i}")
-        await asyncio.sleep(pause_s)
+        await asyncio.sleep(pause_s)  # the pace of the load
 
 
 async def stored_shots(database_url: str, project_id: str, tmp_path: Path) -> set[str]:
@@ -71,9 +71,9 @@ async def stored_shots(database_url: str, project_id: str, tmp_path: Path) -> se
 
 
 async def test_kill_9_mid_burst_loses_no_acknowledged_update(
-    pg_url: str, start_server: Callable[..., ServerProcess], tmp_path: Path
+    pg_url: str, start_server: StartServer, tmp_path: Path
 ) -> None:
-    server = start_server(env={"BLACKBOARD_DATABASE_URL": pg_url})
+    server = await start_server(env={"BLACKBOARD_DATABASE_URL": pg_url})
     projects = [f"p{i}" for i in range(4)]
     for project_id in projects:
         await create_project(server, project_id)
@@ -85,14 +85,14 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_update(
         assert sum(len(w.acked_shots()) for w in writers) >= 2000
 
     await eventually(enough_acked, timeout=60)
-    server.kill()
+    await server.kill()
     await asyncio.gather(*burst)
     await asyncio.gather(*(w.client.close() for w in writers))
     acked = sum(len(w.acked_shots()) for w in writers)
     sent = sum(len(w.carried_by) for w in writers)
     assert 2000 <= acked < sent  # the kill landed in the middle of the burst
 
-    server.restart()
+    await server.restart()
     for project_id in projects:
         on_server = set((await project_json(server, project_id))["doc"]["shots"])
         for writer in writers:
@@ -120,21 +120,27 @@ async def private_url(private_pg: PrivatePostgres) -> str:
 async def test_postgres_restarted_under_load_loses_no_acknowledged_update(
     private_pg: PrivatePostgres,
     private_url: str,
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
     tmp_path: Path,
 ) -> None:
-    server = start_server(env={"BLACKBOARD_DATABASE_URL": private_url})
+    server = await start_server(env={"BLACKBOARD_DATABASE_URL": private_url})
     await create_project(server, "film")
     writers = [Writer(server, "film", f"w{i}") for i in range(8)]
     await asyncio.gather(*(w.client.connect() for w in writers))
     load = [asyncio.create_task(write_steadily(w, 400, 0.01)) for w in writers]
     try:
-        await asyncio.sleep(1.0)
+
+        async def under_load() -> None:  # every writer's updates are being committed
+            assert all(w.acked_shots() for w in writers)
+
+        await eventually(under_load)
         await private_pg.stop("immediate")  # a crash: no shutdown checkpoint
-        await asyncio.sleep(1.0)
         async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
-            ready = await http.get("/readyz")
-            assert ready.status_code == 503
+
+            async def not_ready() -> None:
+                assert (await http.get("/readyz")).status_code == 503
+
+            await eventually(not_ready)
         await private_pg.start()
     finally:
         if not (private_pg.data / "postmaster.pid").exists():
@@ -155,10 +161,10 @@ async def test_postgres_restarted_under_load_loses_no_acknowledged_update(
 async def test_database_down_peers_sync_nothing_acked_then_bounded(
     private_pg: PrivatePostgres,
     private_url: str,
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
     tmp_path: Path,
 ) -> None:
-    server = start_server(
+    server = await start_server(
         env={"BLACKBOARD_DATABASE_URL": private_url, "BLACKBOARD_MAX_PENDING_LOG_BYTES": "30000"}
     )
     await create_project(server, "film")
@@ -179,7 +185,7 @@ async def test_database_down_peers_sync_nothing_acked_then_bounded(
             assert "during" in reader.doc.get("shots", type=Map)
 
         await eventually(reader_has_it)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # a window for a wrongful ack (nothing to wait for)
         assert writer.client.acked == acked_before  # no ack without a commit
 
         # Updates wait in memory up to the bound; past it the writer is refused, not
@@ -188,7 +194,7 @@ async def test_database_down_peers_sync_nothing_acked_then_bounded(
             if not writer.client.connected:
                 break
             writer.write(f"x{i}-" + "y" * 100)
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # the pace of the writes
         await eventually(lambda: _assert_closed(writer.client), timeout=10)
         assert writer.client.close_code == close_codes.TRY_AGAIN_LATER
         assert "database" in writer.client.close_reason
@@ -221,10 +227,10 @@ async def test_database_down_peers_sync_nothing_acked_then_bounded(
 async def test_http_update_answers_only_once_committed(
     private_pg: PrivatePostgres,
     private_url: str,
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
     tmp_path: Path,
 ) -> None:
-    server = start_server(env={"BLACKBOARD_DATABASE_URL": private_url})
+    server = await start_server(env={"BLACKBOARD_DATABASE_URL": private_url})
     await create_project(server, "film")
     doc = Doc()
     doc.get("shots", type=Map)["S1"] = Map({"title": "one"})
@@ -235,7 +241,7 @@ async def test_http_update_answers_only_once_committed(
             post = asyncio.create_task(
                 http.post("/api/projects/film/update", content=doc.get_update())
             )
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5)  # a window for a wrongful answer (nothing to wait for)
             assert not post.done()  # applied, but no answer before it is durable
         finally:
             await private_pg.start()

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from blackboard.sync.wire.yjs_encoding import decode_state_vector
 from tests.support.api import create_project
 from tests.support.cli import run_cli
 from tests.support.s3_server import S3ServerProcess
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 
 async def write_shots(server: ServerProcess, project: str, start: int, count: int) -> None:
@@ -86,10 +85,8 @@ def manifest_of(path: Path) -> dict:
         return json.loads(archive.read("manifest.json"))
 
 
-async def test_round_trip_under_a_new_id(
-    start_server: Callable[..., ServerProcess], tmp_path: Path
-) -> None:
-    server = start_server()
+async def test_round_trip_under_a_new_id(start_server: StartServer, tmp_path: Path) -> None:
+    server = await start_server()
     data = ["--data-dir", str(server.data_dir)]
     await create_project(server, "film", budget_total=10_000)
     await write_shots(server, "film", 0, 500)
@@ -241,7 +238,7 @@ async def refusals(archive: Path, tmp_path: Path, data: list[str], http: httpx.A
 
 
 async def test_sqlite_to_postgres_through_s3_and_back(
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
     s3_server: S3ServerProcess,
     pg_url: str,
     tmp_path: Path,
@@ -249,7 +246,7 @@ async def test_sqlite_to_postgres_through_s3_and_back(
     # SQLite with its objects in one bucket -> an archive in that bucket -> Postgres with
     # its objects in another bucket -> a file -> a fresh SQLite with a data-dir folder.
     sqlite_s3 = s3_server.env(s3_server.config())
-    server = start_server(env=sqlite_s3)
+    server = await start_server(env=sqlite_s3)
     data = ["--data-dir", str(server.data_dir)]
     await create_project(server, "film", budget_total=5000)
     await write_shots(server, "film", 0, 200)
@@ -293,7 +290,7 @@ async def test_sqlite_to_postgres_through_s3_and_back(
     )
     assert code == 0, err
     assert "(3 artifacts" in out  # read back from the Postgres side's own bucket
-    fresh = start_server(data_dir=tmp_path / "fresh")
+    fresh = await start_server(data_dir=tmp_path / "fresh")
     code, _, err = await run_cli(
         "import", str(back), "--as", "film-back", "--data-dir", str(fresh.data_dir), env={}
     )
@@ -306,8 +303,8 @@ async def test_sqlite_to_postgres_through_s3_and_back(
             assert got.content == body
 
 
-async def test_http_exports(start_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
-    server = start_server(env={"BLACKBOARD_HISTORY_RETENTION_S": "0"})
+async def test_http_exports(start_server: StartServer, tmp_path: Path) -> None:
+    server = await start_server(env={"BLACKBOARD_HISTORY_RETENTION_S": "0"})
     await create_project(server, "film")
     await write_shots(server, "film", 0, 300)
     async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:

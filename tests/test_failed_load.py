@@ -13,7 +13,7 @@ from tests.support.server import ServerProcess
 
 async def test_corrupt_log_row_refuses_to_serve_and_changes_nothing(server: ServerProcess) -> None:
     await create_project(server, "broken")
-    server.stop()
+    await server.stop()
     db_path = server.data_dir / "blackboard.db"
     with sqlite3.connect(db_path) as db:
         db.execute(
@@ -22,7 +22,7 @@ async def test_corrupt_log_row_refuses_to_serve_and_changes_nothing(server: Serv
         )
         db.execute("UPDATE projects SET seq = 2 WHERE project_id = 'broken'")
         stored_before = db.execute('SELECT seq, "update" FROM doc_updates ORDER BY seq').fetchall()
-    server.restart()
+    await server.restart()
 
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
         response = await http.get("/api/projects/broken")
@@ -37,7 +37,7 @@ async def test_corrupt_log_row_refuses_to_serve_and_changes_nothing(server: Serv
         assert frame is None, "no document byte may be sent"
     assert ws.close_code == 1011
 
-    server.stop()  # shutting down must not "repair" the project with an empty doc
+    await server.stop()  # shutting down must not "repair" the project with an empty doc
     with sqlite3.connect(db_path) as db:
         assert db.execute('SELECT seq, "update" FROM doc_updates ORDER BY seq').fetchall() == (
             stored_before

@@ -16,6 +16,7 @@ from blackboard.sync.authority.leases import LeaseStore
 from blackboard.sync.authority.ledger import BudgetLedger
 from blackboard.sync.authority.mirror import AuthorityMirror
 from blackboard.sync.projects.creation import create_project
+from tests.support.api import eventually
 
 TTL = timedelta(seconds=30)
 SHORT = timedelta(milliseconds=200)
@@ -40,7 +41,7 @@ async def test_expired_fence_is_taken_over_and_the_late_holder_cannot_write(
     a, b = Fences(store.db, "instance-a"), Fences(store.db, "instance-b")
     stale = await a.acquire("sweep", SHORT)
     assert stale is not None
-    await asyncio.sleep(SHORT.total_seconds() * 2)  # a "pauses" past its fence
+    await asyncio.sleep(SHORT.total_seconds() * 2)  # a "pauses" past its fence (a clock)
     current = await b.acquire("sweep", TTL)
     assert current is not None and current.epoch == stale.epoch + 1
 
@@ -105,15 +106,20 @@ async def test_sweeps_run_on_one_instance_at_a_time(store: DocumentStore) -> Non
 
     first, second = CountingSweeper("a"), CountingSweeper("b")
     first.start()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: _swept(sweeps, "a"))  # a holds the fence
     second.start()
+    # Sweeps b could make if the fence did not stop it (nothing to wait for).
     await asyncio.sleep(expiry_sweeper.SWEEP_INTERVAL_S * 2.5)
     assert sweeps and set(sweeps) == {"a"}
     await first.stop()
     sweeps.clear()
-    await asyncio.sleep(expiry_sweeper.SWEEP_INTERVAL_S * 2.5)
+    await eventually(lambda: _swept(sweeps, "b"))  # b takes over once a released
     await second.stop()
     assert set(sweeps) == {"b"} and sweeps
+
+
+def _swept(sweeps: list[str], name: str) -> None:
+    assert name in sweeps
 
 
 async def count_named(store: DocumentStore, name: str) -> int:

@@ -4,7 +4,6 @@ including what they answer once retention has compacted history away."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -13,7 +12,7 @@ from pycrdt import Map
 from blackboard.sync.client import Session
 from tests.support.api import create_project
 from tests.support.cli import run_cli
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 
 async def write_shots(server: ServerProcess, names: list[str]) -> None:
@@ -37,12 +36,12 @@ async def all_history(http: httpx.AsyncClient, limit: int) -> list[dict]:
 
 
 async def test_history_and_state_as_of_a_seq_or_a_time(
-    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: StartServer
 ) -> None:
-    server = start_server(env=backend_env)
+    server = await start_server(env=backend_env)
     await create_project(server, "film")
     await write_shots(server, ["S0", "S1", "S2", "S3", "S4"])
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # clock time between the commits and `middle`, both sides
     middle = datetime.now(UTC).isoformat()
     await asyncio.sleep(0.05)
     await write_shots(server, ["S5", "S6", "S7", "S8", "S9"])
@@ -67,9 +66,9 @@ async def test_history_and_state_as_of_a_seq_or_a_time(
 
 
 async def test_bad_history_requests_are_refused_clearly(
-    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: StartServer
 ) -> None:
-    server = start_server(env=backend_env)
+    server = await start_server(env=backend_env)
     await create_project(server, "film")
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
         for params in (
@@ -91,12 +90,12 @@ async def test_bad_history_requests_are_refused_clearly(
 
 
 async def test_history_past_retention_answers_410_not_a_wrong_state(
-    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: StartServer
 ) -> None:
-    server = start_server(env=backend_env)
+    server = await start_server(env=backend_env)
     await create_project(server, "film")
     await write_shots(server, ["S0", "S1", "S2"])
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # clock time between the commits and `middle`, both sides
     middle = datetime.now(UTC).isoformat()
     await asyncio.sleep(0.05)
     await write_shots(server, ["S3", "S4"])

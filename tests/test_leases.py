@@ -75,7 +75,7 @@ async def test_expiry_hands_over_with_a_larger_token(store: DocumentStore) -> No
     first = await _act(leases, "claim", "slow", ttl_s=0.3)
     held = await _act(leases, "claim", "eager")
     assert held.status == 409
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # past the ttl: expiry is judged by the clock, not an event
     second = await _act(leases, "claim", "eager", ttl_s=30)
     assert second.status == 200
     assert second.body["fencing_token"] > first.body["fencing_token"]
@@ -92,7 +92,7 @@ async def test_the_sweep_frees_expired_leases_once(store: DocumentStore) -> None
     await _act(leases, "claim", "a", ttl_s=0.2, task="T1")
     await _act(leases, "claim", "b", ttl_s=60, task="T2")
     assert await leases.expire_due() == []
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.4)  # past T1's ttl: expiry is judged by the clock, not an event
     freed = await leases.expire_due()
     assert [(lease.task_id, lease.holder, lease.fencing_token) for lease in freed] == [
         ("T1", None, 1)

@@ -13,7 +13,7 @@ from pycrdt import Map
 
 from blackboard.sync.client import Session
 from tests.support.api import create_project, eventually
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 _keys = itertools.count()
 
@@ -46,9 +46,9 @@ def _task_shows(agent: Session, expected: dict[str, Any]) -> Callable[[], None]:
 
 
 async def test_twenty_claimants_one_holder_mirrored_into_the_task(
-    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: StartServer
 ) -> None:
-    server = start_server(env=backend_env)
+    server = await start_server(env=backend_env)
     agent = await _agent_with_task(server, "race")
     async with httpx.AsyncClient(base_url=server.http, timeout=20) as http:
         replies = await asyncio.gather(
@@ -86,9 +86,9 @@ async def test_twenty_claimants_one_holder_mirrored_into_the_task(
 
 
 async def test_expiry_hands_over_and_the_stale_holder_is_refused(
-    backend_env: dict[str, str], start_server: Callable[..., ServerProcess]
+    backend_env: dict[str, str], start_server: StartServer
 ) -> None:
-    server = start_server(env=backend_env)
+    server = await start_server(env=backend_env)
     agent = await _agent_with_task(server, "handover")
     async with httpx.AsyncClient(base_url=server.http, timeout=20) as http:
         status, first = await _lease(http, "handover", action="claim", holder="slow", ttl_s=1)

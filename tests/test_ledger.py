@@ -201,7 +201,7 @@ async def test_expired_reservations_are_released_by_the_server(
     _, short = await _op(ledger, "p", op="reserve", amount=10, ttl_s=0.2, idempotency_key="s")
     _, long = await _op(ledger, "p", op="reserve", amount=5, idempotency_key="l")
     assert await ledger.expire_due() == []  # nothing is due yet
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.4)  # past the ttl: expiry is judged by the clock, not an event
     # A commit past expiry is refused even before the sweep runs (database clock).
     status, body = await _op(
         ledger, "p", op="commit", reservation_id=short["reservation_id"], idempotency_key="c"

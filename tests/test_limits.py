@@ -9,7 +9,6 @@ import asyncio
 import json
 import socket
 import sys
-from collections.abc import Callable
 
 import httpx
 import websockets
@@ -28,9 +27,8 @@ from blackboard.sync.wire.protocol import (
 from tests.support.api import create_project, eventually, history, project_json
 from tests.support.auth import connect, rss_bytes, start_auth_server, token, until_closed
 from tests.support.latency import median_ms, probe_latency
-from tests.support.server import ROOT, ServerProcess
+from tests.support.server import ROOT, ServerProcess, StartServer
 
-StartServer = Callable[..., ServerProcess]
 MiB = 1024 * 1024
 FLOOR_MS = 2.0  # below this, latency differences are scheduler noise on 2 shared cores
 
@@ -52,7 +50,7 @@ async def _joined(ws: websockets.ClientConnection) -> None:
 
 
 async def test_oversized_messages_are_refused_before_decoding(start_server: StartServer) -> None:
-    server = start_server(env={"BLACKBOARD_MAX_MESSAGE_BYTES": str(64 * 1024)})
+    server = await start_server(env={"BLACKBOARD_MAX_MESSAGE_BYTES": str(64 * 1024)})
     await create_project(server, "film")
     before = await _snapshot(server, "film")
     big = sync_update(_entry("S1", 100 * 1024))
@@ -75,7 +73,7 @@ async def _has_shot(server: ServerProcess, project_id: str, shot: str) -> None:
 async def test_document_size_limit_refuses_growth_and_changes_nothing(
     start_server: StartServer,
 ) -> None:
-    server = start_server(env={"BLACKBOARD_MAX_DOCUMENT_BYTES": str(50_000)})
+    server = await start_server(env={"BLACKBOARD_MAX_DOCUMENT_BYTES": str(50_000)})
     await create_project(server, "film")
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
         statuses = []
@@ -95,7 +93,7 @@ async def test_document_size_limit_refuses_growth_and_changes_nothing(
 
 
 async def test_half_open_sockets_are_reaped_by_ping_timeout(start_server: StartServer) -> None:
-    server = start_server(
+    server = await start_server(
         env={"BLACKBOARD_PING_INTERVAL_S": "0.5", "BLACKBOARD_PING_TIMEOUT_S": "0.5"}
     )
     await create_project(server, "film")
@@ -174,7 +172,7 @@ async def _peak_send_queue(server: ServerProcess, stop: asyncio.Event) -> float:
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
         while not stop.is_set():
             peak = max(peak, await _gauge(http, "blackboard_send_queue_bytes"))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the sampling period
     return peak
 
 
@@ -195,7 +193,7 @@ async def test_slow_consumer_is_closed_and_nobody_else_notices(start_server: Sta
     each: what this machine sustains with room to spare, so latency measures the server
     and not a backlog). The run without it comes before and after; the machine is shared,
     so a disturbed attempt is repeated (at most 3 times): a real regression fails all."""
-    server = start_server(
+    server = await start_server(
         env={"BLACKBOARD_SEND_QUEUE_BYTES": str(MiB), "BLACKBOARD_RATE_LIMIT": "1000000"}
     )
     await create_project(server, "film")
@@ -257,7 +255,7 @@ async def test_flood_is_throttled_then_closed_and_others_keep_their_latency(
     """One connection sends 10x the message rate limit (200/s over a 1 s window here);
     it is throttled (the server reads it at the limit), then closed 4429. A probe pair
     at half the limit measures everyone else's latency, before, during and after."""
-    server, admin = start_auth_server(
+    server, admin = await start_auth_server(
         start_server, BLACKBOARD_RATE_LIMIT="200", BLACKBOARD_RATE_WINDOW_S="1"
     )
     await create_project(server, "film", token=admin)

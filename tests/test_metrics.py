@@ -21,7 +21,7 @@ from blackboard.sync.wire.protocol import (
 )
 from blackboard.web.tokens import Keyring, mint
 from tests.support.api import create_project, eventually
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 SECRET = "m1:metrics-test-secret-0123456789"
@@ -94,10 +94,10 @@ async def _close_code(ws: websockets.ClientConnection) -> int | None:
 
 
 async def test_counters_follow_a_small_workload(
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
 ) -> None:
     # A short idle time, so the room unloads (and compacts) once both clients leave.
-    server = start_server(env={"BLACKBOARD_ROOM_IDLE_S": "0.5"})
+    server = await start_server(env={"BLACKBOARD_ROOM_IDLE_S": "0.5"})
     await create_project(server, "film-m")
     before = await scrape(server)
     assert value(before, "blackboard_connections") == 0
@@ -186,9 +186,9 @@ async def test_refusals_are_counted_by_code(server: ServerProcess) -> None:
 
 
 async def test_metrics_need_an_admin_token_when_auth_is_on(
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
 ) -> None:
-    server = start_server(env={"BLACKBOARD_AUTH_SECRET": SECRET})
+    server = await start_server(env={"BLACKBOARD_AUTH_SECRET": SECRET})
     keyring = Keyring.parse(SECRET)
     assert (await get_metrics(server)).status_code == 401
     refused = await get_metrics(server, mint(keyring, "*", "read", "dashboard", 600))

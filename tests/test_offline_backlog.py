@@ -4,8 +4,6 @@ the 1 MiB limit, and `POST …/update` takes the same bytes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
 import pytest
 import websockets
@@ -15,9 +13,8 @@ from blackboard.sync.wire.protocol import sync_step1, sync_step2, sync_update
 from tests.support.api import create_project, eventually, project_json
 from tests.support.auth import connect, start_auth_server, token, until_closed
 from tests.support.js import JsClients
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
-StartServer = Callable[..., ServerProcess]
 MiB = 1024 * 1024
 SHOTS = 200
 NOTE_CHARS = 9_000  # 200 shots x 9 KB: a 1.8 MB backlog
@@ -99,7 +96,7 @@ async def _shots_stored(server: ServerProcess, project_id: str, count: int) -> N
 async def test_read_only_and_over_the_document_limit_stay_refused(
     start_server: StartServer,
 ) -> None:
-    server, admin = start_auth_server(
+    server, admin = await start_auth_server(
         start_server, BLACKBOARD_MAX_DOCUMENT_BYTES=str(int(1.5 * MiB))
     )
     await create_project(server, "film", token=admin)
@@ -121,7 +118,7 @@ async def _shots_stored_with(server: ServerProcess, admin: str, count: int) -> N
 async def test_posted_backlog_up_to_the_document_limit_is_accepted(
     start_server: StartServer,
 ) -> None:
-    server = start_server(env={"BLACKBOARD_MAX_DOCUMENT_BYTES": str(4 * MiB)})
+    server = await start_server(env={"BLACKBOARD_MAX_DOCUMENT_BYTES": str(4 * MiB)})
     await create_project(server, "film")
     async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
         response = await http.post("/api/projects/film/update", content=_backlog("S"))

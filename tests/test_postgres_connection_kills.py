@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,9 +16,9 @@ import httpx
 import pytest
 
 from blackboard.persistence.postgres_database import PostgresDatabase
-from tests.support.api import create_project
+from tests.support.api import create_project, eventually
 from tests.support.backends import PG_URL
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 from tests.test_durability_postgres import FLUSH_TIMEOUT_S, Writer, stored_shots, write_steadily
 
 KILL_EVERY_S = 0.15
@@ -37,7 +36,7 @@ async def kill_backends(database: str, stop: asyncio.Event) -> int:
                 " WHERE datname = $1 AND pid <> pg_backend_pid()",
                 database,
             )
-            await asyncio.sleep(KILL_EVERY_S)
+            await asyncio.sleep(KILL_EVERY_S)  # the pace of the kills
     finally:
         await admin.close()
     return killed
@@ -58,14 +57,14 @@ async def charge_steadily(server: ServerProcess, name: str, stop: asyncio.Event)
                     acknowledged.append(op["idempotency_key"])
                     break
                 assert response.status_code == 503, response.text  # undecided: retry
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # a client's pause before its retry
     return acknowledged
 
 
 async def test_killed_connections_are_discarded_and_nothing_acked_is_lost(
-    pg_url: str, start_server: Callable[..., ServerProcess], tmp_path: Path
+    pg_url: str, start_server: StartServer, tmp_path: Path
 ) -> None:
-    server = start_server(env={"BLACKBOARD_DATABASE_URL": pg_url})
+    server = await start_server(env={"BLACKBOARD_DATABASE_URL": pg_url})
     await create_project(server, "film", budget_total=100000)
     writers = [Writer(server, "film", f"w{i}") for i in range(6)]
     await asyncio.gather(*(w.client.connect() for w in writers))
@@ -97,7 +96,7 @@ async def test_a_cancelled_operation_does_not_hold_or_reuse_its_connection(pg_ur
     try:
         first = await db.fetchval("SELECT pg_backend_pid()")
         sleeping = asyncio.create_task(db.fetchval("SELECT pg_sleep(30)"))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: _running(pg_url, first, "SELECT pg_sleep(30)"))
         sleeping.cancel()
         with pytest.raises(asyncio.CancelledError):
             await sleeping
@@ -110,3 +109,15 @@ async def test_a_cancelled_operation_does_not_hold_or_reuse_its_connection(pg_ur
             assert await conn.fetchval("SELECT 1") == 1
     finally:
         await db.close()
+
+
+async def _running(url: str, pid: int, query: str) -> None:
+    """Assert that backend `pid` is running `query` now."""
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        running = await conn.fetchval(
+            "SELECT query FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid
+        )
+    finally:
+        await conn.close()
+    assert running == query, running

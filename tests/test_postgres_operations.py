@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -19,7 +19,7 @@ from blackboard.web.services import Services
 from blackboard.web.settings import Settings
 from tests.support.backends import create_database, drop_database
 from tests.support.cli import run_cli
-from tests.support.server import ROOT, ServerProcess
+from tests.support.server import ROOT, StartServer
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ async def test_serve_and_create_refuse_a_database_that_is_behind(
 
 
 async def test_migrate_applies_everything_once_then_serve_starts(
-    bare_url: str, tmp_path: Path, start_server: Callable[..., ServerProcess]
+    bare_url: str, tmp_path: Path, start_server: StartServer
 ) -> None:
     env = {"BLACKBOARD_DATABASE_URL": bare_url}
     code, out, err = await run_cli("migrate", env=env)
@@ -66,7 +66,7 @@ async def test_migrate_applies_everything_once_then_serve_starts(
 
     code, out, err = await run_cli("create", "film", "--title", "T", "--budget", "5", env=env)
     assert code == 0, err
-    server = start_server(env=env)
+    server = await start_server(env=env)
     assert "Blackboard on" in server.logs()
 
 
@@ -99,7 +99,7 @@ async def test_pool_size_is_honored(pg_url: str, tmp_path: Path) -> None:
                         database,
                     )
                     peak = max(peak, count)
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # the sampling period
             finally:
                 await conn.close()
 
@@ -148,7 +148,7 @@ async def test_seqs_from_several_writer_processes_are_gap_free_in_commit_order(
                 seqs = [row[0] for row in rows]
                 assert seqs == list(range(1, len(seqs) + 1)), f"{project_id}: gap in {seqs}"
                 observations += 1
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one loop turn: observe between any two commits
 
     reader = asyncio.create_task(observe_prefixes())
     outputs = await asyncio.wait_for(asyncio.gather(*(w.communicate() for w in writers)), 120)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import websockets
 from pycrdt import Doc, Map
@@ -17,7 +16,7 @@ from blackboard.sync.wire.protocol import (
     sync_update,
 )
 from tests.support.api import create_project, eventually, project_json
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 
 async def test_simultaneous_first_joiners_all_sync(server: ServerProcess) -> None:
@@ -31,10 +30,10 @@ async def test_simultaneous_first_joiners_all_sync(server: ServerProcess) -> Non
 
 
 async def test_reconnect_during_unload_loses_nothing(
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
 ) -> None:
     """Hocuspocus #971: a reconnect while the room unloads silently dropped updates."""
-    server = start_server(env={"BLACKBOARD_ROOM_IDLE_S": "0.02"})
+    server = await start_server(env={"BLACKBOARD_ROOM_IDLE_S": "0.02"})
     await create_project(server, "churn")
     for i in range(40):
         client = Session(server.ws, "churn", durable=False)
@@ -43,9 +42,9 @@ async def test_reconnect_during_unload_loses_nothing(
         assert len(client.doc.get("tasks", type=Map)) == i
         client.doc.get("tasks", type=Map)[f"T{i}"] = Map({"kind": "render"})
         await client.close()  # no flush: the room unloads right behind us
-        await asyncio.sleep(0.01 * (i % 4))
-    server.stop()
-    server.restart()
+        await asyncio.sleep(0.01 * (i % 4))  # reconnects at varied moments of the unload
+    await server.stop()
+    await server.restart()
     tasks = (await project_json(server, "churn"))["doc"]["tasks"]
     assert sorted(tasks) == sorted(f"T{i}" for i in range(40))
 
@@ -66,8 +65,8 @@ async def test_many_updates_then_immediate_disconnect_are_all_stored(
         for update in updates:
             await ws.send(sync_update(update))
     # Closed at once, no ack asked for. A graceful restart must still find all.
-    server.stop()
-    server.restart()
+    await server.stop()
+    await server.restart()
     approvals = (await project_json(server, "burst"))["doc"]["approvals"]
     assert len(approvals) == 1000
 

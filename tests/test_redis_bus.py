@@ -18,11 +18,11 @@ from tests.support.private_redis import PrivateRedis
 
 @pytest.fixture
 async def redis_server() -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis().start()
+    server = await PrivateRedis().start()
     try:
         yield server
     finally:
-        server.kill()
+        await server.kill()
 
 
 class Listener:
@@ -59,7 +59,7 @@ async def test_publish_subscribe_survives_a_redis_restart(redis_server: PrivateR
         # Several pooled command connections (presence writes, heartbeats run at once),
         # all of which the restart below leaves dead.
         await asyncio.gather(*(sender.command("PING") for _ in range(5)))
-        redis_server.kill()
+        await redis_server.kill()
         await eventually(lambda: _true(not receiver.healthy and listener.disconnected == 1))
         assert receiver.state.startswith("down")
         await eventually(lambda: _true(not sender.healthy))
@@ -69,14 +69,14 @@ async def test_publish_subscribe_survives_a_redis_restart(redis_server: PrivateR
         with pytest.raises(RedisUnavailable):
             await sender.command("PING")
 
-        redis_server.start()
+        await redis_server.start()
         # Back by itself, subscriptions included, and it says so (callers catch up then).
         await eventually(lambda: _true(receiver.healthy and listener.connected == 2))
         await eventually(lambda: _true(sender.healthy))
         dropped = sender.dropped
         for i in range(5):  # not one lost on a dead pooled connection
             sender.publish(channel, b"again%d" % i)
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one loop turn: the publishes interleave with the bus
         await eventually(lambda: _equal(listener.received[-5:], [b"again%d" % i for i in range(5)]))
         assert sender.dropped == dropped
         assert b"lost" not in listener.received
@@ -100,10 +100,17 @@ async def test_subscriptions_follow_the_rooms(redis_server: PrivateRedis) -> Non
         bus.subscribe(two)
         await eventually(lambda: _equal(sorted(subscribed), sorted([one, two])))
         bus.unsubscribe(one)
-        await asyncio.sleep(0.2)
         client = redis_server.client()
-        client.publish(one, b"to one")
-        client.publish(two, b"to two")
+        try:
+            # Redis itself says the bus has left `one` (and still listens on `two`).
+            async def left_one() -> None:
+                assert await client.pubsub_numsub(one, two) == [(one, 0), (two, 1)]
+
+            await eventually(left_one)
+            await client.publish(one, b"to one")
+            await client.publish(two, b"to two")
+        finally:
+            await client.aclose()
         await eventually(lambda: _equal(listener.received, [b"to two"]))
     finally:
         await bus.stop()

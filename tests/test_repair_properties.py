@@ -46,6 +46,7 @@ from blackboard.sync.wire.protocol import (
     sync_step2,
     sync_update,
 )
+from tests.support.api import eventually
 from tests.support.live_room import (
     LiveRoom,
     MemoryChannel,
@@ -261,6 +262,10 @@ class World:
         for client in online:
             await self.rejoin(client)
 
+    def deferred_checks_done(self) -> None:
+        """Assert that no instance has a deferred check of a peer update left to run."""
+        assert all(live.room.rules.next_deferred() is None for live in self.lives)
+
     async def settle(self) -> None:
         for client in self.clients:
             await self.rejoin(client)
@@ -269,7 +274,7 @@ class World:
                 while client.inflight:
                     self.deliver_up(client)
             relayed = self.relay_all()
-            await asyncio.sleep(2 * QUICK.peer_delay_s)  # deferred checks of peer updates
+            await eventually(self.deferred_checks_done, interval=QUICK.peer_delay_s)
             moved = [await self.deliver_down(client) for client in self.clients]
             if not any(moved) and not relayed and not any(map(_pending, self.lives)):
                 return
@@ -359,7 +364,7 @@ async def run_step(world: World, name: str, *args: Any) -> None:
     elif name == "relay":
         world.relay(*args)
     elif name == "tick":
-        await asyncio.sleep(QUICK.peer_delay_s)
+        await asyncio.sleep(QUICK.peer_delay_s)  # a step of the model: time passes
     else:
         await world.reload(*(args or (0,)))
 

@@ -21,8 +21,8 @@ async def test_graceful_restart_keeps_everything(server: ServerProcess) -> None:
     await create_project(server, "film")
     await _write_shots(server, "film", 50)
     before = await project_json(server, "film")
-    server.stop()
-    server.restart()
+    await server.stop()
+    await server.restart()
     after = await project_json(server, "film")
     assert after["doc"] == before["doc"]
     assert len(after["doc"]["shots"]) == 50
@@ -34,8 +34,8 @@ async def test_graceful_restart_keeps_everything(server: ServerProcess) -> None:
 async def test_kill_9_keeps_every_acknowledged_update(server: ServerProcess) -> None:
     await create_project(server, "crash")
     await _write_shots(server, "crash", 80)
-    server.kill()  # no flush, no compaction, no goodbye
-    server.restart()
+    await server.kill()  # no flush, no compaction, no goodbye
+    await server.restart()
     doc = (await project_json(server, "crash"))["doc"]
     assert sorted(doc["shots"]) == sorted(f"S{i}" for i in range(80))
     assert doc["shots"]["S79"] == {"title": "shot 79", "order": 79.0}

@@ -9,7 +9,7 @@ import collections
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 from pycrdt import Doc, Map
 
+from blackboard.persistence.clock import utc_now
 from blackboard.persistence.compaction import compaction_fence
 from blackboard.persistence.factory import make_store
 from blackboard.persistence.fence import Fences
@@ -31,9 +32,9 @@ from tests.support.awareness import joined, seen, states_message
 from tests.support.backends import REDIS_URL, redis_prefix
 from tests.support.js import JsClients
 from tests.support.private_redis import PrivateRedis
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
-Cluster = Callable[..., list[ServerProcess]]
+Cluster = Callable[..., Awaitable[list[ServerProcess]]]
 
 
 @pytest.fixture
@@ -42,11 +43,11 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def cluster(pg_url: str, start_server: Callable[..., ServerProcess], prefix: str) -> Cluster:
+def cluster(pg_url: str, start_server: StartServer, prefix: str) -> Cluster:
     """`cluster(n, redis_url=..., **env)`: n instances on one database and one Redis (the
     servers stop before the database is dropped)."""
 
-    def start(count: int, redis_url: str = REDIS_URL, **env: str) -> list[ServerProcess]:
+    async def start(count: int, redis_url: str = REDIS_URL, **env: str) -> list[ServerProcess]:
         base = {
             "BLACKBOARD_DATABASE_URL": pg_url,
             "BLACKBOARD_REDIS_URL": redis_url,
@@ -56,18 +57,18 @@ def cluster(pg_url: str, start_server: Callable[..., ServerProcess], prefix: str
             "BLACKBOARD_INSTANCE_TTL_S": "3",
             "BLACKBOARD_REDIS_TIMEOUT_S": "1",
         }
-        return [start_server(env={**base, **env}) for _ in range(count)]
+        return [await start_server(env={**base, **env}) for _ in range(count)]
 
     return start
 
 
 @pytest.fixture
 async def private_redis() -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis().start()
+    server = await PrivateRedis().start()
     try:
         yield server
     finally:
-        server.kill()
+        await server.kill()
 
 
 class ChannelTap:
@@ -118,14 +119,14 @@ def shot(index: int) -> str:
 async def test_edits_on_every_instance_reach_every_client_one_message_each(
     cluster: Cluster, js: JsClients, prefix: str
 ) -> None:
-    a, b = cluster(2)
+    a, b = await cluster(2)
     await create_project(a, "film")
     tap = await ChannelTap.open(REDIS_URL, f"{prefix}doc:film")
     await js.connect("on_a", a.ws, "film")
     await js.connect("on_b", b.ws, "film")
     agent = Session(b.ws, "film")
     await agent.connect()
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # a window for stray publishes before the baseline (no event)
     baseline = tap.counts["u"]
 
     expected: dict[str, dict[str, Any]] = {}
@@ -149,7 +150,7 @@ async def test_edits_on_every_instance_reach_every_client_one_message_each(
     # A late joiner syncs (server step 2 and its own empty step 2): nothing is published.
     await js.connect("late", a.ws, "film")
     await js.call("waitFor", name="late", path=["shots"], value=expected)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # a window for a wrongful publish (nothing to wait for)
     assert tap.counts["u"] - baseline == 15
     # Each update was received, and its Redis lag measured, by the one other instance.
     received = [(await _metrics(s))["blackboard_redis_lag_seconds_count"] for s in (a, b)]
@@ -159,7 +160,7 @@ async def test_edits_on_every_instance_reach_every_client_one_message_each(
 
 
 async def test_presence_is_global(cluster: Cluster, js: JsClients) -> None:
-    a, b = cluster(2)
+    a, b = await cluster(2)
     await create_project(a, "pres")
     await js.connect("ana", a.ws, "pres")
     await js.connect("bo", b.ws, "pres")
@@ -206,13 +207,13 @@ async def test_presence_is_global(cluster: Cluster, js: JsClients) -> None:
 
 
 async def test_dead_instance_disappears_from_presence(cluster: Cluster, js: JsClients) -> None:
-    a, b = cluster(2)
+    a, b = await cluster(2)
     await create_project(a, "crash")
     await js.connect("on_a", a.ws, "crash")
     await js.connect("on_b", b.ws, "crash")
     await js.call("setAwareness", name="on_b", state={"user": "bo"})
     await eventually(lambda: _has_state(js, "on_a", {"user": "bo"}, present=True))
-    b.kill()  # no goodbye: its presence entry and bo's state must expire by themselves
+    await b.kill()  # no goodbye: its presence entry and bo's state must expire by themselves
     await eventually(lambda: _has_state(js, "on_a", {"user": "bo"}, present=False), timeout=10)
 
     async def only_a_listed() -> None:
@@ -223,19 +224,19 @@ async def test_dead_instance_disappears_from_presence(cluster: Cluster, js: JsCl
 
 
 async def test_killed_instance_restarts_and_catches_up(cluster: Cluster, js: JsClients) -> None:
-    a, b = cluster(2)
+    a, b = await cluster(2)
     await create_project(a, "kill")
     await js.connect("on_a", a.ws, "kill")
     await js.connect("on_b", b.ws, "kill")
     await js.call("set", name="on_b", path=["shots", "S1"], value={"title": "before"})
     await js.call("waitFor", name="on_a", path=["shots", "S1", "title"], value="before")
 
-    b.kill()
+    await b.kill()
     # Edits while b is gone: on a, and offline on b's client.
     for i in range(20):
         await js.call("set", name="on_a", path=["tasks", f"T{i}"], value={"kind": "render"})
     await js.call("set", name="on_b", path=["shots", "S2"], value={"title": "offline"})
-    b.restart()
+    await b.restart()
 
     expected_tasks = {f"T{i}": {"kind": "render"} for i in range(20)}
     expected_shots = {"S1": {"title": "before"}, "S2": {"title": "offline"}}
@@ -246,7 +247,7 @@ async def test_killed_instance_restarts_and_catches_up(cluster: Cluster, js: JsC
     assert doc["tasks"] == expected_tasks and doc["shots"] == expected_shots
 
     # An instance that starts with no clients and then gets one serves everything.
-    (c,) = cluster(1)
+    (c,) = await cluster(1)
     fresh = Session(c.ws, "kill")
     await fresh.connect()
     assert fresh.doc.get("tasks", type=Map).to_py() == expected_tasks
@@ -257,7 +258,7 @@ async def test_killed_instance_restarts_and_catches_up(cluster: Cluster, js: JsC
 async def test_paused_instance_that_missed_messages_converges_from_the_log(
     cluster: Cluster, js: JsClients, private_redis: PrivateRedis
 ) -> None:
-    a, b = cluster(2, redis_url=private_redis.url)
+    a, b = await cluster(2, redis_url=private_redis.url)
     await create_project(a, "pause")
     await js.connect("on_b", b.ws, "pause")
     writer = Session(a.ws, "pause")
@@ -271,7 +272,7 @@ async def test_paused_instance_that_missed_messages_converges_from_the_log(
     try:
         # Redis restarts while b sleeps: a resubscribes, b cannot, so every message
         # published from now on is lost for b; only the log has them.
-        private_redis.restart()
+        await private_redis.restart()
         await eventually(lambda: _redis_ok(a), timeout=10)
         notes = writer.doc.get("dna_bank", type=Map)
         for i in range(100):
@@ -293,7 +294,7 @@ async def test_paused_instance_that_missed_messages_converges_from_the_log(
 async def test_redis_down_falls_back_to_the_log_and_recovers(
     cluster: Cluster, js: JsClients, private_redis: PrivateRedis
 ) -> None:
-    a, b = cluster(2, redis_url=private_redis.url)
+    a, b = await cluster(2, redis_url=private_redis.url)
     await create_project(a, "outage")
     await js.connect("on_a", a.ws, "outage")
     await js.connect("on_b", b.ws, "outage")
@@ -303,7 +304,7 @@ async def test_redis_down_falls_back_to_the_log_and_recovers(
         ready = await http_get(server, "/readyz")
         assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "ok"
 
-    private_redis.kill()
+    await private_redis.kill()
 
     async def degraded(server: ServerProcess) -> None:
         ready = await http_get(server, "/readyz")
@@ -327,7 +328,7 @@ async def test_redis_down_falls_back_to_the_log_and_recovers(
         assert metrics["blackboard_redis_up"] == 0
         assert metrics["blackboard_peer_updates_caught_up_total"] >= 5
 
-    private_redis.start()
+    await private_redis.start()
     for server in (a, b):
         await eventually(
             lambda s=server: _redis_ok(s),  # reconnects by itself
@@ -350,7 +351,7 @@ async def test_update_of_an_instance_that_died_before_commit_is_stored_by_a_peer
 ) -> None:
     # Both named alike (as a deployment restarting one container might): the instance
     # that replaces the dead one must not be taken for it.
-    a, b = cluster(2, BLACKBOARD_INSTANCE_ID="node")
+    a, b = await cluster(2, BLACKBOARD_INSTANCE_ID="node")
     await create_project(a, "orphan")
     await js.connect("on_a", a.ws, "orphan")
     await js.connect("on_b", b.ws, "orphan")
@@ -380,12 +381,12 @@ async def test_update_of_an_instance_that_died_before_commit_is_stored_by_a_peer
 
         await eventually(a_is_committing)
         await js.call("destroy", name="on_a")
-        a.kill()  # a dies with the update uncommitted, and its statement is cancelled:
+        await a.kill()  # a dies with the update uncommitted, and its statement is cancelled:
         await blocker.execute("SELECT pg_terminate_backend($1)", waiting[0])  # only b has it
     finally:
         await stall.rollback()
         await blocker.close()
-    a.restart()  # at once, under the same name
+    await a.restart()  # at once, under the same name
 
     async def stored_in_the_log() -> None:
         store = make_store(pg_url, a.data_dir)
@@ -399,14 +400,14 @@ async def test_update_of_an_instance_that_died_before_commit_is_stored_by_a_peer
 
     await eventually(stored_in_the_log, timeout=15)
     # A fresh instance (nothing in memory) serves it from the database.
-    (c,) = cluster(1)
+    (c,) = await cluster(1)
     assert (await project_json(c, "orphan"))["doc"]["shots"]["S2"] == {"title": "orphan"}
 
 
 async def test_a_compaction_fence_held_elsewhere_stops_every_instance_compacting(
     cluster: Cluster, pg_url: str
 ) -> None:
-    a, b = cluster(2, BLACKBOARD_COMPACT_AFTER_ROWS="10")
+    a, b = await cluster(2, BLACKBOARD_COMPACT_AFTER_ROWS="10")
     await create_project(a, "compact")
     other_instance = make_store(pg_url, a.data_dir)
     await other_instance.open(migrate_schema=False)
@@ -426,7 +427,8 @@ async def test_a_compaction_fence_held_elsewhere_stops_every_instance_compacting
                 await w.flush()
         # Both instances passed their threshold, yet neither compacted: the fence is held.
         assert await _snapshot_count(other_instance, "compact") == 0
-        await asyncio.sleep(4)  # the fence expires: the next instance to pass takes it
+        # The fence expires: the next instance to pass its threshold takes it.
+        await eventually(lambda: _fence_expired(other_instance, compaction_fence("compact")))
         for w in writers:
             for j in range(15):
                 with w.doc.transaction():
@@ -476,6 +478,13 @@ async def _snapshot_count(store: Any, project_id: str) -> int:
     )
 
 
+async def _fence_expired(store: Any, name: str) -> None:
+    held = await store.db.fetchval(
+        "SELECT count(*) FROM work_fences WHERE name = $1 AND expires_at > $2", name, utc_now()
+    )
+    assert held == 0, f"fence {name} still held"
+
+
 async def _snapshot_count_at_least(store: Any, project_id: str, n: int) -> None:
     assert await _snapshot_count(store, project_id) >= n
 
@@ -497,7 +506,7 @@ async def test_each_repair_is_made_and_recorded_once_across_instances(cluster: C
     update too, finds the repair arriving and does nothing. A break only two concurrent
     updates on two instances make (a higher status losing the map race to a lower one)
     is repaired once as well."""
-    a, b = cluster(2)
+    a, b = await cluster(2)
     await create_project(a, "once")
     base = Doc(client_id=5)
     with base.transaction():
@@ -529,7 +538,9 @@ async def test_each_repair_is_made_and_recorded_once_across_instances(cluster: C
         assert doc["tasks"]["T1"]["status"] == "done"
 
     await eventually(repaired)
-    await asyncio.sleep(1.5)  # past every deferred check of a peer's update
+    # Past every deferred check of a peer's update, none of which may undo the repair
+    # (the checks run inside the servers: nothing to wait for).
+    await asyncio.sleep(1.5)
     await repaired()
     expected = [
         ("shots/S1/duration_s", "wrong_type", 12.0),
@@ -556,7 +567,7 @@ async def test_a_shot_reworked_on_one_instance_wins_over_stale_work_on_another(
     shot through b, concurrent: both instances restart the shot at `draft`, and the
     repair is made and recorded once. Restarted, b judges stale writes from the stored
     lattice record exactly as before."""
-    a, b = cluster(2)
+    a, b = await cluster(2)
     await create_project(a, "rework")
     base = Doc(client_id=5)
     base.get("shots", type=Map)["S1"] = Map({"title": "s", "status": "rejected"})
@@ -580,7 +591,7 @@ async def test_a_shot_reworked_on_one_instance_wins_over_stale_work_on_another(
         assert doc["shots"]["S1"] == {"title": "s", "status": status, "revision": 1.0}
 
     await eventually(lambda: shows("draft"))
-    await asyncio.sleep(1.5)  # past every deferred check of a peer's update
+    await asyncio.sleep(1.5)  # past every deferred check of a peer's update (see above)
     await shows("draft")
     viewer = Doc(client_id=30)  # saw the rework's `draft`; edits offline from here
     viewer.apply_update(await document_update(a, "rework"))
@@ -590,8 +601,8 @@ async def test_a_shot_reworked_on_one_instance_wins_over_stale_work_on_another(
     await post_update(a, "rework", planner.get_update(viewer.get_state()))
     await eventually(lambda: shows("planned"))
 
-    b.stop()
-    b.restart()
+    await b.stop()
+    await b.restart()
     late = Doc(client_id=40)  # still on revision 0
     late.apply_update(base.get_update())
     late.get("shots", type=Map)["S1"]["status"] = "generating"
@@ -605,7 +616,7 @@ async def test_a_shot_reworked_on_one_instance_wins_over_stale_work_on_another(
     viewer.get("shots", type=Map)["S1"]["status"] = "review"
     await post_update(b, "rework", viewer.get_update(before))
     await eventually(lambda: shows("review"))
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # past every deferred check of a peer's update (see above)
     await shows("review")
     expected = [
         ("shots/S1/status", "lattice", "draft"),
@@ -623,8 +634,8 @@ async def _has_shot(server: ServerProcess) -> None:
 async def test_presence_bounds_hold_across_instances(cluster: Cluster) -> None:
     """A flood refused on one instance reaches no other; an instance keeps its own cap on
     the states its peers relay."""
-    [a] = cluster(1, BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM="10")
-    [b] = cluster(1, BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM="3")
+    [a] = await cluster(1, BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM="10")
+    [b] = await cluster(1, BLACKBOARD_MAX_AWARENESS_STATES_PER_ROOM="3")
     await create_project(a, "pres")
     watcher = await joined(b, "pres")
     await seen(watcher)

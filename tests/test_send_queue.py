@@ -4,7 +4,6 @@ the cap still syncs, while a client that stops reading is still closed (1013).""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import httpx
 import websockets
@@ -13,7 +12,7 @@ from pycrdt import Doc, Map, Text
 from blackboard.sync.room.connection import Connection
 from blackboard.sync.wire.protocol import SyncMessage, SyncType, decode_message, sync_step1
 from tests.support.api import create_project
-from tests.support.server import ServerProcess
+from tests.support.server import StartServer
 
 
 class Stalled:
@@ -36,7 +35,7 @@ async def test_one_message_over_the_cap_is_sent_but_a_backlog_is_not() -> None:
         channel, project_id="p", actor="a", can_write=True, wants_acks=False, max_queue_bytes=1000
     )
     conn.send(b"x" * 5000)  # e.g. a big document's sync step 2
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: the sender task sends at once
     assert conn.open and channel.sent == [b"x" * 5000]
     for _ in range(3):  # the client is stuck on it: these wait in the outbox
         conn.send(b"y" * 400)
@@ -46,9 +45,9 @@ async def test_one_message_over_the_cap_is_sent_but_a_backlog_is_not() -> None:
 
 
 async def test_a_document_bigger_than_the_send_queue_syncs(
-    start_server: Callable[..., ServerProcess],
+    start_server: StartServer,
 ) -> None:
-    server = start_server(env={"BLACKBOARD_SEND_QUEUE_BYTES": "65536"})
+    server = await start_server(env={"BLACKBOARD_SEND_QUEUE_BYTES": "65536"})
     await create_project(server, "big")
     doc = Doc()
     with doc.transaction():

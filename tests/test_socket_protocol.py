@@ -57,7 +57,7 @@ async def test_handshake_comes_first_even_during_a_burst(server: ServerProcess) 
     async def write() -> None:
         for update in updates:
             await writer.send(sync_update(update))
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one loop turn: joiners interleave with the burst
 
     burst = asyncio.create_task(write())
     for _ in range(5):

@@ -166,7 +166,7 @@ async def test_history_pages_and_seq_at_time(store: DocumentStore) -> None:
     await create(store)
     await append_each(store, "film", shot_updates(4))
     middle = utc_now()
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # clock time between `middle` and the next rows
     await append_each(store, "film", shot_updates(3, prefix="T"))
     page = await store.history("film", 0, 3)
     assert [h.seq for h in page] == [1, 2, 3]
@@ -186,7 +186,7 @@ async def test_prune_keeps_every_state_since_the_cutoff(store: DocumentStore) ->
     await append_each(store, "film", updates[10:20])
     await snapshot_now(store, "film")  # at 21
     await append_each(store, "film", updates[20:25])  # 22..26
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # clock time between the rows and the cutoff, both sides
     cutoff = utc_now()
     await asyncio.sleep(0.01)
     await append_each(store, "film", updates[25:])  # 27..41

@@ -17,6 +17,7 @@ import sys
 from pycrdt import Map
 
 from blackboard.sync.client import BlackboardClient
+from tests.support.api import eventually
 
 
 async def offline(url: str, project_id: str, replica: str, edits: int, reserves: int) -> None:
@@ -28,10 +29,13 @@ async def offline(url: str, project_id: str, replica: str, edits: int, reserves:
         shots[f"S{i}"] = Map({"title": f"shot {i}", "order": i, "notes": f"{i:x}" * 250})
     calls = [asyncio.create_task(client.budget.reserve(1, ref=f"r{i}")) for i in range(reserves)]
     # Each call's key is in the replica before it is sent (nothing can be sent here).
-    while len(client.replica.calls()) < reserves:  # noqa: ASYNC110 (state in another thread)
-        await asyncio.sleep(0.01)
+    await eventually(lambda: _queued(client, reserves), timeout=60, interval=0.01)
     print("ready", flush=True)
     await asyncio.gather(*calls)  # never: killed first
+
+
+def _queued(client: BlackboardClient, calls: int) -> None:
+    assert len(client.replica.calls()) >= calls
 
 
 async def sync(url: str, project_id: str, replica: str) -> None:

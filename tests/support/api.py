@@ -51,8 +51,11 @@ async def history(
             cursor = page["next_cursor"]
 
 
-async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None:
-    """Retry an async or sync assertion until it passes or `timeout` runs out."""
+async def eventually(
+    check: Callable[[], object], timeout: float = 10.0, interval: float = 0.05
+) -> None:
+    """Retry an async or sync assertion every `interval` until it passes or `timeout` runs
+    out (then its last AssertionError is raised): the one way tests wait for a condition."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
@@ -63,4 +66,14 @@ async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None
         except AssertionError:
             if asyncio.get_running_loop().time() > deadline:
                 raise
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(interval)
+
+
+async def committed_doc(server: ServerProcess, project_id: str, token: str | None = None) -> dict:
+    """The document as the log holds it: its state as of the last committed seq (the live
+    document of `project_json` may be ahead of the log)."""
+    seq = (await project_json(server, project_id, token))["seq"]
+    async with httpx.AsyncClient(base_url=server.http, timeout=10, headers=bearer(token)) as http:
+        response = await http.get(f"/api/projects/{project_id}/state", params={"at_seq": seq})
+        assert response.status_code == 200, response.text
+        return response.json()["doc"]

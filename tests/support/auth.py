@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import websockets
 
 from blackboard.web.tokens import Keyring, mint
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, StartServer
 
 SECRET = "k1:test-secret-0123456789abcdef"
 KEYRING = Keyring.parse(SECRET)
@@ -18,11 +17,9 @@ def token(project: str, role: str, actor: str, ttl_s: float = 600) -> str:
     return mint(KEYRING, project, role, actor, ttl_s)
 
 
-def start_auth_server(
-    start_server: Callable[..., ServerProcess], **env: str
-) -> tuple[ServerProcess, str]:
+async def start_auth_server(start_server: StartServer, **env: str) -> tuple[ServerProcess, str]:
     """A server with auth on, and an admin token for every project."""
-    server = start_server(env={"BLACKBOARD_AUTH_SECRET": SECRET, **env})
+    server = await start_server(env={"BLACKBOARD_AUTH_SECRET": SECRET, **env})
     return server, token("*", "admin", "root")
 
 

@@ -20,6 +20,11 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "screenshots"
 DESKTOP = (1280, 800)
 PHONE = (390, 844)
+# An async script: calls back on the second animation frame, after the next paint.
+PAINTED = (
+    "const done = arguments[arguments.length - 1];"
+    " requestAnimationFrame(() => requestAnimationFrame(() => done()));"
+)
 T = TypeVar("T")
 
 
@@ -58,6 +63,11 @@ class Browser:
     async def script(self, source: str, *args: Any) -> Any:
         return await self.run(lambda d: d.execute_script(source, *args))
 
+    async def painted(self) -> None:
+        """Wait until a frame laid out and painted now is on screen: the second animation
+        frame from here comes after it (bounded by the driver's script timeout)."""
+        await self.run(lambda d: d.execute_async_script(PAINTED))
+
     async def until(self, condition: Callable[[webdriver.Chrome], T], timeout: float = 10.0) -> T:
         """The first truthy value of `condition`, polled every 20 ms; TimeoutException
         past `timeout`."""
@@ -84,12 +94,12 @@ class Browser:
         """`name.png` (the screen a person sees) and `name-full.png` (the whole page)."""
         SCREENSHOTS.mkdir(exist_ok=True)
         await self.viewport(width, height, mobile=mobile)
-        await asyncio.sleep(0.3)  # one layout and paint at the new size
+        await self.painted()  # one layout and paint at the new size
         path = SCREENSHOTS / f"{name}.png"
         await self.run(lambda d: d.save_screenshot(str(path)))
         full = await self.script("return document.documentElement.scrollHeight")
         await self.viewport(width, max(height, int(full)), mobile=mobile)
-        await asyncio.sleep(0.3)
+        await self.painted()
         await self.run(lambda d: d.save_screenshot(str(SCREENSHOTS / f"{name}-full.png")))
         await self.viewport(*DESKTOP)
         return path

@@ -42,7 +42,7 @@ async def writer(url: str, seconds: float, size: int, rate: float) -> dict:
         with contextlib.suppress(websockets.ConnectionClosed):
             while (now := loop.time()) - started < seconds:
                 if rate and sent >= (now - started) * rate:
-                    await asyncio.sleep(1 / rate)
+                    await asyncio.sleep(1 / rate)  # the pace of the load
                     continue
                 # Keys of this Doc's own: a key an earlier writer set is a concurrent
                 # write that may lose to it (yrs then sends the content as deleted).

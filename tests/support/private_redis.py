@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import redis
+import redis.asyncio
 
 from tests.support.server import free_port
 
 START_TIMEOUT_S = 10.0
+POLL_S = 0.05
 
 
 class PrivateRedis:
@@ -26,37 +28,45 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> PrivateRedis:
-        log = (self.dir / "redis.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                *("redis-server", "--bind", "127.0.0.1", "--port", str(self.port)),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.dir)),
-                *self.config,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
+    async def start(self) -> PrivateRedis:
+        """Spawn redis-server and wait until it answers PING."""
+        self.proc = await asyncio.to_thread(self._spawn)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        while loop.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            client = self.client(socket_timeout=1)
             try:
-                redis.Redis(port=self.port, socket_timeout=1).ping()
+                await client.ping()
                 return self
             except redis.ConnectionError:
-                time.sleep(0.05)
+                await asyncio.sleep(POLL_S)
+            finally:
+                await client.aclose()
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
-    def kill(self) -> None:
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with (self.dir / "redis.log").open("ab") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(
+                [
+                    *("redis-server", "--bind", "127.0.0.1", "--port", str(self.port)),
+                    *("--save", "", "--appendonly", "no", "--dir", str(self.dir)),
+                    *self.config,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def kill(self) -> None:
         """SIGKILL: every connection drops and every message in flight is lost."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
+            await asyncio.to_thread(self.proc.wait, 10)
 
-    def restart(self) -> PrivateRedis:
-        self.kill()
-        return self.start()
+    async def restart(self) -> PrivateRedis:
+        await self.kill()
+        return await self.start()
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
+    def client(self, socket_timeout: float = 5) -> redis.asyncio.Redis:
+        return redis.asyncio.Redis(port=self.port, socket_timeout=socket_timeout)

@@ -1,19 +1,25 @@
-"""A real Blackboard server in its own process (uvicorn on a free loopback port)."""
+"""A real Blackboard server in its own process (uvicorn on a free loopback port).
+
+Every step that waits (start, stop, kill) is async, so a test's event loop keeps running
+while the server comes up or goes down.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 SHUTDOWN_LINE = "stopped: every accepted update is committed"
+POLL_S = 0.05
 
 
 def free_port() -> int:
@@ -39,61 +45,71 @@ class ServerProcess:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "blackboard.web.cli",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
-            try:
-                if httpx.get(f"{self.http}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+    async def start(self, timeout: float = 20.0) -> ServerProcess:
+        """Spawn the server and wait until `/healthz` answers 200."""
+        self.proc = await asyncio.to_thread(self._spawn)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with httpx.AsyncClient(base_url=self.http, timeout=1) as http:
+            while loop.time() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(POLL_S)
         raise RuntimeError(f"server did not start in {timeout}s:\n{self.logs()}")
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            return subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "blackboard.web.cli",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def stop(self, timeout: float = 30.0) -> None:
+    async def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM and wait; raise unless the server shut down cleanly (flushed)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout)
+        code = await asyncio.to_thread(self.proc.wait, timeout)
         # uvicorn re-raises the signal it handled once shutdown is complete.
         if code not in (0, -signal.SIGTERM) or SHUTDOWN_LINE not in self.logs():
             raise RuntimeError(f"unclean shutdown ({code}):\n{self.logs()}")
 
-    def kill(self) -> None:
+    async def kill(self) -> None:
         """SIGKILL: no chance to flush anything."""
         assert self.proc is not None
         self.proc.kill()
-        self.proc.wait(10)
+        await asyncio.to_thread(self.proc.wait, 10)
 
-    def restart(self) -> ServerProcess:
-        return self.start()
+    async def restart(self) -> ServerProcess:
+        return await self.start()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Kill the server if it still runs (fixture teardown)."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+            await self.kill()
+
+
+# The `start_server` fixture: `await start_server(env={...}, data_dir=...)`.
+StartServer = Callable[..., Awaitable[ServerProcess]]
