@@ -1,9 +1,9 @@
 """A child process for whole-document work: replaying a snapshot and its log into a Doc
 and encoding the result (`replay.fold`), as y/hub does its compaction.
 
-`apply_update` holds the GIL (DESIGN.md section 8): on a 20 MB document, replaying on
-the serving process stalls every room for about a second, even from a thread. Here the
-event loop only hands bytes over and awaits bytes back. One child, started with the
+`apply_update` holds the GIL (DESIGN.md section 8): replaying a 20 MB snapshot and
+1,000 log rows in the serving process stalls every room for 0.1-0.4 s, even from a
+thread. Here the event loop only hands bytes over and awaits bytes back. One child, started with the
 services and stopped with them; a child that dies or overruns is replaced for the next
 job (an overrunning one is told to exit when it finishes, as it cannot be interrupted).
 """
@@ -20,7 +20,6 @@ from blackboard.persistence.replay import Folded, Parts, fold
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 
 
@@ -28,10 +27,8 @@ class DocWorker:
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
 
-    async def start(self) -> None:
-        """Start the child now (a first job of nothing), not on the first compaction."""
-        self._pool = _new_pool()
-        await asyncio.wait_for(self.fold([]), START_TIMEOUT_S)
+    def start(self) -> None:
+        self._pool = _started_pool()
 
     async def stop(self) -> None:
         pool, self._pool = self._pool, None
@@ -56,9 +53,14 @@ class DocWorker:
         if self._pool is pool:
             log.warning("document worker overran or died: starting a fresh one")
             pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = _new_pool()
+            self._pool = _started_pool()
 
 
-def _new_pool() -> ProcessPoolExecutor:
+def _started_pool() -> ProcessPoolExecutor:
+    """A pool whose child is starting now, not on its first job: launching a process
+    blocks the caller (about 0.1 s, here rather than on a serving loop), and the
+    child's imports take longer (about 0.5 s, in the child, while the caller goes on)."""
     # forkserver: the child does not inherit the server's sockets, threads or memory.
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
+    pool.submit(fold, [])  # a job of nothing: what matters is that it launches the child
+    return pool

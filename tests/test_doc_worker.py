@@ -30,7 +30,7 @@ from tests.test_compaction_fencing import Project, snapshot_count
 @pytest.fixture
 async def worker() -> AsyncIterator[DocWorker]:
     worker = DocWorker()
-    await worker.start()
+    worker.start()
     try:
         yield worker
     finally:

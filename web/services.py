@@ -139,7 +139,7 @@ class Services:
             # migrate`, so a server never starts on a database that is behind its code.
             await self.store.open(migrate_schema=self.store.backend == "sqlite")
             started.push_async_callback(self.store.close)
-            await self.doc_worker.start()
+            self.doc_worker.start()
             started.push_async_callback(self.doc_worker.stop)
             self.compactor.start()
             started.push_async_callback(self.compactor.stop)
