@@ -1,6 +1,5 @@
 """Compaction's replay runs in the DocWorker's child process, not in the serving one; a
-fold that fails there is reported and changes nothing; a child that dies is replaced;
-a room with a long log tail loads through it."""
+fold that fails there is reported and changes nothing; a child that dies is replaced."""
 
 from __future__ import annotations
 
@@ -15,15 +14,11 @@ import pytest
 
 from bench.procstat import cpu_seconds
 from blackboard.persistence.compaction import compact, compaction_fence
-from blackboard.persistence.compaction_worker import CompactionWorker
 from blackboard.persistence.doc_worker import DocWorker
 from blackboard.persistence.document_store import DocumentStore
 from blackboard.persistence.fence import Fences
 from blackboard.persistence.records import PendingAppend
-from blackboard.persistence.replay import CorruptDocument, Folded, Parts, fold, parts
-from blackboard.persistence.update_log import UpdateLog
-from blackboard.schemas.views import doc_to_json
-from blackboard.sync.room.rooms import RoomManager, RoomPolicy
+from blackboard.persistence.replay import CorruptDocument, fold, parts
 from tests.test_compaction_fencing import Project, snapshot_count
 
 
@@ -126,32 +121,3 @@ async def test_a_dead_child_is_replaced(store: DocumentStore, worker: DocWorker)
     result = await compact(store, "film", timedelta(0), folder=worker.fold)
     assert result.skipped is None and result.merged_rows == 6
     await project.assert_loads_to_expected()
-
-
-async def test_a_long_tail_loads_through_the_worker(
-    store: DocumentStore, worker: DocWorker
-) -> None:
-    project = Project(store)
-    await project.create()
-    await project.write(RoomPolicy().fold_tail_rows)
-    folded: list[int] = []
-
-    async def spy(updates: Parts) -> Folded:
-        folded.append(len(updates))
-        return await worker.fold(updates)
-
-    update_log = UpdateLog(store)
-    update_log.start()
-    compactor = CompactionWorker(store, timedelta(days=1), folder=spy)
-    rooms = RoomManager(store, update_log, compactor, RoomPolicy(), folder=spy)
-    try:
-        room = await rooms.get("film")
-        assert folded == [RoomPolicy().fold_tail_rows + 1]  # the creation row, then the rest
-        assert doc_to_json(room.doc) == doc_to_json(project.doc)
-        await store.append([PendingAppend("film", b"\xff\x00\xff", "vandal")])
-        await rooms.unload("film")  # compacting fails on the bad row: logged, not fatal
-        with pytest.raises(CorruptDocument, match=r"log row \d+ does not apply"):
-            await rooms.get("film")
-    finally:
-        await rooms.close()
-        await update_log.stop(10)

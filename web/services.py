@@ -94,7 +94,6 @@ class Services:
                 mirror,
                 corrections,
             ],
-            folder=doc_worker.fold,
         )
         metrics.watch(rooms, update_log, compactor)
         ledger.on_op.append(metrics.observe_budget_op)

@@ -12,12 +12,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pycrdt import Doc
-
 from blackboard.persistence.compaction_worker import CompactionWorker
 from blackboard.persistence.errors import ProjectNotFound
-from blackboard.persistence.records import StoredDocument
-from blackboard.persistence.replay import Folder, apply, fold_in_thread, parts, replay
+from blackboard.persistence.replay import replay_cooperatively
 from blackboard.persistence.store import Store
 from blackboard.persistence.tasks import cancel_and_wait
 from blackboard.persistence.update_log import UpdateLog
@@ -39,8 +36,6 @@ class RoomPolicy:
     compact_after_bytes: int = 4 * 1024 * 1024
     flush_timeout_s: float = 30.0
     load_timeout_s: float = 60.0
-    # A longer log tail is folded off the loop on load (see `_rebuild`).
-    fold_tail_rows: int = 100
     max_document_bytes: int = 64 * 1024 * 1024
     repair: RepairPolicy = field(default_factory=RepairPolicy)
     awareness: AwarenessLimits = field(default_factory=AwarenessLimits)
@@ -54,12 +49,10 @@ class RoomManager:
         compactor: CompactionWorker,
         policy: RoomPolicy,
         extensions: list[Extension] | None = None,
-        folder: Folder = fold_in_thread,  # the server's: its DocWorker's child process
     ) -> None:
         self.store = store
         self.update_log = update_log
         self.compactor = compactor
-        self.folder = folder
         self.policy = policy
         self.extensions = extensions or []
         self.rooms: dict[str, Room] = {}
@@ -99,7 +92,9 @@ class RoomManager:
 
     async def _load(self, project_id: str) -> Room:
         stored = await self.store.load(project_id)
-        doc = await self._rebuild(stored)  # raises CorruptDocument: a failed load is an error
+        # Raises CorruptDocument: a failed load is an error. Row by row, letting the other
+        # rooms run between rows; one big snapshot still applies in one go.
+        doc = await replay_cooperatively(stored)
         # Indexing the document for the status lattices is Python work in proportion to
         # its size: off the loop, before the room goes live.
         lattice = await asyncio.to_thread(LatticeTracker.of_document, doc, stored.status_epochs)
@@ -125,18 +120,6 @@ class RoomManager:
         for ext in self.extensions:
             ext.on_loaded(room)
         return room
-
-    async def _rebuild(self, stored: StoredDocument) -> Doc:
-        """The live Doc of `stored`. Replaying a long tail row by row into a big document
-        is the slow part (1,000 rows onto 20 MB: about 0.3 s), so that is folded off the
-        loop into one state update first; applying that still holds the GIL (about
-        0.1 s for 20 MB), as applying a lone snapshot does."""
-        if len(stored.tail) < self.policy.fold_tail_rows:
-            return replay(stored)
-        state, _ = await asyncio.wait_for(self.folder(parts(stored)), self.policy.load_timeout_s)
-        doc = Doc()
-        apply(doc, state, f"the folded document at seq {stored.seq}")
-        return doc
 
     def _maybe_compact(self, room: Room) -> None:
         if (
