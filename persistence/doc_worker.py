@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -21,6 +22,8 @@ from blackboard.persistence.replay import Folded, Parts, fold
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 30.0
+# Background work: on a busy machine the serving process gets the CPU first.
+CHILD_NICENESS = 10
 
 
 class DocWorker:
@@ -61,6 +64,11 @@ def _started_pool() -> ProcessPoolExecutor:
     blocks the caller (about 0.1 s, here rather than on a serving loop), and the
     child's imports take longer (about 0.5 s, in the child, while the caller goes on)."""
     # forkserver: the child does not inherit the server's sockets, threads or memory.
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
+    pool = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=os.nice,
+        initargs=(CHILD_NICENESS,),
+    )
     pool.submit(fold, [])  # a job of nothing: what matters is that it launches the child
     return pool
