@@ -3,9 +3,10 @@ and encoding the result (`replay.fold`), as y/hub does its compaction.
 
 `apply_update` holds the GIL (DESIGN.md section 8): replaying a 20 MB snapshot and
 1,000 log rows in the serving process stalls every room for 0.1-0.4 s, even from a
-thread. Here the event loop only hands bytes over and awaits bytes back. One child, started with the
-services and stopped with them; a child that dies or overruns is replaced for the next
-job (an overrunning one is told to exit when it finishes, as it cannot be interrupted).
+thread. Here the event loop only hands bytes over and awaits bytes back. One child,
+started with the services and stopped with them; after a child dies or a job is
+cancelled (a timeout, or shutdown) the next job gets a fresh one (the old one is told to
+exit when it finishes, as it cannot be interrupted).
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ CHILD_NICENESS = 10
 
 class DocWorker:
     def __init__(self) -> None:
+        self._running = False
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
+        self._running = True
         self._pool = _started_pool()
 
     async def stop(self) -> None:
+        self._running = False
         pool, self._pool = self._pool, None
         if pool is not None:
             await asyncio.wait_for(
@@ -42,21 +46,20 @@ class DocWorker:
 
     async def fold(self, updates: Parts) -> Folded:
         """`replay.fold(updates)` in the child; its CorruptDocument comes back as is.
-        A folder: cancel it (a timeout) and the child is replaced."""
-        pool = self._pool
-        if pool is None:
+        A folder: cancel it (a timeout) and the next job gets a fresh child."""
+        if not self._running:
             raise RuntimeError("the document worker is not running")
+        if self._pool is None:  # dropped after a death or a cancelled job
+            self._pool = _started_pool()
+        pool = self._pool
         try:  # a dead child breaks the pool: `submit` itself may raise
             return await asyncio.get_running_loop().run_in_executor(pool, fold, updates)
         except (asyncio.CancelledError, BrokenProcessPool):
-            self._replace(pool)
+            if self._pool is pool:
+                log.warning("document worker: a job was cancelled or its child died")
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
             raise
-
-    def _replace(self, pool: ProcessPoolExecutor) -> None:
-        if self._pool is pool:
-            log.warning("document worker overran or died: starting a fresh one")
-            pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = _started_pool()
 
 
 def _started_pool() -> ProcessPoolExecutor:

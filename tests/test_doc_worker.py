@@ -3,6 +3,7 @@ fold that fails there is reported and changes nothing; a child that dies is repl
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -20,6 +21,9 @@ from blackboard.persistence.fence import Fences
 from blackboard.persistence.records import PendingAppend
 from blackboard.persistence.replay import CorruptDocument, fold, parts
 from tests.test_compaction_fencing import Project, snapshot_count
+
+# Enough rows that folding them is clearly measurable CPU (about 0.1 s).
+ROWS = 12_000
 
 
 @pytest.fixture
@@ -67,7 +71,7 @@ async def test_compaction_replays_in_the_child_process(
 ) -> None:
     project = Project(store)
     await project.create()
-    await project.write(3000, batch=500)
+    await project.write(ROWS, batch=2000)
     stored = await store.load("film")
     started = time.process_time()
     fold(parts(stored))
@@ -79,7 +83,7 @@ async def test_compaction_replays_in_the_child_process(
     result = await compact(store, "film", timedelta(0), folder=worker.fold)
     after = cpu_of(children)
 
-    assert result.skipped is None and result.merged_rows == 3001
+    assert result.skipped is None and result.merged_rows == ROWS + 1
     in_children = sum(after[pid] - before[pid] for pid in after if pid in before)
     assert in_children >= in_process / 2, (in_children, in_process)
     await project.assert_loads_to_expected()
@@ -120,4 +124,24 @@ async def test_a_dead_child_is_replaced(store: DocumentStore, worker: DocWorker)
         await worker.fold(parts(stored))
     result = await compact(store, "film", timedelta(0), folder=worker.fold)
     assert result.skipped is None and result.merged_rows == 6
+    await project.assert_loads_to_expected()
+
+
+async def test_a_fold_overrunning_the_lease_writes_nothing(
+    store: DocumentStore, worker: DocWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    project = Project(store)
+    await project.create()
+    await project.write(3000, batch=500)
+    with caplog.at_level(logging.WARNING, logger="blackboard.persistence.doc_worker"):
+        with pytest.raises(TimeoutError):  # the job is under way when the lease runs out
+            lease = timedelta(milliseconds=1)
+            await compact(store, "film", timedelta(0), lease_ttl=lease, folder=worker.fold)
+    assert "a job was cancelled" in caplog.text
+    assert await snapshot_count(store) == 0
+    probe = await Fences(store.db, "probe").acquire(compaction_fence("film"), timedelta(0))
+    assert probe is not None, "the fence was released"
+    # The next job gets a fresh child, and finishes.
+    result = await compact(store, "film", timedelta(0), folder=worker.fold)
+    assert result.skipped is None and result.merged_rows == 3001
     await project.assert_loads_to_expected()
