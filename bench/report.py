@@ -117,8 +117,10 @@ def scenario_table(servers: list[str], outcomes: dict[str, Outcome]) -> list[str
 # --- goals ------------------------------------------------------------------------------
 
 
-def _figure(record: RunRecord, scenario: str, case_prefix: str, key: str) -> object:
-    for case in _cases(record.outcomes.get(scenario, {}).get(BASELINE)).values():
+def _figure(
+    record: RunRecord, scenario: str, case_prefix: str, key: str, server: str = BASELINE
+) -> object:
+    for case in _cases(record.outcomes.get(scenario, {}).get(server)).values():
         if case.name.startswith(case_prefix):
             return case.figures.get(key)
     return None
@@ -177,6 +179,54 @@ def goals(record: RunRecord) -> list[tuple[str, str, str]]:
             "150 joiners of a 4 MB document: sync p99 < 1 s (y/hub: 6.6 s)",
             verdict(storm < 1000 if storm is not None else None),
             f"p99 {_fmt(storm)} ms",
+        )
+    )
+    busy = "CPU µs per delivered update"
+    ratios = {
+        rate: (
+            _number(_figure(record, "busy_room", f"1 writer at {rate} ", busy)),
+            _number(_figure(record, "busy_room", f"1 writer at {rate} ", busy, "y-websocket")),
+        )
+        for rate in ("1,000", "2,000")
+    }
+    measured = {rate: (ours, theirs) for rate, (ours, theirs) in ratios.items() if ours and theirs}
+    rows.append(
+        (
+            "one busy room (1 writer, 2 observers): CPU per delivered update <= 2x y-websocket's",
+            verdict(
+                all(ours <= 2 * theirs for ours, theirs in measured.values())
+                if len(measured) == len(ratios)
+                else None
+            ),
+            "; ".join(
+                f"{rate}/s: {_fmt(ours)} µs, {ours / theirs:.2g}x y-websocket's"
+                for rate, (ours, theirs) in measured.items()
+            )
+            or "-",
+        )
+    )
+    stalls = {
+        event: case.figures
+        for case in _cases(record.outcomes.get("no_stall", {}).get(BASELINE)).values()
+        for event in ("joins", "compacts")
+        if event in case.name
+    }
+    p99s = {event: _number(figures.get("delivery p99 ms")) for event, figures in stalls.items()}
+    rows.append(
+        (
+            "no stalls: a busy room's delivery p99 < 20 ms while another room loads or "
+            "compacts a big document",
+            verdict(
+                all(p99 is not None and p99 < 20 for p99 in p99s.values())
+                if len(p99s) == 2
+                else None
+            ),
+            "; ".join(
+                f"while one {'loads' if event == 'joins' else 'compacts'}: p99 "
+                f"{_fmt(p99s[event])} ms, longest gap {_fmt(figures.get('longest gap ms'))} ms"
+                for event, figures in stalls.items()
+            )
+            or "-",
         )
     )
     start = _number(_figure(record, "soak", "", "RSS start MB"))

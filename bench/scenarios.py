@@ -22,6 +22,7 @@ from blackboard.persistence.compaction import compact
 from blackboard.persistence.factory import make_store
 from blackboard.persistence.records import PendingAppend
 from blackboard.sync.projects.creation import create_project
+from blackboard.web.settings import Settings
 
 MB = 1024 * 1024
 # A hot-room step is skipped once the same mode was past this at a smaller crowd.
@@ -50,6 +51,11 @@ class Params:
     soak_rooms: int
     soak_s: float
     soak_heartbeat_s: float
+    busy_rates_hz: tuple[float, ...]
+    busy_s: float
+    stall_bytes: int
+    stall_rate_hz: float
+    stall_window_s: float
     echo_max_round_trips: int = 400_000
     spread_clients: int = 3
     spread_rate_hz: float = 2.0
@@ -79,6 +85,11 @@ FULL = Params(
     soak_rooms=10_000,
     soak_s=45,
     soak_heartbeat_s=15,
+    busy_rates_hz=(1000, 2000),
+    busy_s=8,
+    stall_bytes=20_000_000,
+    stall_rate_hz=500,
+    stall_window_s=3,
 )
 QUICK = Params(
     workers=1,
@@ -98,6 +109,11 @@ QUICK = Params(
     soak_rooms=50,
     soak_s=2,
     soak_heartbeat_s=1,
+    busy_rates_hz=(1000, 2000),
+    busy_s=1.5,
+    stall_bytes=2_000_000,
+    stall_rate_hz=500,
+    stall_window_s=1.5,
     echo_max_round_trips=20_000,
     settle_s=0.5,
 )
@@ -581,6 +597,117 @@ async def soak(ctx: Context, kind: ServerKind) -> list[Case]:
     ]
 
 
+# --- 7. one busy room -------------------------------------------------------------------
+
+
+async def busy_room(ctx: Context, kind: ServerKind) -> list[Case]:
+    """One room, one writer at each rate and 2 observers: the cost of each update when
+    they arrive one at a time (no batching across rooms to hide behind)."""
+    p = ctx.params
+    cases = []
+    for rate in p.busy_rates_hz:
+        result, t = await _rooms_scenario(
+            ctx,
+            kind,
+            f"busy-{rate:g}",
+            room_ids("busy", 1),
+            clients=3,
+            rate_hz=rate,
+            awareness_hz=0,
+            duration_s=p.busy_s,
+        )
+        delivered = len(result.merged_samples())
+        cases.append(
+            Case(
+                f"1 writer at {rate:,.0f} updates/s, 2 observers",
+                {
+                    "updates/s in": t["sent_per_s"],
+                    "CPU µs per delivered update": round(result.cpu_s / delivered * 1e6, 1)
+                    if delivered
+                    else None,
+                    "delivery p50 ms": t["latency"]["p50_ms"],
+                    "delivery p99 ms": t["latency"]["p99_ms"],
+                    "delivered %": _pct(t["delivery_ratio"]),
+                    "server CPU % of a core": round(result.cpu_share * 100, 1),
+                },
+            )
+        )
+    return cases
+
+
+# --- 8. no stalls ------------------------------------------------------------------------
+
+STALL_PHASES = {
+    "quiet": "nothing else",
+    "load": "a client joins a cold {size} document",
+    "compact": "a {size} document compacts",
+}
+
+
+async def no_stall(ctx: Context, kind: ServerKind) -> list[Case]:
+    """A busy room's deliveries while another room loads or compacts a big document.
+    Blackboard only: the peers keep documents in memory and never compact."""
+    p = ctx.params
+    size = _size_label(p.stall_bytes)
+    names = {
+        phase: f"busy room ({p.stall_rate_hz:g} updates/s, 2 observers) while {what}".format(
+            size=size
+        )
+        for phase, what in STALL_PHASES.items()
+    }
+    if not kind.persistent:
+        return [
+            Case(name, {"note": "n/a: no persistence, no compaction"}) for name in names.values()
+        ]
+    busy, cold, compacting = "nostall-busy", "nostall-load", "nostall-compact"
+    # One more row past the threshold compacts the second document.
+    tail = Settings().compact_after_rows
+
+    async def prepare(data_dir: Path) -> None:
+        docs = {cold: (p.stall_bytes, 0), compacting: (p.stall_bytes, tail)}
+        await _store_documents(data_dir, docs)
+
+    async with serving(ctx, kind, "nostall", [busy], prepare) as server:
+        spec = {
+            "role": "no_stall",
+            "rooms": [busy],
+            "load_room": cold,
+            "compact_room": compacting,
+            "http_url": f"http://127.0.0.1:{server.port}",
+            "rate_hz": p.stall_rate_hz,
+            "observers": 2,
+            "window_s": p.stall_window_s,
+            "warmup_s": p.settle_s,
+        }
+        workers = await workers_for(server, [spec], "nostall")
+        results = await run_phases(
+            server.pid,
+            workers,
+            setup_timeout=600,
+            phase_timeout=p.stall_window_s + 300,
+            window_s=p.stall_window_s,
+            profile=ctx.profile(kind, "nostall"),
+        )
+    cases = []
+    for result in results:
+        data = result.data[0]
+        cases.append(
+            Case(
+                names[result.phase],
+                {
+                    "delivery p50 ms": data["latency"]["p50_ms"],
+                    "delivery p99 ms": data["latency"]["p99_ms"],
+                    "delivery max ms": data["latency"]["max_ms"],
+                    "longest gap ms": data["longest_gap_ms"],
+                    "delivered %": _pct(data["delivery_ratio"]),
+                    "load / compaction ms": data["event_ms"],
+                    "server CPU % of a core": round(result.cpu_share * 100, 1),
+                },
+            )
+        )
+    return cases
+
+
 @dataclass(frozen=True)
 class Scenario:
     key: str
@@ -596,4 +723,6 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("join_storm", "4. Join storm", join_storm),
     Scenario("cold_load", "5. Cold load", cold_load),
     Scenario("soak", "6. Soak", soak),
+    Scenario("busy_room", "7. One busy room", busy_room),
+    Scenario("no_stall", "8. No stalls: a busy room while another loads or compacts", no_stall),
 )

@@ -2,8 +2,11 @@
 
 Steps: take the project's compaction fence (`blackboard.persistence.fence`: one compactor per
 project across every process, judged by the database clock) -> load the snapshot and
-log tail in one consistent view -> replay them into a Doc -> save the snapshot, checked
-against the fence's epoch -> prune what retention no longer needs -> release the fence.
+log tail in one consistent view -> replay them into a Doc and encode it, off the event
+loop (`folder`: a child process in the server, a thread in the CLI) -> save the snapshot,
+checked against the fence's epoch -> prune what retention no longer needs -> release the
+fence. A fold that fails (a row that does not apply) or overruns the lease raises, and
+nothing is written.
 
 Safe against concurrent appends (the snapshot covers only the seqs it read), against a
 second compactor (it finds the fence held and skips; a stale one whose fence was taken
@@ -16,6 +19,7 @@ by every merged row's, so the lattices rebuild the same after a reload.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from dataclasses import dataclass
@@ -25,7 +29,7 @@ from blackboard.persistence.clock import utc_now
 from blackboard.persistence.errors import ProjectNotFound
 from blackboard.persistence.fence import FenceLost, Fences
 from blackboard.persistence.records import Snapshot
-from blackboard.persistence.replay import replay
+from blackboard.persistence.replay import Folder, fold_in_thread, parts
 from blackboard.persistence.store import Store
 
 DEFAULT_LEASE = timedelta(seconds=120)
@@ -58,6 +62,7 @@ async def compact(
     *,
     lease_ttl: timedelta = DEFAULT_LEASE,
     holder: str | None = None,
+    folder: Folder = fold_in_thread,
 ) -> CompactionResult:
     if await store.get_project(project_id) is None:
         raise ProjectNotFound(project_id)
@@ -69,9 +74,11 @@ async def compact(
         stored = await store.load(project_id)
         snapshot_bytes = len(stored.snapshot.state) if stored.snapshot else 0
         if stored.tail:
-            doc = replay(stored)
-            state = doc.get_update()
-            snapshot = Snapshot(stored.seq, state, doc.get_state(), utc_now(), stored.status_epochs)
+            # Past the lease another compactor may have the fence: no use waiting longer.
+            state, state_vector = await asyncio.wait_for(
+                folder(parts(stored)), lease_ttl.total_seconds()
+            )
+            snapshot = Snapshot(stored.seq, state, state_vector, utc_now(), stored.status_epochs)
             try:
                 await store.save_snapshot(project_id, snapshot, fence=token)
             except FenceLost:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from blackboard.persistence.compaction import DEFAULT_LEASE, CompactionResult, compact
+from blackboard.persistence.replay import Folder, fold_in_thread
 from blackboard.persistence.store import Store
 from blackboard.persistence.tasks import cancel_and_wait
 
@@ -18,11 +19,16 @@ log = logging.getLogger(__name__)
 
 class CompactionWorker:
     def __init__(
-        self, store: Store, retention: timedelta, lease_ttl: timedelta = DEFAULT_LEASE
+        self,
+        store: Store,
+        retention: timedelta,
+        lease_ttl: timedelta = DEFAULT_LEASE,
+        folder: Folder = fold_in_thread,  # the server's: its DocWorker's child process
     ) -> None:
         self.store = store
         self.retention = retention
         self.lease_ttl = lease_ttl
+        self.folder = folder
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -46,7 +52,13 @@ class CompactionWorker:
         lock = self._locks.setdefault(project_id, asyncio.Lock())
         async with lock:
             started = time.perf_counter()
-            result = await compact(self.store, project_id, self.retention, lease_ttl=self.lease_ttl)
+            result = await compact(
+                self.store,
+                project_id,
+                self.retention,
+                lease_ttl=self.lease_ttl,
+                folder=self.folder,
+            )
             for hook in self.on_done:
                 hook(result, time.perf_counter() - started)
         if not lock.locked():

@@ -84,3 +84,39 @@ def test_quick_run_writes_the_peer_comparison(tmp_path: Path) -> None:
 def _row(section: str, case: str, figure: str) -> list[str]:
     (line,) = [line for line in section.splitlines() if line.startswith(f"| {case} | {figure} |")]
     return [cell.strip() for cell in line.strip("|").split("|")][2:]
+
+
+def test_quick_busy_room_and_no_stall(tmp_path: Path) -> None:
+    """The two per-update scenarios: a busy room beside y-websocket, and a busy room's
+    deliveries while another room loads and compacts (Blackboard only), with goals."""
+    results = tmp_path / "RESULTS.md"
+    run = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "bench", "--quick"),
+            *("--servers", "blackboard,y-websocket"),
+            *("--scenarios", "busy_room,no_stall"),
+            *("--output", str(results)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    section = results.read_text()
+    number = re.compile(r"^[\d,.]+( \(x[\d.e+-]+\))?$")
+    for rate in ("1,000", "2,000"):
+        case = f"1 writer at {rate} updates/s, 2 observers"
+        bb, yws = _row(section, case, "CPU µs per delivered update")
+        assert number.match(bb) and number.match(yws), (bb, yws)
+        assert _row(section, case, "delivered %")[0] == "100"
+    busy = "busy room (500 updates/s, 2 observers) while "
+    for event in ("nothing else", "a client joins a cold 2 MB document"):
+        bb, yws = _row(section, busy + event, "delivery p99 ms")
+        assert number.match(bb) and yws == "-", (bb, yws)
+    compaction_ms, _ = _row(section, busy + "a 2 MB document compacts", "load / compaction ms")
+    assert number.match(compaction_ms), "the compaction ran inside its window"
+    goals = [line for line in section.splitlines() if line.startswith("| one busy room")]
+    goals += [line for line in section.splitlines() if line.startswith("| no stalls")]
+    assert len(goals) == 2 and all("not measured" not in line for line in goals), goals

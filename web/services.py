@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from blackboard.persistence.compaction_worker import CompactionWorker
 from blackboard.persistence.corrections import CorrectionStore
+from blackboard.persistence.doc_worker import DocWorker
 from blackboard.persistence.factory import make_store
 from blackboard.persistence.fence import Fences
 from blackboard.persistence.objects.object_store import ObjectStore, make_object_store
@@ -41,6 +42,7 @@ class Services:
     settings: Settings
     store: Store
     update_log: UpdateLog
+    doc_worker: DocWorker
     compactor: CompactionWorker
     rooms: RoomManager
     ledger: BudgetLedger
@@ -58,7 +60,10 @@ class Services:
     def build(cls, settings: Settings, extensions: list[Extension] | None = None) -> Services:
         store = make_store(settings.database_url, settings.data_dir, settings.database_pool_size)
         update_log = UpdateLog(store, max_pending_bytes=settings.limits.max_pending_log_bytes)
-        compactor = CompactionWorker(store, timedelta(seconds=settings.history_retention_s))
+        doc_worker = DocWorker()
+        compactor = CompactionWorker(
+            store, timedelta(seconds=settings.history_retention_s), folder=doc_worker.fold
+        )
         ledger = BudgetLedger(store.db, key_retention_s=settings.idempotency_ttl_s)
         leases = LeaseStore(store.db)
         mirror = AuthorityMirror(ledger, leases)
@@ -108,6 +113,7 @@ class Services:
             settings,
             store,
             update_log,
+            doc_worker,
             compactor,
             rooms,
             ledger,
@@ -132,6 +138,8 @@ class Services:
             # migrate`, so a server never starts on a database that is behind its code.
             await self.store.open(migrate_schema=self.store.backend == "sqlite")
             started.push_async_callback(self.store.close)
+            self.doc_worker.start()
+            started.push_async_callback(self.doc_worker.stop)
             self.compactor.start()
             started.push_async_callback(self.compactor.stop)
             if self.cross_instance is not None:

@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
+import httpx
+
 from bench.loadgen.client import BenchClient
 from bench.loadgen.control import Control
 from bench.loadgen.stats import summary_ms
@@ -137,6 +139,34 @@ def writer_task(
             deliveries.sent += 1
 
     return send
+
+
+class Gaps:
+    """The longest silence an observer sees between deliveries of updates sent inside
+    the deliveries' window (late arrivals included, so a stall at its end counts)."""
+
+    def __init__(self, deliveries: Deliveries) -> None:
+        self.deliveries = deliveries
+        self.longest_ns = 0
+        self._last: dict[int, int] = {}  # observer -> its last such arrival
+
+    def open(self) -> None:
+        self.deliveries.open()
+        self.longest_ns = 0
+        self._last.clear()
+
+    def observer(self, index: int) -> Callable[[list[tuple[int, int]], int], None]:
+        """Observer `index`'s `on_stamps`: records deliveries and the gaps between them."""
+
+        def on_stamps(found: list[tuple[int, int]], now: int) -> None:
+            self.deliveries.record(found, now)
+            if any(self.deliveries.in_window(sent) for _, sent in found):
+                last = self._last.get(index)
+                if last is not None:
+                    self.longest_ns = max(self.longest_ns, now - last)
+                self._last[index] = now
+
+        return on_stamps
 
 
 def closed(clients: Iterable[BenchClient]) -> int:
@@ -369,6 +399,82 @@ async def cold_join(spec: dict[str, Any], control: Control) -> None:
         await close_all([first, second])
 
 
+async def compactions(http: httpx.AsyncClient) -> tuple[float, float]:
+    """How many compactions the server has run, and their seconds in all (Prometheus)."""
+    response = await http.get("/metrics")
+    response.raise_for_status()
+    figures = dict(line.rsplit(" ", 1) for line in response.text.splitlines() if line[:1] != "#")
+    return (
+        float(figures.get("blackboard_compaction_seconds_count", 0)),
+        float(figures.get("blackboard_compaction_seconds_sum", 0)),
+    )
+
+
+async def no_stall(spec: dict[str, Any], control: Control) -> None:
+    """A busy room (a writer at `rate_hz`, `observers` readers) runs throughout while,
+    one phase each, nothing else happens, a client joins a big cold document (the
+    server loads it), and one update to another big document pushes its log past the
+    compaction threshold. Each phase is a window of `window_s` from that moment."""
+    target, busy = Target(spec), spec["rooms"][0]
+    rate, window = float(spec["rate_hz"]), float(spec["window_s"])
+    deliveries = Deliveries()
+    gaps = Gaps(deliveries)
+    writer = target.client(busy)
+    observers = [target.client(busy, gaps.observer(i)) for i in range(int(spec["observers"]))]
+    await connect_all([writer])
+    failures = await connect_all(observers)
+    stream = UpdateStream(0, math.ceil(rate * 3600))
+    tasks = [asyncio.create_task(every(1 / rate, writer_task(writer, stream, deliveries)))]
+    loader = target.client(spec["load_room"])
+    compactor = target.client(spec["compact_room"])
+    http = httpx.AsyncClient(base_url=spec["http_url"], timeout=SYNC_TIMEOUT_S)
+
+    async def nothing() -> float:
+        return 0.0
+
+    async def load() -> float:
+        await loader.connect()
+        return loader.sync_time_ns / 1e6
+
+    async def compact() -> float:
+        """The server's own duration of the compaction this update sets off (polled
+        sparingly: each scrape is work on the server's loop too)."""
+        (count, seconds), started = await compactions(http), time.monotonic()
+        await compactor.send_update(UpdateStream(2, 1).stamped(0))
+        while time.monotonic() - started < window:
+            await asyncio.sleep(0.1)
+            now_count, now_seconds = await compactions(http)
+            if now_count > count:
+                return (now_seconds - seconds) * 1e3
+        return math.nan  # not done within the window
+
+    events = {"quiet": nothing, "load": load, "compact": compact}
+    async with running(tasks):
+        await asyncio.sleep(float(spec["warmup_s"]))
+        for phase, event in events.items():
+            if phase == "compact":
+                await connect_all([compactor])  # its load is not measured here
+                await asyncio.sleep(float(spec["warmup_s"]))
+            if not await control.ready(phase):
+                continue
+            gaps.open()
+            started = time.monotonic()
+            event_ms = await asyncio.wait_for(event(), SYNC_TIMEOUT_S)
+            await asyncio.sleep(max(0.0, window - (time.monotonic() - started)))
+            deliveries.close()
+            await asyncio.sleep(DRAIN_S)
+            data = deliveries.report(receivers=len(observers))
+            data.update(
+                event_ms=None if math.isnan(event_ms) else round(event_ms, 1),
+                longest_gap_ms=round(gaps.longest_ns / 1e6, 2),
+                connect_failures=failures,
+                closed=closed(observers),
+            )
+            control.done(phase, data)
+    await http.aclose()
+    await close_all([writer, *observers, loader, compactor])
+
+
 async def soak(spec: dict[str, Any], control: Control) -> None:
     """One idle client per room; each sends an awareness heartbeat every `heartbeat_s`."""
     target = Target(spec)
@@ -403,5 +509,6 @@ ROLES: dict[str, Callable[[dict[str, Any], Control], Awaitable[None]]] = {
     "hot_room": hot_room,
     "join_storm": join_storm,
     "cold_join": cold_join,
+    "no_stall": no_stall,
     "soak": soak,
 }

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from blackboard.persistence.compaction_worker import CompactionWorker
 from blackboard.persistence.errors import ProjectNotFound
-from blackboard.persistence.replay import replay
+from blackboard.persistence.replay import replay_cooperatively
 from blackboard.persistence.store import Store
 from blackboard.persistence.tasks import cancel_and_wait
 from blackboard.persistence.update_log import UpdateLog
@@ -92,7 +92,9 @@ class RoomManager:
 
     async def _load(self, project_id: str) -> Room:
         stored = await self.store.load(project_id)
-        doc = replay(stored)  # raises CorruptDocument: a failed load is an error
+        # Raises CorruptDocument: a failed load is an error. Row by row, letting the other
+        # rooms run between rows; one big snapshot still applies in one go.
+        doc = await replay_cooperatively(stored)
         # Indexing the document for the status lattices is Python work in proportion to
         # its size: off the loop, before the room goes live.
         lattice = await asyncio.to_thread(LatticeTracker.of_document, doc, stored.status_epochs)

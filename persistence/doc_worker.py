@@ -1,0 +1,77 @@
+"""A child process for whole-document work: replaying a snapshot and its log into a Doc
+and encoding the result (`replay.fold`), as y/hub does its compaction.
+
+`apply_update` holds the GIL (DESIGN.md section 8): replaying a 20 MB snapshot and
+1,000 log rows in the serving process stalls every room for 0.1-0.4 s, even from a
+thread. Here the event loop only hands bytes over and awaits bytes back. One child,
+started with the services and stopped with them; after a child dies or a job is
+cancelled (a timeout, or shutdown) the next job gets a fresh one (the old one is told to
+exit when it finishes, as it cannot be interrupted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from blackboard.persistence.replay import Folded, Parts, fold
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 30.0
+# Background work: on a busy machine the serving process gets the CPU first.
+CHILD_NICENESS = 10
+
+
+class DocWorker:
+    def __init__(self) -> None:
+        self._running = False
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        self._running = True
+        self._pool = _started_pool()
+
+    async def stop(self) -> None:
+        self._running = False
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.wait_for(
+                asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True), STOP_TIMEOUT_S
+            )
+
+    async def fold(self, updates: Parts) -> Folded:
+        """`replay.fold(updates)` in the child; its CorruptDocument comes back as is.
+        A folder: cancel it (a timeout) and the next job gets a fresh child."""
+        if not self._running:
+            raise RuntimeError("the document worker is not running")
+        if self._pool is None:  # dropped after a death or a cancelled job
+            self._pool = _started_pool()
+        pool = self._pool
+        try:  # a dead child breaks the pool: `submit` itself may raise
+            return await asyncio.get_running_loop().run_in_executor(pool, fold, updates)
+        except (asyncio.CancelledError, BrokenProcessPool):
+            if self._pool is pool:
+                log.warning("document worker: a job was cancelled or its child died")
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            raise
+
+
+def _started_pool() -> ProcessPoolExecutor:
+    """A pool whose child is starting now, not on its first job: launching a process
+    blocks the caller (about 0.1 s, here rather than on a serving loop), and the
+    child's imports take longer (about 0.5 s, in the child, while the caller goes on)."""
+    # forkserver: the child does not inherit the server's sockets, threads or memory.
+    pool = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=os.nice,
+        initargs=(CHILD_NICENESS,),
+    )
+    pool.submit(fold, [])  # a job of nothing: what matters is that it launches the child
+    return pool

@@ -1,0 +1,147 @@
+"""Compaction's replay runs in the DocWorker's child process, not in the serving one; a
+fold that fails there is reported and changes nothing; a child that dies is replaced."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bench.procstat import cpu_seconds
+from blackboard.persistence.compaction import compact, compaction_fence
+from blackboard.persistence.doc_worker import DocWorker
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.fence import Fences
+from blackboard.persistence.records import PendingAppend
+from blackboard.persistence.replay import CorruptDocument, fold, parts
+from tests.test_compaction_fencing import Project, snapshot_count
+
+# Enough rows that folding them is clearly measurable CPU (about 0.1 s).
+ROWS = 12_000
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[DocWorker]:
+    worker = DocWorker()
+    worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """Every live process below `pid`, with its parent (the forkserver is a child, the
+    worker it forked a grandchild)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: dict[int, int] = {}
+    frontier = [pid]
+    while frontier:
+        children = {child: parent for child, parent in parents.items() if parent in frontier}
+        found.update(children)
+        frontier = list(children)
+    return found
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    spent = {}
+    for pid in pids:
+        try:
+            spent[pid] = cpu_seconds(pid)
+        except OSError:
+            continue  # exited meanwhile
+    return spent
+
+
+async def test_compaction_replays_in_the_child_process(
+    store: DocumentStore, worker: DocWorker
+) -> None:
+    project = Project(store)
+    await project.create()
+    await project.write(ROWS, batch=2000)
+    stored = await store.load("film")
+    started = time.process_time()
+    fold(parts(stored))
+    in_process = time.process_time() - started  # what the same fold costs here
+
+    children = list(descendants(os.getpid()))
+    assert children, "the worker's child process is running"
+    before = cpu_of(children)
+    result = await compact(store, "film", timedelta(0), folder=worker.fold)
+    after = cpu_of(children)
+
+    assert result.skipped is None and result.merged_rows == ROWS + 1
+    in_children = sum(after[pid] - before[pid] for pid in after if pid in before)
+    assert in_children >= in_process / 2, (in_children, in_process)
+    await project.assert_loads_to_expected()
+
+
+async def test_a_failed_fold_is_reported_and_changes_nothing(
+    store: DocumentStore, worker: DocWorker
+) -> None:
+    project = Project(store)
+    await project.create()
+    await project.write(10)
+    await store.append([PendingAppend("film", b"\xff\x00\xff", "vandal")])  # seq 12
+    before = await store.load("film")
+
+    with pytest.raises(CorruptDocument, match="log row 12 does not apply"):
+        await compact(store, "film", timedelta(0), folder=worker.fold)
+
+    assert await snapshot_count(store) == 0
+    after = await store.load("film")
+    assert [e.seq for e in after.tail] == [e.seq for e in before.tail] == list(range(1, 13))
+    probe = await Fences(store.db, "probe").acquire(compaction_fence("film"), timedelta(0))
+    assert probe is not None, "the failed compactor released its fence"
+    # The child survived the failure: the next fold works.
+    state, _ = await worker.fold(parts(await store.load_at("film", 11)))
+    assert state
+
+
+async def test_a_dead_child_is_replaced(store: DocumentStore, worker: DocWorker) -> None:
+    project = Project(store)
+    await project.create()
+    await project.write(5)
+    workers = [pid for pid, parent in descendants(os.getpid()).items() if parent != os.getpid()]
+    assert workers
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    stored = await store.load("film")
+    with pytest.raises(Exception, match="terminated abruptly"):
+        await worker.fold(parts(stored))
+    result = await compact(store, "film", timedelta(0), folder=worker.fold)
+    assert result.skipped is None and result.merged_rows == 6
+    await project.assert_loads_to_expected()
+
+
+async def test_a_fold_overrunning_the_lease_writes_nothing(
+    store: DocumentStore, worker: DocWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    project = Project(store)
+    await project.create()
+    await project.write(3000, batch=500)
+    with caplog.at_level(logging.WARNING, logger="blackboard.persistence.doc_worker"):
+        with pytest.raises(TimeoutError):  # the job is under way when the lease runs out
+            lease = timedelta(milliseconds=1)
+            await compact(store, "film", timedelta(0), lease_ttl=lease, folder=worker.fold)
+    assert "a job was cancelled" in caplog.text
+    assert await snapshot_count(store) == 0
+    probe = await Fences(store.db, "probe").acquire(compaction_fence("film"), timedelta(0))
+    assert probe is not None, "the fence was released"
+    # The next job gets a fresh child, and finishes.
+    result = await compact(store, "film", timedelta(0), folder=worker.fold)
+    assert result.skipped is None and result.merged_rows == 3001
+    await project.assert_loads_to_expected()
