@@ -521,6 +521,8 @@ class _LocalItems:
         self._by_client: dict[int, tuple[list[int], list[Item]]] | None = None
 
     def find(self, id_: Id) -> Item | None:
+        if len(self._items) == 1:
+            return None  # a struct never depends on itself (most updates hold one)
         if self._by_client is None:
             self._by_client = {}
             for item in sorted(self._items, key=lambda i: (i.client, i.clock)):
