@@ -11,6 +11,7 @@ from pycrdt import Doc, Map
 
 from blackboard.sync.room.origin import Origin, Source
 from blackboard.sync.rules.document_reader import DocumentReader
+from blackboard.sync.rules.lattice import LatticeTracker
 from blackboard.sync.rules.repair import DocumentRules
 
 CLIENT = Origin(Source.CLIENT, "agent")
@@ -89,3 +90,46 @@ def test_an_update_no_rule_covers_runs_no_check(live: Live, edit: Callable[[Doc]
 @pytest.mark.parametrize("edit", RULED.values(), ids=RULED.keys())
 def test_an_update_a_rule_covers_is_checked(live: Live, edit: Callable[[Doc], None]) -> None:
     assert live.review(edit) > 0
+
+
+def test_a_status_that_lost_sent_with_a_plain_write_still_counts() -> None:
+    """The structs of an update showing only plain writes (a title) are skipped only
+    when they are those writes: a status write that lost a race shows in no event,
+    yet its value counts for the maximum."""
+    live = Live()
+    winner = Doc(client_id=9)  # a higher client id wins a concurrent map write
+    winner.apply_update(live.doc.get_update())
+    _task(winner)["status"] = "claimed"
+    with live.doc.transaction(origin=CLIENT):
+        live.doc.apply_update(winner.get_update(live.doc.get_state()))
+    live.rules.review(winner.get_update(), CLIENT)
+
+    updates: list[bytes] = []
+    subscription = live.agent.observe(lambda event: updates.append(event.update))
+    with live.agent.transaction():
+        _task(live.agent)["status"] = "done"  # concurrent with "claimed": it loses
+        _task(live.agent)["kind"] = "upscale"
+    live.agent.unobserve(subscription)
+    (update,) = updates
+    with live.doc.transaction(origin=CLIENT):
+        live.doc.apply_update(update)
+    corrections = live.rules.review(update, CLIENT)
+    assert [(c.path, c.after) for c in corrections] == [(("tasks", "T1", "status"), "done")]
+    assert live.rules.lattice.target("tasks", "T1") is not None
+    live.rules.close()
+
+
+def test_a_plain_write_reads_no_structs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write of one field no lattice decides (a task's kind) is not read struct by
+    struct for the lattices; a status write is."""
+    live = Live()
+    indexed: list[bytes] = []
+    index = LatticeTracker.index
+    monkeypatch.setattr(
+        LatticeTracker, "index", lambda self, update: indexed.append(update) or index(self, update)
+    )
+    live.review(lambda doc: _task(doc).__setitem__("kind", "upscale"))
+    assert indexed == []
+    live.review(lambda doc: _task(doc).__setitem__("status", "claimed"))
+    assert len(indexed) == 1
+    live.rules.close()

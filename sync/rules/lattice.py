@@ -77,8 +77,11 @@ class _Slot:
 
     def newest_shown(self, key: str | None) -> FieldWrite | None:
         """The write of `key` (status or epoch) the entry shows."""
-        fields = [f for f in self.shown.values() if f.key == key]
-        return max(fields, key=lambda f: f.item) if fields else None
+        newest = None
+        for f in self.shown.values():  # a loop, not a list: this runs for every check
+            if f.key == key and (newest is None or f.item > newest.item):
+                newest = f
+        return newest
 
 
 @dataclass(eq=False)
@@ -396,7 +399,10 @@ class LatticeTracker:
         shown = self._slots.get((root_name, key))
         if not shown:
             return None
-        slot = max(shown.values(), key=lambda s: s.item)
+        if len(shown) == 1:
+            (slot,) = shown.values()
+        else:
+            slot = max(shown.values(), key=lambda s: s.item)
         return slot if slot.is_map else None
 
     def target(self, root_name: str, key: str) -> Target | None:

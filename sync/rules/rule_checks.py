@@ -7,7 +7,7 @@ from typing import Any
 
 from pycrdt import Array, Map
 
-from blackboard.schemas.document import ROOTS, ROOTS_BY_NAME, Root, is_valid_id
+from blackboard.schemas.document import ROOTS_BY_NAME, Root, is_valid_id
 from blackboard.schemas.views import finite_json, holds_non_finite
 from blackboard.sync.rules.correction import (
     BAD_ID,
@@ -24,9 +24,6 @@ from blackboard.sync.rules.document_reader import MISSING, DocumentReader
 from blackboard.sync.rules.field_rules import conform, json_value
 from blackboard.sync.rules.lattice import LatticeTracker
 from blackboard.sync.rules.server_truth import ServerTruth
-
-# The fields each lattice decides, by root (`Lattice.fields` builds its set anew).
-_LATTICE_FIELDS = {root.name: root.lattice.fields for root in ROOTS if root.lattice}
 
 
 @dataclass
@@ -65,8 +62,7 @@ class RuleChecks:
                     self._check_entry(root, path[1], run)
                 else:
                     self._check_field(root, path, run)
-                fields = _LATTICE_FIELDS.get(root.name)
-                if fields is not None and (len(path) == 2 or path[2] in fields):
+                if root.lattice and (len(path) == 2 or path[2] in root.lattice.fields):
                     lattice_entries[(root.name, path[1])] = None
             for root_name, key in lattice_entries:
                 self._check_lattice(ROOTS_BY_NAME[root_name], key, run.fixes)

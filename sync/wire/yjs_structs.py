@@ -161,6 +161,16 @@ def decode_update(update: bytes) -> DecodedUpdate:
     return DecodedUpdate(items, read_delete_ranges(reader))
 
 
+def struct_count(update: bytes) -> int | None:
+    """How many structs a v1 update holds, read from its header alone: None unless they
+    all come from one client (the count of the next one is past their structs)."""
+    reader = _StructReader(update)
+    try:
+        return reader.varuint() if reader.varuint() == 1 else None
+    except ProtocolError:
+        return None
+
+
 def decode_delete_set(delete_set: bytes) -> list[DeleteRange]:
     return read_delete_ranges(Reader(delete_set))
 
