@@ -11,7 +11,7 @@ from pycrdt import Doc, Map
 
 from blackboard.sync.room.origin import Origin, Source
 from blackboard.sync.rules.document_reader import DocumentReader
-from blackboard.sync.rules.lattice import LatticeTracker
+from blackboard.sync.rules.lattice import LatticeTracker, Target
 from blackboard.sync.rules.repair import DocumentRules
 
 CLIENT = Origin(Source.CLIENT, "agent")
@@ -133,3 +133,17 @@ def test_a_plain_write_reads_no_structs(monkeypatch: pytest.MonkeyPatch) -> None
     live.review(lambda doc: _task(doc).__setitem__("status", "claimed"))
     assert len(indexed) == 1
     live.rules.close()
+
+
+def test_a_status_that_lost_below_the_maximum_runs_no_check(live: Live) -> None:
+    """A stale replica's status write that lost its race and is below the maximum
+    changes nothing the entry shows or must show: no check reads the document."""
+    winner = Doc(client_id=9)  # a higher client id wins a concurrent map write
+    winner.apply_update(live.doc.get_update())
+    _task(winner)["status"] = "running"
+    with live.doc.transaction(origin=CLIENT):
+        live.doc.apply_update(winner.get_update(live.doc.get_state()))
+    assert live.rules.review(winner.get_update(), CLIENT) == []
+    assert live.review(lambda doc: _task(doc).__setitem__("status", "claimed")) == 0
+    assert live.rules.lattice.target("tasks", "T1") == Target("running", 1.0, owned=True)
+    assert live.review(lambda doc: _task(doc).__setitem__("status", "done")) > 0

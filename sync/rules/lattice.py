@@ -339,11 +339,16 @@ class LatticeTracker:
                 continue
             for _, value in written:
                 if isinstance(value, str):
-                    self._fold(g.slot, epoch, value)
+                    self._fold(g.slot, epoch, value, shown=not g.deleted)
 
-    def _fold(self, slot: _Slot, epoch: Epoch, value: str) -> None:
-        slot.best[epoch] = slot.lattice.join(slot.best.get(epoch), value) or value
-        self.dirty.add((slot.root.name, slot.key))
+    def _fold(self, slot: _Slot, epoch: Epoch, value: str, *, shown: bool = True) -> None:
+        """Fold a written value into its epoch's maximum. The entry needs a check if the
+        maximum rose or the write shows; a write that lost its race, below the maximum,
+        changes nothing the entry shows or must show (most of a stale replica's writes)."""
+        best = slot.lattice.join(slot.best.get(epoch), value) or value
+        if shown or slot.best.get(epoch) != best:
+            self.dirty.add((slot.root.name, slot.key))
+        slot.best[epoch] = best
 
     def _keep(
         self,
