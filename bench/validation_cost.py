@@ -12,9 +12,12 @@ For documents of 0, 1,000 and 10,000 task entries it times, per small client upd
 - `decode only`: `pycrdt.get_state(update)`, which catches undecodable bytes but not the
   updates that fail (or panic) half-way, for comparison;
 - `rules`: `DocumentRules` observing the live apply and `review` reading the update's
-  structs and checking what it touched (no repair needed);
-- `repair`: the same when the update breaks a rule (a status moved backwards), including
-  the server write of the fix;
+  structs and checking what it touched (no repair needed): `status` (after the first
+  round the agent's writes lose to a repair it never received), `retries` (each status
+  write shows: a new attempt each round), `title` (a shot's title, no lattice field);
+- `repair`: the same when the update breaks a rule (a status moved backwards; the agent
+  receives each repair, as a connected one would), including the server write of the
+  fix;
 
 and, once per document: `shadow rebuild` (what a refused update costs: the shadow is
 copied again from the live document) and `rules load` (indexing a loaded document).
@@ -58,17 +61,36 @@ def _document(entries: int) -> Doc:
 
 def _updates(base: Doc, count: int, kind: str) -> list[bytes]:
     """`count` small updates from an agent, in order: task statuses moving forward
-    (`status`), every other one moving back (`backwards`), or shot titles (`title`)."""
+    (`status`; the agent never sees the server's repair when it starts again from
+    `pending`, so from then on each of its writes loses to that repair), every other one
+    moving back (`backwards`; the agent receives each repair, so most are repaired),
+    forward with a new attempt each time it starts again (`retries`: every write shows),
+    or shot titles (`title`)."""
     agent = Doc(client_id=2)
     agent.apply_update(base.get_update())
     out: list[bytes] = []
     subscription = agent.observe(lambda event: out.append(event.update))
     tasks = agent.get("tasks", type=Map)
+    # A server like the one measured, whose repairs the agent receives (`backwards`).
+    server = _live(base.get_update()) if kind == "backwards" else None
+    serve = _reviewed(server) if server is not None else None
     for i in range(count):
+        if server is not None and serve is not None and out:
+            serve(out[-1])
+            repairs = server.get_update(agent.get_state())
+            agent.unobserve(subscription)
+            agent.apply_update(repairs)
+            subscription = agent.observe(lambda event: out.append(event.update))
         if kind == "title":
             agent.get("shots", type=Map)["S1"]["title"] = f"take {i}"
             continue
         step = i % len(STATUSES)
+        if kind == "retries":
+            with agent.transaction():
+                if step == 0:
+                    tasks["bench"]["attempt"] = 2 + i // len(STATUSES)
+                tasks["bench"]["status"] = STATUSES[step]
+            continue
         if kind == "backwards" and i % 2:
             step = 0
         tasks["bench"]["status"] = STATUSES[step]
@@ -103,25 +125,27 @@ def measure(entries: int, count: int) -> dict[str, float]:
     state = base.get_update()
     workloads = {
         "rules (status)": _updates(base, count, "status"),
+        "rules (retries)": _updates(base, count, "retries"),
         "rules (title)": _updates(base, count, "title"),
         "repair (status)": _updates(base, count, "backwards"),
     }
     forward = workloads["rules (status)"]
-
-    def live() -> Doc:
-        doc = Doc(client_id=9)
-        doc.apply_update(state)
-        return doc
-
-    figures = {"apply": _best_us(forward, lambda: live().apply_update)}
-    figures["shadow check"] = _best_us(forward, lambda: ShadowValidator(live()).check)
+    figures = {"apply": _best_us(forward, lambda: _live(state).apply_update)}
+    figures["shadow check"] = _best_us(forward, lambda: ShadowValidator(_live(state)).check)
     figures["decode only"] = _best_us(forward, lambda: get_state)
     for name, updates in workloads.items():
-        figures[name] = _best_us(updates, lambda: _reviewed(live())) - figures["apply"]
+        figures[name] = _best_us(updates, lambda: _reviewed(_live(state))) - figures["apply"]
     figures["shadow rebuild ms"] = _best_ms(lambda: ShadowValidator(base))
     figures["rules load ms"] = _best_ms(lambda: LatticeTracker.of_document(base))
     figures["document KiB"] = len(state) / 1024
     return figures
+
+
+def _live(state: bytes) -> Doc:
+    """The server's Doc (the same client id each time: it writes the same repairs)."""
+    doc = Doc(client_id=9)
+    doc.apply_update(state)
+    return doc
 
 
 def _reviewed(live: Doc) -> Callable[[bytes], None]:
@@ -174,11 +198,14 @@ def section(lines: list[str], count: int) -> str:
             "  nothing malformed (an update that fails or panics half-way) touches the live",
             "  document: about the price of the apply itself. `decode only` is the cheaper",
             "  check that misses those.",
-            "- `rules`: noticing what an update touched (pycrdt's type-level events) and",
-            "  checking it; for a task status, also reading the update's structs for the",
-            "  lattice (`title`: a shot's title, no lattice field). `repair`: half of the",
-            "  updates move a status back, so this includes writing the fix. This is Python",
-            "  work, ten to twenty times the apply; the shadow check is not.",
+            "- `rules`: noticing what an update touched (type-level events) and checking",
+            "  it; for a task status, also reading the update's structs for the lattice.",
+            "  `status`: after the first round the agent's writes lose to a repair it never",
+            "  received (a stale replica); `retries`: every status write shows (a new",
+            "  attempt each round); `title`: a shot's title, no lattice field, so its structs",
+            "  are not read. `repair`: about three updates in four move a status back and",
+            "  are repaired (the agent receives each repair), so this includes writing the",
+            "  fix. This is Python work, several times the apply; the shadow check is not.",
             "- `shadow rebuild`: paid once per refused update (the shadow may be half",
             "  modified, so it is copied again from the live document). `rules load`: paid",
             "  once per room load, in a worker thread before the room goes live (indexing",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 # The actor of the server's own writes (repairs, mirrors, expiries) in the log and the
@@ -44,7 +45,7 @@ class Lattice:
     def bottom(self) -> str:
         return self.order[0]
 
-    @property
+    @cached_property  # read for every change of an entry
     def fields(self) -> frozenset[str]:
         """The entry fields the lattice decides (the status, and its epoch if any)."""
         return frozenset(f for f in (self.field, self.epoch_field) if f is not None)

@@ -77,8 +77,11 @@ class _Slot:
 
     def newest_shown(self, key: str | None) -> FieldWrite | None:
         """The write of `key` (status or epoch) the entry shows."""
-        fields = [f for f in self.shown.values() if f.key == key]
-        return max(fields, key=lambda f: f.item) if fields else None
+        newest = None
+        for f in self.shown.values():  # a loop, not a list: this runs for every check
+            if f.key == key and (newest is None or f.item > newest.item):
+                newest = f
+        return newest
 
 
 @dataclass(eq=False)
@@ -336,11 +339,16 @@ class LatticeTracker:
                 continue
             for _, value in written:
                 if isinstance(value, str):
-                    self._fold(g.slot, epoch, value)
+                    self._fold(g.slot, epoch, value, shown=not g.deleted)
 
-    def _fold(self, slot: _Slot, epoch: Epoch, value: str) -> None:
-        slot.best[epoch] = slot.lattice.join(slot.best.get(epoch), value) or value
-        self.dirty.add((slot.root.name, slot.key))
+    def _fold(self, slot: _Slot, epoch: Epoch, value: str, *, shown: bool = True) -> None:
+        """Fold a written value into its epoch's maximum. The entry needs a check if the
+        maximum rose or the write shows; a write that lost its race, below the maximum,
+        changes nothing the entry shows or must show (most of a stale replica's writes)."""
+        best = slot.lattice.join(slot.best.get(epoch), value) or value
+        if shown or slot.best.get(epoch) != best:
+            self.dirty.add((slot.root.name, slot.key))
+        slot.best[epoch] = best
 
     def _keep(
         self,
@@ -396,7 +404,10 @@ class LatticeTracker:
         shown = self._slots.get((root_name, key))
         if not shown:
             return None
-        slot = max(shown.values(), key=lambda s: s.item)
+        if len(shown) == 1:
+            (slot,) = shown.values()
+        else:
+            slot = max(shown.values(), key=lambda s: s.item)
         return slot if slot.is_map else None
 
     def target(self, root_name: str, key: str) -> Target | None:
@@ -521,6 +532,8 @@ class _LocalItems:
         self._by_client: dict[int, tuple[list[int], list[Item]]] | None = None
 
     def find(self, id_: Id) -> Item | None:
+        if len(self._items) == 1:
+            return None  # a struct never depends on itself (most updates hold one)
         if self._by_client is None:
             self._by_client = {}
             for item in sorted(self._items, key=lambda i: (i.client, i.clock)):

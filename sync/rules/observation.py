@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from pycrdt import Doc, Map, MapEvent, Subscription, TransactionEvent
+from pycrdt import Doc, Map, ReadTransaction, Subscription, TransactionEvent
+from pycrdt._pycrdt import MapEvent as RawMapEvent
 
-from blackboard.schemas.document import ROOTS_BY_NAME, Root
+from blackboard.schemas.document import ROOTS_BY_NAME, Lattice, Root
 from blackboard.sync.room.origin import SERVER_ACTOR, Origin, Source
 from blackboard.sync.rules.correction import Path
 from blackboard.sync.rules.lattice import FieldWrite, LatticeTracker
+from blackboard.sync.wire.yjs_structs import struct_count
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,12 @@ class ChangeObserver:
     server's writes to `on_server_write`, and feeds each transaction's lattice writes to
     the tracker. Which entries changed comes from the type-level events of each root:
     they carry the real transaction origin, so the server's own writes are never taken
-    for a client's."""
+    for a client's.
+
+    The roots are observed through their integrated (Rust) types: pycrdt's own deep
+    observers wrap every attribute of every event in Python first (its target, its
+    changed values), which cost more than the apply itself; only the path, the changed
+    keys of a Map and the origin are read here."""
 
     def __init__(
         self,
@@ -38,17 +46,18 @@ class ChangeObserver:
         self._on_server_write = on_server_write
         self._touched: dict[Path, None] = {}  # an ordered set
         self._origin: Any = None  # the running transaction's origin (type-level events)
-        self._lattice_changed = False  # by the running transaction
+        self._lattice_changed = False  # by the running transaction: read its structs
+        self._plain_writes = 0  # of the running transaction (see `_plain_writes`)
         self._unsettled: deque[tuple[Any, list[FieldWrite]]] = deque()
-        self._subscriptions: list[tuple[Map, Subscription]] = [
-            (shared, shared.observe_deep(self._events_of(ROOTS_BY_NAME[name])))
+        self._subscriptions: list[Subscription] = [
+            shared.integrated.observe_deep(self._events_of(ROOTS_BY_NAME[name]))
             for name, shared in roots.items()
         ]
         self._doc_subscription = doc.observe(self._on_transaction)
 
     def close(self) -> None:
-        for shared, subscription in self._subscriptions:
-            shared.unobserve(subscription)
+        for subscription in self._subscriptions:
+            subscription.drop()
         self._doc.unobserve(self._doc_subscription)
 
     def settle(self, update: bytes, origin: Origin) -> None:
@@ -65,9 +74,10 @@ class ChangeObserver:
 
     # --- observers (they must never raise: a raise would surface in the transaction) --
 
-    def _events_of(self, root: Root) -> Callable[[list[Any], Any], None]:
-        def on_events(events: list[Any], txn: Any) -> None:
+    def _events_of(self, root: Root) -> Callable[[list[Any]], None]:
+        def on_events(events: list[Any]) -> None:
             try:
+                txn = ReadTransaction(self._doc, events[0].transaction)
                 self._origin = origin = txn.origin
                 source = origin.source if isinstance(origin, Origin) else None
                 # The server's writes, here or on another instance, are the truth of
@@ -75,8 +85,11 @@ class ChangeObserver:
                 trusted = source is Source.SERVER or (
                     source is Source.PEER and origin.actor == SERVER_ACTOR
                 )
-                for event in events:
-                    self._take_event(root, event, source, trusted=trusted)
+                # Only the server's writes are read here, through the event's transaction
+                # (entering it costs more than the rest of a client's event).
+                with txn if trusted else contextlib.nullcontext():
+                    for event in events:
+                        self._take_event(root, event, source, trusted=trusted)
             except Exception:
                 log.exception("repair: reading the events of %s failed", root.name)
 
@@ -86,15 +99,18 @@ class ChangeObserver:
         # A path is (root, key) or (root, entry, field); deeper changes count for the
         # field (or root key) they happened in.
         depth = 2 if root.keyed_by_id else 1
-        inside = [str(p) for p in event.path]
+        inside = event.path
         if len(inside) >= depth:
-            paths: list[Path] = [(root.name, *inside[:depth])]
+            paths: list[Path] = [(root.name, *map(str, inside[:depth]))]
         else:
-            keys = event.keys if isinstance(event, MapEvent) else {}
-            paths = [(root.name, *inside, key) for key in keys]
-            # An entry or a field of one changed. (Even with no status among the keys, a
-            # status write may have lost a race there: it shows in no event.)
-            self._lattice_changed |= root.lattice is not None
+            keys = event.keys if isinstance(event, RawMapEvent) else {}
+            paths = [(root.name, *map(str, inside), key) for key in keys]
+            if root.lattice is not None:
+                plain = _plain_writes(root.lattice, inside, keys)
+                if plain is None:
+                    self._lattice_changed = True
+                else:
+                    self._plain_writes += plain
         for path in paths:
             if trusted:
                 self._on_server_write(root, path)
@@ -106,9 +122,15 @@ class ChangeObserver:
             origin, self._origin = self._origin, None
             if origin is not None and hash(origin) != event.transaction.origin():
                 origin = None  # no type-level event ran for this transaction
-            # Reading the structs is only needed when a lattice root changed.
+            # Reading the structs is only needed when a lattice root changed, and not
+            # when every struct is a write that shows, of a field no lattice decides: a
+            # status write that lost a race shows in no event, but it is a struct too.
             changed, self._lattice_changed = self._lattice_changed, False
-            fields = self._lattice.index(event.update) if changed else []
+            plain, self._plain_writes = self._plain_writes, 0
+            update = event.update if changed or plain else b""
+            if plain and not changed:
+                changed = struct_count(update) != plain
+            fields = self._lattice.index(update) if changed else []
             source = origin.source if isinstance(origin, Origin) else None
             if source in (Source.CLIENT, Source.PEER):
                 # Settled by `settle`, with the update as sent (it keeps lost values).
@@ -123,3 +145,15 @@ class ChangeObserver:
     def _settle(self, origin: Any, fields: list[FieldWrite], sent: bytes | None) -> None:
         here = isinstance(origin, Origin) and origin.source is Source.CLIENT
         self._lattice.settle(fields, sent, server=False, here=here)
+
+
+def _plain_writes(lattice: Lattice, path: list[Any], keys: dict[str, Any]) -> int | None:
+    """How many writes an event of a lattice root shows, if they are all new values of
+    an entry's fields the lattice does not decide (a shot's title); else None (an entry
+    added or removed, a field removed, a lattice field written: read the structs)."""
+    if len(path) != 1 or not keys:
+        return None
+    for key, change in keys.items():
+        if key in lattice.fields or change["action"] not in ("add", "update"):
+            return None
+    return len(keys)

@@ -20,7 +20,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from blackboard.sync.wire.protocol import ProtocolError, Reader
+from blackboard.sync.wire.protocol import MAX_VARUINT_BYTES, ProtocolError, Reader
 from blackboard.sync.wire.yjs_encoding import DeleteRange, read_delete_ranges
 
 Id = tuple[int, int]  # (client, clock)
@@ -69,10 +69,20 @@ class _StructReader(Reader):
 
     def varuint(self) -> int:
         # Most varuints of an update are single bytes: skip the general loop for them.
-        pos = self.pos
-        if pos < len(self.data) and self.data[pos] < 0x80:
+        data, pos = self.data, self.pos
+        if pos < len(data) and data[pos] < 0x80:
             self.pos = pos + 1
-            return self.data[pos]
+            return data[pos]
+        # Client ids take five bytes, clocks two or three: no bounds check per byte
+        # while the whole varuint is there (the general loop raises the errors).
+        value = shift = 0
+        for byte in data[pos : pos + MAX_VARUINT_BYTES]:
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                self.pos = pos
+                return value
+            shift += 7
         return super().varuint()
 
     def byte(self) -> int:
@@ -151,6 +161,16 @@ def decode_update(update: bytes) -> DecodedUpdate:
     return DecodedUpdate(items, read_delete_ranges(reader))
 
 
+def struct_count(update: bytes) -> int | None:
+    """How many structs a v1 update holds, read from its header alone: None unless they
+    all come from one client (the count of the next one is past their structs)."""
+    reader = _StructReader(update)
+    try:
+        return reader.varuint() if reader.varuint() == 1 else None
+    except ProtocolError:
+        return None
+
+
 def decode_delete_set(delete_set: bytes) -> list[DeleteRange]:
     return read_delete_ranges(Reader(delete_set))
 
@@ -201,10 +221,13 @@ def _content(reader: _StructReader, item: Item) -> None:
         if item.type_ref in _NAMED_TYPES:
             reader.varstring()
     elif kind == ANY:
-        values = [reader.any() for _ in range(reader.varuint())]
-        item.length = len(values)
-        if len(values) == 1:
-            item.value = values[0]
+        count = reader.varuint()
+        if count == 1:  # a map write: the most common struct by far
+            item.value = reader.any()
+        else:
+            for _ in range(count):
+                reader.any()
+            item.length = count
     elif kind == DOC:
         reader.varstring()
         reader.any()
