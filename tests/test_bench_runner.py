@@ -19,20 +19,7 @@ def test_quick_run_writes_the_peer_comparison(tmp_path: Path) -> None:
     assert peers.exists(), "bench/peers/node_modules is missing: run `make bench` or `make test`"
     results = tmp_path / "RESULTS.md"
     results.write_text(f"# Benchmark results\n\n{OTHER_SECTION}")
-    run = subprocess.run(
-        [
-            sys.executable,
-            *("-m", "bench", "--quick"),
-            *("--servers", "blackboard,hocuspocus"),
-            *("--scenarios", "echo,hot_room,cold_load"),
-            *("--output", str(results)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    _bench(results, "--servers", "blackboard,hocuspocus", "--scenarios", "echo,hot_room,cold_load")
     text = results.read_text()
     assert OTHER_SECTION in text  # another helper's section is untouched
     section = text[text.index("<!-- peer-comparison:start -->") :]
@@ -58,18 +45,7 @@ def test_quick_run_writes_the_peer_comparison(tmp_path: Path) -> None:
     assert "### Goals (Blackboard)" in section
     assert (tmp_path / "peer-comparison.json").exists()  # the figures, for --merge
     # Re-measuring one scenario keeps the others and rewrites the one section.
-    again = subprocess.run(
-        [
-            sys.executable,
-            *("-m", "bench", "--quick", "--servers", "blackboard"),
-            *("--scenarios", "echo", "--merge", "--output", str(results)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
+    _bench(results, "--servers", "blackboard", "--scenarios", "echo", "--merge")
     text = results.read_text()
     assert text.count("<!-- peer-comparison:start -->") == 1
     assert OTHER_SECTION in text
@@ -81,6 +57,18 @@ def test_quick_run_writes_the_peer_comparison(tmp_path: Path) -> None:
     assert "Re-measured on " in merged[echo_at : merged.index("### 3. Hot room")]
 
 
+def _bench(results: Path, *args: str) -> None:
+    """`python -m bench --quick ARGS --output results`, which must succeed."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", *args, "--output", str(results)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
 def _row(section: str, case: str, figure: str) -> list[str]:
     (line,) = [line for line in section.splitlines() if line.startswith(f"| {case} | {figure} |")]
     return [cell.strip() for cell in line.strip("|").split("|")][2:]
@@ -90,20 +78,7 @@ def test_quick_busy_room_and_no_stall(tmp_path: Path) -> None:
     """The two per-update scenarios: a busy room beside y-websocket, and a busy room's
     deliveries while another room loads and compacts (Blackboard only), with goals."""
     results = tmp_path / "RESULTS.md"
-    run = subprocess.run(
-        [
-            sys.executable,
-            *("-m", "bench", "--quick"),
-            *("--servers", "blackboard,y-websocket"),
-            *("--scenarios", "busy_room,no_stall"),
-            *("--output", str(results)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    _bench(results, "--servers", "blackboard,y-websocket", "--scenarios", "busy_room,no_stall")
     section = results.read_text()
     number = re.compile(r"^[\d,.]+( \(x[\d.e+-]+\))?$")
     for rate in ("1,000", "2,000"):
