@@ -51,3 +51,28 @@ async def test_replies_are_shared_invalidated_and_bounded(
         assert len(room.step2_cache) > 0
         room.server_write(lambda doc: _put(doc, "S2", {"title": "new"}))
         assert len(room.step2_cache) == 0  # any change empties it
+
+
+async def test_a_room_loaded_from_a_snapshot_alone_answers_a_fresh_joiner_with_it(
+    tmp_path: Path,
+) -> None:
+    """After an unload compacted the room, its snapshot is the document's encoding: the
+    load reuses it for a fresh joiner instead of encoding the document again."""
+    async with live_room(tmp_path) as live:
+        stored = await live.store.load("film")
+        assert stored.tail  # a new project: its first update is a log row
+        assert len(live.room.step2_cache) == 0  # so nothing is at hand before a join
+        live.room.server_write(lambda doc: _put(doc, "S1", {"title": "kept"}))
+        room = await live.reload()  # unloading compacts: a snapshot, no tail
+        stored = await live.store.load("film")
+        assert stored.snapshot is not None and not stored.tail
+        assert len(room.step2_cache) == 1
+        connection = memory_connection()
+        room.join(connection)
+        room.receive(connection, sync_step1(b"\x00"))
+        await drained(connection)
+        reply = decode_message(connection.channel.take()[-1])
+        assert isinstance(reply, SyncMessage) and reply.kind == SyncType.STEP2
+        joiner = Doc()
+        joiner.apply_update(reply.payload)
+        assert joiner.get("shots", type=Map).to_py() == {"S1": {"title": "kept"}}

@@ -25,6 +25,8 @@ from blackboard.sync.room.room import Room
 from blackboard.sync.rules.lattice import LatticeTracker
 from blackboard.sync.rules.repair_limit import RepairPolicy
 from blackboard.sync.wire import close_codes
+from blackboard.sync.wire.protocol import sync_step2
+from blackboard.sync.wire.yjs_encoding import EMPTY_STATE_VECTOR
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,15 @@ class RoomManager:
         # Raises CorruptDocument: a failed load is an error. Row by row, letting the other
         # rooms run between rows; one big snapshot still applies in one go.
         doc = await replay_cooperatively(stored)
+        # A snapshot alone (the usual load after an idle unload compacted the room) is the
+        # document's encoding: the lattice and a fresh joiner's step 2 reuse it instead of
+        # encoding a 20 MB document again with the GIL held.
+        encoded = stored.snapshot.state if stored.snapshot and not stored.tail else None
         # Indexing the document for the status lattices is Python work in proportion to
         # its size: off the loop, before the room goes live.
-        lattice = await asyncio.to_thread(LatticeTracker.of_document, doc, stored.status_epochs)
+        lattice = await asyncio.to_thread(
+            LatticeTracker.of_document, doc, stored.status_epochs, encoded
+        )
         tail_bytes = sum(len(entry.update) for entry in stored.tail)
         snapshot_bytes = len(stored.snapshot.state) if stored.snapshot else 0
         room = Room(
@@ -113,6 +121,8 @@ class RoomManager:
             repair_policy=self.policy.repair,
             awareness_limits=self.policy.awareness,
         )
+        if encoded is not None:
+            room.step2_cache.put(EMPTY_STATE_VECTOR, sync_step2(encoded))
         room.tail_rows = len(stored.tail)
         room.tail_bytes = tail_bytes
         self.rooms[project_id] = room

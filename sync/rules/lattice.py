@@ -160,10 +160,14 @@ class LatticeTracker:
         self._last: tuple[bytes, DecodedUpdate] | None = None  # read once, used twice
 
     @classmethod
-    def of_document(cls, doc: Doc, record: bytes = b"") -> LatticeTracker:
+    def of_document(
+        cls, doc: Doc, record: bytes = b"", encoded: bytes | None = None
+    ) -> LatticeTracker:
         """The tracker of a loaded document and its stored `record` of status epochs.
         Reading its structs takes Python time in proportion to its size, so a room runs
-        this in a worker thread before it goes live (nothing else touches the Doc)."""
+        this in a worker thread before it goes live (nothing else touches the Doc).
+        `encoded`: the document as one update, if at hand (encoding it again holds the
+        GIL, about 50 ms for 20 MB)."""
         shown: dict[tuple[str, str], tuple[object, object]] = {}
         for root in ROOTS:
             lattice = root.lattice
@@ -174,7 +178,7 @@ class LatticeTracker:
                     epoch = entry.get(lattice.epoch_field) if lattice.epoch_field else 0
                     shown[(root.name, key)] = (entry.get(lattice.field), epoch)
         tracker = cls()
-        tracker.load(doc.get_update(), shown, record)
+        tracker.load(doc.get_update() if encoded is None else encoded, shown, record)
         return tracker
 
     # --- reading updates ---------------------------------------------------------

@@ -20,6 +20,10 @@ class DeleteRange:
         return self.clock + self.length
 
 
+# What a client with an empty document sends as its state vector (no clients: varuint 0).
+EMPTY_STATE_VECTOR = b"\x00"
+
+
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:
     """`{client id: next clock}`, as `Doc.get_state()` or `pycrdt.get_state()` encode it."""
     reader = Reader(state_vector)
