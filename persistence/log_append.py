@@ -14,13 +14,15 @@ transaction with one UPDATE for all the batch's counters and executemany is enou
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from itertools import groupby
 
-from blackboard.persistence.clock import utc_now
+from blackboard.persistence.clock import to_iso, utc_now
 from blackboard.persistence.database import Database
 from blackboard.persistence.errors import ProjectNotFound
 from blackboard.persistence.records import PendingAppend
+from blackboard.persistence.sqlite_database import SQLiteDatabase
 
 _POSTGRES_APPEND = """
 WITH locked AS MATERIALIZED (
@@ -51,6 +53,11 @@ WHERE projects.project_id = j.key
 RETURNING project_id, seq
 """
 
+_SQLITE_INSERT = (
+    'INSERT INTO doc_updates (project_id, seq, "update", actor, status_epochs, created_at)'
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+)
+
 _EXISTING = "SELECT project_id FROM projects WHERE project_id = ANY($1::text[])"
 
 
@@ -61,8 +68,10 @@ async def append_batch(db: Database, batch: Sequence[PendingAppend]) -> list[int
         raise ValueError("the rows of one project must be contiguous in a batch")
     if db.dialect == "postgres":
         lasts = await _append_postgres(db, batch, runs)
-    else:
+    elif isinstance(db, SQLiteDatabase):
         lasts = await _append_sqlite(db, batch, runs)
+    else:
+        raise TypeError(f"no append for a {db.dialect} database")
     seqs: list[int] = []
     for project_id, count in runs:
         seqs.extend(range(lasts[project_id] - count + 1, lasts[project_id] + 1))
@@ -95,14 +104,16 @@ async def _append_postgres(
 
 
 async def _append_sqlite(
-    db: Database, batch: Sequence[PendingAppend], runs: list[tuple[str, int]]
+    db: SQLiteDatabase, batch: Sequence[PendingAppend], runs: list[tuple[str, int]]
 ) -> dict[str, int]:
-    now = utc_now()
-    async with db.transaction() as conn:
-        # One UPDATE for every project of the batch: each statement is a round trip to
-        # the database thread, and a batch may span a thousand projects.
-        bumped = await conn.fetch(_SQLITE_BUMP, json.dumps(dict(runs)))
-        lasts: dict[str, int] = {row[0]: row[1] for row in bumped}
+    # One hand-off to the database thread for the whole batch: when updates arrive one
+    # at a time, every batch is one row, and each hand-off costs more than the row.
+    now = to_iso(utc_now())
+    bump, insert = db.sql(_SQLITE_BUMP), db.sql(_SQLITE_INSERT)
+
+    def append(conn: sqlite3.Connection) -> dict[str, int]:
+        # One UPDATE for every project of the batch: a batch may span a thousand projects.
+        lasts: dict[str, int] = dict(conn.execute(bump, (json.dumps(dict(runs)),)).fetchall())
         _check_all_found(runs, lasts)  # raising here rolls the whole batch back
         rows, start = [], 0
         for project_id, count in runs:
@@ -110,12 +121,10 @@ async def _append_sqlite(
             for k, row in enumerate(batch[start : start + count]):
                 rows.append((project_id, first + k, row.update, row.actor, row.status_epochs, now))
             start += count
-        await conn.executemany(
-            'INSERT INTO doc_updates (project_id, seq, "update", actor, status_epochs, created_at)'
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            rows,
-        )
-    return lasts
+        conn.executemany(insert, rows)
+        return lasts
+
+    return await db.run_transaction(append)
 
 
 def _check_all_found(runs: list[tuple[str, int]], lasts: dict[str, int]) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -21,6 +21,7 @@ from blackboard.persistence.clock import from_iso, to_iso
 from blackboard.persistence.errors import StoreError
 
 _PARAM = re.compile(r"\$(\d+)")
+T = TypeVar("T")
 
 sqlite3.register_adapter(datetime, to_iso)
 sqlite3.register_converter("TIMESTAMP", lambda raw: from_iso(raw.decode()))
@@ -30,24 +31,38 @@ def _sql(statement: str) -> str:
     return _PARAM.sub(r"?\1", statement)
 
 
+def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
 class _Conn:
+    """Each call is one hand-off to the database thread (a future and a wake-up of the
+    event loop each): a statement's cursor is not closed there, since sqlite3 resets a
+    statement that has run to its end, and rows are fetched with the statement."""
+
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
 
     async def execute(self, sql: str, *args: Any) -> int:
-        async with self._db.execute(_sql(sql), args) as cur:
-            return cur.rowcount
+        cursor = await self._db.execute(_sql(sql), args)
+        return cursor.rowcount
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         await self._db.executemany(_sql(sql), rows)
 
     async def fetch(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        async with self._db.execute(_sql(sql), args) as cur:
-            return list(await cur.fetchall())
+        return list(await self._db.execute_fetchall(_sql(sql), args))
 
     async def fetchrow(self, sql: str, *args: Any) -> sqlite3.Row | None:
-        async with self._db.execute(_sql(sql), args) as cur:
-            return await cur.fetchone()
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         row = await self.fetchrow(sql, *args)
@@ -101,6 +116,19 @@ class SQLiteDatabase:
                 await conn.execute("ROLLBACK")
                 raise
             await conn.execute("COMMIT")
+
+    async def run_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in one write transaction on the database thread, in one hand-off
+        (through `transaction()` every statement is a hand-off of its own: a hot path
+        such as the group commit pays that per batch). `work` must not block on the
+        event loop; statements use `?N` parameters (see `sql`)."""
+        async with self._lock:
+            if self._db is None:
+                raise StoreError("database is not open")
+            # aiosqlite's own queue to its thread (what each of its calls goes through).
+            return await self._db._execute(_in_transaction, self._db._conn, work)
+
+    sql = staticmethod(_sql)
 
     def read_transaction(self) -> AbstractAsyncContextManager[_Conn]:
         # One connection used by one transaction at a time: every transaction is

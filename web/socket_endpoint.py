@@ -31,6 +31,7 @@ from blackboard.sync.wire import close_codes
 from blackboard.sync.wire.protocol import is_sync_step2
 from blackboard.web.auth import Identity
 from blackboard.web.settings import Limits
+from blackboard.web.socket_writer import FRAME_WRITER_EXTENSION, FrameWriter
 from blackboard.web.transport import MESSAGE_LIMIT_EXTENSION, SetMessageLimit
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,42 @@ class StarletteChannel:
             pass
 
 
+class WriterChannel(StarletteChannel):
+    """Frames written by the socket's `FrameWriter` (not through ASGI), at once when it
+    is ready (a `DirectChannel`); the close still goes through ASGI, after the frames
+    queued before it."""
+
+    def __init__(self, websocket: WebSocket, writer: FrameWriter) -> None:
+        super().__init__(websocket)
+        self._writer = writer
+
+    def ready(self) -> bool:
+        return self._writer.ready()
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    async def send(self, data: bytes) -> None:
+        await self._writer.send(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        self._writer.flush()
+        await super().close(code, reason)
+
+
+def socket_channel(websocket: WebSocket) -> StarletteChannel:
+    """The socket's channel: its `FrameWriter` under our uvicorn protocol (`blackboard
+    serve`), else ASGI (e.g. an in-process test client)."""
+    writer = websocket.scope.get("extensions", {}).get(FRAME_WRITER_EXTENSION)
+    return StarletteChannel(websocket) if writer is None else WriterChannel(websocket, writer)
+
+
 async def sync_endpoint(websocket: WebSocket) -> None:
     services = websocket.app.state.services
     identity: Identity = websocket.state.identity
     project_id = websocket.path_params["project_id"]
     await websocket.accept()
-    channel = StarletteChannel(websocket)
+    channel = socket_channel(websocket)
     if not is_valid_id(project_id):
         await channel.close(close_codes.UNKNOWN_PROJECT, "unknown project")
         services.metrics.observe_close(close_codes.UNKNOWN_PROJECT)

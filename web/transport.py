@@ -17,6 +17,7 @@
   up to the document limit, while every other message keeps the 1 MiB limit. websockets'
   parser reads `max_message_size` afresh before each frame, so the change holds from the
   next frame on, before any byte of it is buffered.
+- A socket's binary frames can be written without ASGI (`blackboard.web.socket_writer`).
 
 `protocols(limits)` returns the classes to hand to uvicorn (`http=`, `ws=`).
 """
@@ -36,6 +37,7 @@ from websockets.http11 import Request
 
 from blackboard.sync.room.rate_limit import TokenBucket
 from blackboard.web.settings import Limits
+from blackboard.web.socket_writer import FRAME_WRITER_EXTENSION, FrameWriter
 
 log = logging.getLogger(__name__)
 REFUSAL_LOG_INTERVAL_S = 10.0
@@ -218,8 +220,11 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         if self.response.status_code == 101:
-            # The app's task is created but has not run yet: it sees the extension.
-            self.scope["extensions"][MESSAGE_LIMIT_EXTENSION] = self._set_message_limit
+            # The app's task is created but has not run yet: it sees the extensions.
+            extensions = self.scope["extensions"]
+            extensions[MESSAGE_LIMIT_EXTENSION] = self._set_message_limit
+            if not self.conn.extensions:  # frames as they are on the wire (no deflate)
+                extensions[FRAME_WRITER_EXTENSION] = FrameWriter(self)
 
     def _set_message_limit(self, size: int) -> None:
         self.conn.max_message_size = size

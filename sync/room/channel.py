@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Channel(Protocol):
@@ -11,3 +11,16 @@ class Channel(Protocol):
 
     async def close(self, code: int, reason: str) -> None:
         """Close with a code and a reason; never raises."""
+
+
+@runtime_checkable
+class DirectChannel(Channel, Protocol):
+    """A channel that can take a frame at once, with no task switch (a socket's writer,
+    which coalesces a loop tick's frames into one write): a broadcast to a thousand
+    sockets then wakes no task."""
+
+    def ready(self) -> bool:
+        """Whether `write` may be called now (open, and not holding a backlog)."""
+
+    def write(self, data: bytes) -> None:
+        """Take one frame now, after those taken before; raises if the peer is gone."""

@@ -2,7 +2,9 @@
 
 A send never raises into the room: it only queues. If the outbox holds more than
 `max_queue_bytes`, the client is too slow and is closed with 1013, so one slow or dead
-socket costs the others nothing.
+socket costs the others nothing. A `DirectChannel` that is ready takes a frame at once
+when nothing is queued or being sent before it; the outbox and its task then only
+hold a backlog.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 from collections import deque
 
 from blackboard.sync.room.acks import AckTracker
-from blackboard.sync.room.channel import Channel
+from blackboard.sync.room.channel import Channel, DirectChannel
 from blackboard.sync.wire import close_codes
 from blackboard.sync.wire.protocol import ack_message
 
@@ -37,6 +39,7 @@ class Connection:
     ) -> None:
         self.id = next(_ids)
         self.channel = channel
+        self._direct = channel if isinstance(channel, DirectChannel) else None
         self.project_id = project_id
         self.actor = actor
         self.can_write = can_write
@@ -48,6 +51,7 @@ class Connection:
         self.closed = asyncio.Event()
         self._outbox: deque[bytes] = deque()
         self._queued_bytes = 0
+        self._sending = False  # the task has taken a frame that the channel has not
         self._ready = asyncio.Event()
         self._drain_then_close: tuple[int, str] | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -78,6 +82,13 @@ class Connection:
             return
         if self._queued_bytes > self.max_queue_bytes:
             self.close(close_codes.TRY_AGAIN_LATER, "slow consumer: send queue full")
+            return
+        direct = self._direct
+        if direct is not None and not self._outbox and not self._sending and direct.ready():
+            try:
+                direct.write(message)
+            except Exception as exc:  # the peer is gone
+                self._send_failed(exc)
             return
         self._outbox.append(message)
         self._queued_bytes += len(message)
@@ -114,7 +125,9 @@ class Connection:
                 while self._outbox:
                     message = self._outbox.popleft()
                     self._queued_bytes -= len(message)
+                    self._sending = True
                     await self.channel.send(message)
+                    self._sending = False
                 self._ready.clear()
                 if self._drain_then_close:
                     code, reason = self._drain_then_close
@@ -123,6 +136,10 @@ class Connection:
                     return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the peer is gone: mark closed, never raise into a room
-            log.debug("connection %s: send failed: %s", self.id, exc, extra=self.log_ids)
-            self.close(close_codes.GOING_AWAY, "send failed")
+        except Exception as exc:
+            self._send_failed(exc)
+
+    def _send_failed(self, exc: Exception) -> None:
+        """The peer is gone: mark closed, never raise into a room."""
+        log.debug("connection %s: send failed: %s", self.id, exc, extra=self.log_ids)
+        self.close(close_codes.GOING_AWAY, "send failed")

@@ -1,0 +1,85 @@
+"""The socket writer: frames as websockets would frame them, a tick's frames in one
+write, nothing written once the socket is closing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import pytest
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+
+from blackboard.web.socket_writer import FrameWriter, SocketClosed, binary_frame_header
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_frames_are_what_websockets_sends(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    expected = Frame(Opcode.BINARY, payload).serialize(mask=False, extensions=[])
+    assert binary_frame_header(size) + payload == expected
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class FakeProtocol:
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.transport = FakeTransport()
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.close_sent = False
+
+
+def writer_on(protocol: FakeProtocol) -> FrameWriter:
+    return FrameWriter(cast(WebSocketsSansIOProtocol, cast(Any, protocol)))
+
+
+async def test_a_ticks_frames_go_out_in_one_write() -> None:
+    protocol = FakeProtocol()
+    writer = writer_on(protocol)
+    writer.write(b"one")
+    writer.write(b"two")
+    assert protocol.transport.writes == []  # not before the end of the tick
+    await asyncio.sleep(0)
+    assert protocol.transport.writes == [b"\x82\x03one\x82\x03two"]
+    writer.write(b"three")
+    writer.flush()  # e.g. before a close frame
+    await asyncio.sleep(0)
+    assert protocol.transport.writes[1:] == [b"\x82\x05three"]
+
+
+async def test_nothing_is_written_once_the_socket_is_closing() -> None:
+    protocol = FakeProtocol()
+    writer = writer_on(protocol)
+    writer.write(b"queued")
+    protocol.close_sent = True  # uvicorn sent a close frame meanwhile
+    await asyncio.sleep(0)
+    assert protocol.transport.writes == []
+    assert not writer.ready()
+    with pytest.raises(SocketClosed):
+        writer.write(b"late")
+
+
+async def test_send_waits_while_the_transport_is_backed_up() -> None:
+    protocol = FakeProtocol()
+    writer = writer_on(protocol)
+    protocol.writable.clear()  # over the high-water mark
+    assert not writer.ready()
+    sending = asyncio.create_task(writer.send(b"later"))
+    await asyncio.sleep(0)
+    assert not sending.done()
+    protocol.writable.set()
+    await asyncio.wait_for(sending, 1)
+    await asyncio.sleep(0)
+    assert protocol.transport.writes == [b"\x82\x05later"]
