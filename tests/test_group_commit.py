@@ -96,3 +96,25 @@ def _holds(condition: Callable[[], bool]) -> Callable[[], None]:
         assert condition()
 
     return check
+
+
+async def test_min_interval_gathers_a_steady_stream_and_spares_a_lone_item() -> None:
+    sink = Sink()
+    committer = GroupCommitter("t", sink.commit, max_batch=100, min_interval_s=0.2)
+    committer.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for n in range(20):  # one item per millisecond, for 20 ms
+        committer.put(n)
+        await asyncio.sleep(0.001)
+    await asyncio.wait_for(committer.flush(), 10)
+    # The first commits at once; the rest wait for the interval and share a batch.
+    assert sink.batches[0] == [0] and len(sink.batches) <= 3
+    assert [n for batch in sink.batches for n in batch] == list(range(20))
+    assert loop.time() - started >= 0.2
+    await asyncio.sleep(0.25)  # a quiet spell longer than the interval
+    lone_at = loop.time()
+    committer.put(99)
+    await asyncio.wait_for(committer.flush(), 10)
+    assert loop.time() - lone_at < 0.15  # committed at once, not after the interval
+    assert await committer.stop(5) == []
