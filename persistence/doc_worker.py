@@ -15,6 +15,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import select
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -70,8 +72,28 @@ def _started_pool() -> ProcessPoolExecutor:
     pool = ProcessPoolExecutor(
         max_workers=1,
         mp_context=multiprocessing.get_context("forkserver"),
-        initializer=os.nice,
-        initargs=(CHILD_NICENESS,),
+        initializer=_init_child,
+        initargs=(CHILD_NICENESS, os.getpid()),
     )
     pool.submit(fold, [])  # a job of nothing: what matters is that it launches the child
     return pool
+
+
+def _init_child(niceness: int, server_pid: int) -> None:
+    """In the child: run at a lower priority, and exit once the serving process is gone.
+    A server killed with SIGKILL cannot stop its pool: the child would wait for work
+    forever, keeping the forkserver and the resource tracker alive with it (about 40 MB
+    per server start). Linux's pidfd tells without polling or a reused pid."""
+    os.nice(niceness)
+    try:
+        server = os.pidfd_open(server_pid)
+    except ProcessLookupError:
+        os._exit(0)
+    watch = threading.Thread(target=_exit_with, args=(server,), name="exit-with-server")
+    watch.daemon = True
+    watch.start()
+
+
+def _exit_with(pidfd: int) -> None:
+    select.select([pidfd], [], [])  # readable once the process has exited
+    os._exit(0)
