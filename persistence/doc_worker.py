@@ -52,7 +52,14 @@ class DocWorker:
         if not self._running:
             raise RuntimeError("the document worker is not running")
         if self._pool is None:  # dropped after a death or a cancelled job
-            self._pool = _started_pool()
+            # Launching the child blocks about 0.1 s: not on the serving loop.
+            pool = await asyncio.to_thread(_started_pool)
+            if self._pool is None and self._running:
+                self._pool = pool
+            else:  # another job restarted it meanwhile, or the worker stopped
+                pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is None:
+            raise RuntimeError("the document worker is not running")
         pool = self._pool
         try:  # a dead child breaks the pool: `submit` itself may raise
             return await asyncio.get_running_loop().run_in_executor(pool, fold, updates)
