@@ -1,5 +1,5 @@
-"""The socket writer: frames as websockets would frame them, a tick's frames in one
-write, nothing written once the socket is closing."""
+"""The socket writer: frames as websockets would frame them, written in order, a
+broadcast's payload framed once, nothing written once the socket is closing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 
-from blackboard.web.socket_writer import FrameWriter, SocketClosed, binary_frame_header
+from blackboard.web.socket_writer import (
+    JOIN_LIMIT,
+    FrameWriter,
+    SocketClosed,
+    binary_frame_header,
+)
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
@@ -27,6 +32,9 @@ class FakeTransport:
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
+
+    def writelines(self, pieces: tuple[bytes, ...]) -> None:
+        self.writes.append(b"".join(pieces))
 
     def is_closing(self) -> bool:
         return self.closing
@@ -45,30 +53,43 @@ def writer_on(protocol: FakeProtocol) -> FrameWriter:
     return FrameWriter(cast(WebSocketsSansIOProtocol, cast(Any, protocol)))
 
 
-async def test_a_ticks_frames_go_out_in_one_write() -> None:
+async def test_frames_go_to_the_transport_at_once_and_in_order() -> None:
     protocol = FakeProtocol()
     writer = writer_on(protocol)
     writer.write(b"one")
     writer.write(b"two")
-    assert protocol.transport.writes == []  # not before the end of the tick
-    await asyncio.sleep(0)
-    assert protocol.transport.writes == [b"\x82\x03one\x82\x03two"]
-    writer.write(b"three")
-    writer.flush()  # e.g. before a close frame
-    await asyncio.sleep(0)
-    assert protocol.transport.writes[1:] == [b"\x82\x05three"]
+    big = bytes(JOIN_LIMIT + 1)
+    writer.write(big)
+    assert protocol.transport.writes == [
+        b"\x82\x03one",
+        b"\x82\x03two",
+        binary_frame_header(len(big)) + big,
+    ]
+
+
+async def test_a_broadcast_payload_is_framed_once() -> None:
+    first, second = FakeProtocol(), FakeProtocol()
+    payload = b"the same update for every recipient"
+    writer_on(first).write(payload)
+    writer_on(second).write(payload)
+    assert first.transport.writes == [binary_frame_header(len(payload)) + payload]
+    assert second.transport.writes[0] is first.transport.writes[0]
+    writer_on(second).write(b"the next one")
+    assert second.transport.writes[1] == b"\x82\x0cthe next one"
 
 
 async def test_nothing_is_written_once_the_socket_is_closing() -> None:
     protocol = FakeProtocol()
     writer = writer_on(protocol)
-    writer.write(b"queued")
-    protocol.close_sent = True  # uvicorn sent a close frame meanwhile
-    await asyncio.sleep(0)
-    assert protocol.transport.writes == []
+    writer.write(b"before")
+    protocol.close_sent = True  # uvicorn sent a close frame
     assert not writer.ready()
     with pytest.raises(SocketClosed):
         writer.write(b"late")
+    protocol.close_sent, protocol.transport.closing = False, True
+    with pytest.raises(SocketClosed):
+        writer.write(b"later")
+    assert protocol.transport.writes == [b"\x82\x06before"]
 
 
 async def test_send_waits_while_the_transport_is_backed_up() -> None:
@@ -81,5 +102,4 @@ async def test_send_waits_while_the_transport_is_backed_up() -> None:
     assert not sending.done()
     protocol.writable.set()
     await asyncio.wait_for(sending, 1)
-    await asyncio.sleep(0)
     assert protocol.transport.writes == [b"\x82\x05later"]
