@@ -85,8 +85,8 @@ def _durations(p: Params, scenarios: list[str]) -> list[str]:
         + " rows",
         "soak": f"soak {p.soak_rooms:,} connections for {p.soak_s:g} s",
         "busy_room": "busy room "
-        + "/".join(f"{r:g}" for r in p.busy_rates_hz)
-        + f" updates/s for {p.busy_s:g} s",
+        + ", ".join(f"{r:g} updates/s to {n} observers" for r, n in p.busy_cases)
+        + f", {p.busy_s:g} s each",
         "no_stall": f"no stall {p.stall_rate_hz:g} updates/s, {p.stall_bytes / 1e6:g} MB"
         f" documents, {p.stall_window_s:g} s windows",
     }

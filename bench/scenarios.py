@@ -51,7 +51,7 @@ class Params:
     soak_rooms: int
     soak_s: float
     soak_heartbeat_s: float
-    busy_rates_hz: tuple[float, ...]
+    busy_cases: tuple[tuple[float, int], ...]  # (writer's updates/s, observers)
     busy_s: float
     stall_bytes: int
     stall_rate_hz: float
@@ -85,7 +85,7 @@ FULL = Params(
     soak_rooms=10_000,
     soak_s=45,
     soak_heartbeat_s=15,
-    busy_rates_hz=(1000, 2000),
+    busy_cases=((1000, 2), (2000, 2), (200, 50)),
     busy_s=8,
     stall_bytes=20_000_000,
     stall_rate_hz=500,
@@ -109,7 +109,7 @@ QUICK = Params(
     soak_rooms=50,
     soak_s=2,
     soak_heartbeat_s=1,
-    busy_rates_hz=(1000, 2000),
+    busy_cases=((1000, 2), (2000, 2), (200, 50)),
     busy_s=1.5,
     stall_bytes=2_000_000,
     stall_rate_hz=500,
@@ -601,17 +601,17 @@ async def soak(ctx: Context, kind: ServerKind) -> list[Case]:
 
 
 async def busy_room(ctx: Context, kind: ServerKind) -> list[Case]:
-    """One room, one writer at each rate and 2 observers: the cost of each update when
+    """One room, one writer at each rate and its observers: the cost of each update when
     they arrive one at a time (no batching across rooms to hide behind)."""
     p = ctx.params
     cases = []
-    for rate in p.busy_rates_hz:
+    for rate, observers in p.busy_cases:
         result, t = await _rooms_scenario(
             ctx,
             kind,
-            f"busy-{rate:g}",
+            f"busy-{rate:g}-{observers}",
             room_ids("busy", 1),
-            clients=3,
+            clients=observers + 1,
             rate_hz=rate,
             awareness_hz=0,
             duration_s=p.busy_s,
@@ -619,7 +619,7 @@ async def busy_room(ctx: Context, kind: ServerKind) -> list[Case]:
         delivered = len(result.merged_samples())
         cases.append(
             Case(
-                f"1 writer at {rate:,.0f} updates/s, 2 observers",
+                f"1 writer at {rate:,.0f} updates/s, {observers} observers",
                 {
                     "updates/s in": t["sent_per_s"],
                     "CPU µs per delivered update": round(result.cpu_s / delivered * 1e6, 1)
