@@ -109,6 +109,8 @@ async def run(args: argparse.Namespace) -> int:
         durations=_durations(params, keys),
         started=now,
     )
+    # Made now, not found missing after a run of many minutes.
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     record_path = args.output.with_name(RECORD_NAME)
     if args.merge:
         record = _merge_into(record_path, record)
