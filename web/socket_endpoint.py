@@ -57,8 +57,8 @@ class StarletteChannel:
 
 class WriterChannel(StarletteChannel):
     """Frames written by the socket's `FrameWriter` (not through ASGI), at once when it
-    is ready (a `DirectChannel`); the close still goes through ASGI, to the same
-    transport, after the frames written before it."""
+    is ready (a `DirectChannel`); the close still goes through ASGI, after the frames
+    queued before it."""
 
     def __init__(self, websocket: WebSocket, writer: FrameWriter) -> None:
         super().__init__(websocket)
@@ -72,6 +72,10 @@ class WriterChannel(StarletteChannel):
 
     async def send(self, data: bytes) -> None:
         await self._writer.send(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        self._writer.flush()
+        await super().close(code, reason)
 
 
 def socket_channel(websocket: WebSocket) -> StarletteChannel:

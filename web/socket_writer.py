@@ -3,18 +3,19 @@
 Through ASGI, each message to each recipient is an event dict, three awaited coroutines
 (Starlette, its exception wrapper, uvicorn), a websockets `Frame` serialized on its own
 and a `transport.write` (a system call) of its own. Here a message costs a frame header
-(a table lookup below 126 bytes) and a `transport.write`; a broadcast's payload, the
-same bytes object for every recipient, is framed once. uvloop's transports (what
-`blackboard serve` runs on) buffer what is written during a loop tick and send it in one
-system call at the tick's end, so a socket's frames of one tick go out together.
+(a table lookup below 126 bytes); a broadcast's payload, the same bytes object for every
+recipient, is framed once; and a socket's frames of one loop tick go out in one write
+(uvloop sends a write at once when the socket's buffer is empty, so the ticks' frames
+are gathered here). One callback per tick flushes every socket written to in it.
 
 Only for sockets that negotiated no extension (the server offers none: per-message
-deflate would compress per socket). The closing handshake stays with uvicorn and writes
-to the same transport, so frames written before a close frame go out before it.
+deflate would compress per socket). The closing handshake stays with uvicorn; frames
+still waiting when the socket closes are dropped, as ASGI sends to a closed socket fail.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -23,9 +24,9 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 FRAME_WRITER_EXTENSION = "blackboard.frame_writer"
 _FIN_BINARY = 0x82
 _SMALL_HEADERS = [bytes((_FIN_BINARY, n)) for n in range(126)]
-# Up to this size header and payload are joined into one bytes object (one buffer for
-# the loop to send, shared by a broadcast's recipients); above it they are written as
-# two pieces, so a 20 MB sync step 2 is not copied to prepend two bytes.
+# Up to this size header and payload are joined into one bytes object, shared by a
+# broadcast's recipients; above it they are queued as two pieces, so a 20 MB sync step 2
+# is not copied to prepend two bytes.
 JOIN_LIMIT = 64 * 1024
 
 
@@ -57,9 +58,29 @@ class SocketClosed(ConnectionError):
     """The socket is closed or closing: nothing more can be sent on it."""
 
 
+class _Flush:
+    """The writers with frames waiting in this loop tick, flushed by one callback at
+    its end (a callback per socket would cost more than its frames)."""
+
+    writers: list[FrameWriter] = []
+
+    @classmethod
+    def add(cls, writer: FrameWriter, loop: asyncio.AbstractEventLoop) -> None:
+        if not cls.writers:
+            loop.call_soon(cls.run)
+        cls.writers.append(writer)
+
+    @classmethod
+    def run(cls) -> None:
+        writers, cls.writers = cls.writers, []
+        for writer in writers:
+            writer.flush()
+
+
 class FrameWriter:
     def __init__(self, protocol: WebSocketsSansIOProtocol) -> None:
         self._protocol = protocol
+        self._pending: list[bytes] = []  # this tick's frames (a big one: header, payload)
 
     def ready(self) -> bool:
         """Whether a frame can be taken now: the socket is open and its transport holds
@@ -72,16 +93,18 @@ class FrameWriter:
         )
 
     def write(self, payload: bytes) -> None:
-        """Write one binary frame to the transport. Raises SocketClosed if the socket
-        is closing."""
-        protocol = self._protocol
-        transport = protocol.transport
-        if protocol.close_sent or transport.is_closing():
-            raise SocketClosed("the socket is closed")
+        """Queue one binary frame for the end of this loop tick. Raises SocketClosed if
+        the socket is closing."""
+        pending = self._pending
+        if not pending:  # the first frame of this tick: check once, flush once
+            protocol = self._protocol
+            if protocol.close_sent or protocol.transport.is_closing():
+                raise SocketClosed("the socket is closed")
+            _Flush.add(self, protocol.loop)
         if len(payload) <= JOIN_LIMIT:
-            transport.write(_LastFrame.of(payload))
+            pending.append(_LastFrame.of(payload))
         else:
-            transport.writelines((binary_frame_header(len(payload)), payload))
+            pending += (binary_frame_header(len(payload)), payload)
 
     async def send(self, payload: bytes) -> None:
         """`write`, after waiting while the transport is over its high-water mark (so
@@ -90,3 +113,17 @@ class FrameWriter:
         if not writable.is_set():
             await writable.wait()
         self.write(payload)
+
+    def flush(self) -> None:
+        """Write the queued frames now (before a close frame, which must come last)."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        protocol = self._protocol
+        # A close sent or received since (uvicorn's closing handshake) drops them.
+        if not protocol.close_sent and not protocol.transport.is_closing():
+            if len(pending) == 1:
+                protocol.transport.write(pending[0])
+            else:  # one system call for all of them, without joining them first
+                protocol.transport.writelines(pending)
