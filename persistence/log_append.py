@@ -54,9 +54,14 @@ RETURNING project_id, seq
 """
 
 _SQLITE_INSERT = (
-    'INSERT INTO doc_updates (project_id, seq, "update", actor, status_epochs, created_at)'
-    " VALUES ($1, $2, $3, $4, $5, $6)"
+    'INSERT INTO doc_updates (project_id, seq, "update", actor, status_epochs, created_at) VALUES '
 )
+_SQLITE_ROW = "(?, ?, ?, ?, ?, ?)"
+# Rows per INSERT: one statement steps once for all its rows. sqlite3 lets go of the GIL
+# around every step, and each step taken back while the event loop runs Python is a
+# thread switch (executemany steps once per row). 6 parameters a row stay far below
+# SQLite's limit of 32,766.
+SQLITE_ROWS_PER_INSERT = 1000
 
 _EXISTING = "SELECT project_id FROM projects WHERE project_id = ANY($1::text[])"
 
@@ -109,19 +114,23 @@ async def _append_sqlite(
     # One hand-off to the database thread for the whole batch: when updates arrive one
     # at a time, every batch is one row, and each hand-off costs more than the row.
     now = to_iso(utc_now())
-    bump, insert = db.sql(_SQLITE_BUMP), db.sql(_SQLITE_INSERT)
+    bump = db.sql(_SQLITE_BUMP)
 
     def append(conn: sqlite3.Connection) -> dict[str, int]:
         # One UPDATE for every project of the batch: a batch may span a thousand projects.
         lasts: dict[str, int] = dict(conn.execute(bump, (json.dumps(dict(runs)),)).fetchall())
         _check_all_found(runs, lasts)  # raising here rolls the whole batch back
-        rows, start = [], 0
+        values: list[object] = []
+        start = 0
         for project_id, count in runs:
             first = lasts[project_id] - count + 1
             for k, row in enumerate(batch[start : start + count]):
-                rows.append((project_id, first + k, row.update, row.actor, row.status_epochs, now))
+                values += (project_id, first + k, row.update, row.actor, row.status_epochs, now)
             start += count
-        conn.executemany(insert, rows)
+        width = 6 * SQLITE_ROWS_PER_INSERT
+        for at in range(0, len(values), width):
+            chunk = values[at : at + width]
+            conn.execute(_SQLITE_INSERT + ", ".join([_SQLITE_ROW] * (len(chunk) // 6)), chunk)
         return lasts
 
     return await db.run_transaction(append)

@@ -17,6 +17,7 @@ from blackboard.persistence.document_store import DocumentStore
 from blackboard.persistence.errors import HistoryPruned, ProjectExists, ProjectNotFound
 from blackboard.persistence.factory import make_store
 from blackboard.persistence.fence import FenceLost, Fences
+from blackboard.persistence.log_append import SQLITE_ROWS_PER_INSERT
 from blackboard.persistence.records import PendingAppend, Snapshot
 from blackboard.persistence.replay import replay
 from blackboard.schemas.migration_files import migrations_for
@@ -105,6 +106,24 @@ async def test_append_gives_gap_free_seqs_per_project_in_batch_order(store: Docu
         (4, "e", 11),
         (5, "f", 1),
     ]
+
+
+async def test_a_batch_larger_than_one_insert_keeps_every_row_in_order(
+    store: DocumentStore,
+) -> None:
+    """SQLite inserts up to SQLITE_ROWS_PER_INSERT rows per statement: a batch spanning
+    several statements and projects stores each row once, in order."""
+    await create(store, "p1")
+    await create(store, "p2")
+    rows = 2 * SQLITE_ROWS_PER_INSERT + 7
+    batch = [PendingAppend("p1", i.to_bytes(4, "big"), f"a{i}") for i in range(rows)]
+    batch.append(PendingAppend("p2", b"last", "b"))
+    assert await store.append(batch) == [*range(2, rows + 2), 2]
+    log = await store.read_log("p1", 1, rows + 10)
+    assert [(e.seq, e.update, e.actor) for e in log] == [
+        (i + 2, i.to_bytes(4, "big"), f"a{i}") for i in range(rows)
+    ]
+    assert [e.update for e in await store.read_log("p2", 1, 10)] == [b"last"]
 
 
 async def test_append_to_a_missing_project_stores_nothing(store: DocumentStore) -> None:
