@@ -192,6 +192,18 @@ async def test_messages_queued_before_the_reader_starts_come_first_in_order() ->
     assert app.log == [*handed(*MESSAGES), ("disconnect", 1000)]
 
 
+async def test_a_pause_among_the_queued_messages_holds_the_disconnect_back() -> None:
+    app = ReaderApp(pauses={MESSAGES[0]: 0.2})
+    app.start.clear()
+    async with serving(app) as (port, _):
+        client = await RawClient.connect(port)
+        client.write(*MESSAGES[:5], None)  # all queued by uvicorn, the disconnect last
+        assert await client.until_closed() == 1000
+        app.start.set()
+        await asyncio.wait_for(app.done.wait(), TIMEOUT_S)
+    assert app.log == [*handed(*MESSAGES[:5]), ("disconnect", 1000)]
+
+
 async def test_a_pause_holds_what_follows_in_order_and_stops_reading() -> None:
     app = ReaderApp(pauses={MESSAGES[3]: 0.3})
     async with serving(app) as (port, state):

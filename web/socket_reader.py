@@ -38,7 +38,7 @@ class FrameReader:
         self._on_error: ErrorHandler | None = None
         self._held: deque[bytes] = deque()  # parsed while paused, in arrival order
         self._pause: asyncio.TimerHandle | None = None
-        self.caught_up = asyncio.Event()  # nothing held: every message was handed over
+        self.caught_up = asyncio.Event()  # nothing held: every message is handed over
         self.caught_up.set()
 
     @property
@@ -60,6 +60,8 @@ class FrameReader:
             queue.put_nowait(event)
         if queue.empty():
             protocol.read_paused = False  # uvicorn paused for what is now held here
+        if self._held:
+            self.caught_up.clear()
         self._hand_over_held()
 
     def stop(self) -> None:
@@ -115,8 +117,9 @@ class FrameReader:
         held = self._held
         while held and self._pause is None and self._handle is not None:
             self._hand(held.popleft())
-        if self._pause is None:
+        if not held:
             self.caught_up.set()
+        if self._pause is None:
             self._resume_reading()
 
     def _resume_reading(self) -> None:

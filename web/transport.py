@@ -252,7 +252,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         if reader is None:
             return await super().receive()
         message = await self.queue.get()
-        await reader.caught_up.wait()  # set within the pause, or at once by `stop`
+        await reader.caught_up.wait()  # once nothing is held (by the pause's end, or `stop`)
         if self.read_paused and self.queue.empty():
             self.read_paused = False
             if not reader.paused:
