@@ -97,10 +97,18 @@ class ReaderApp:
 
 
 @asynccontextmanager
-async def serving(app: ReaderApp) -> AsyncIterator[tuple[int, ServerState]]:
+async def serving(
+    app: ReaderApp, max_message_bytes: int = 1 << 20
+) -> AsyncIterator[tuple[int, ServerState]]:
     """`app` behind the WebSocket protocol `blackboard serve` uses, on a free port; the
     port, and uvicorn's state (its open connections)."""
-    config = uvicorn.Config(app, ws_per_message_deflate=False, log_config=None, lifespan="off")
+    config = uvicorn.Config(
+        app,
+        ws_max_size=max_message_bytes,
+        ws_per_message_deflate=False,
+        log_config=None,
+        lifespan="off",
+    )
     config.load()
     state = ServerState()
     _, ws = protocols(Limits())
@@ -237,6 +245,18 @@ async def test_a_disconnect_comes_after_the_messages_held_before_it() -> None:
         assert await client.until_closed() == 1000
         await asyncio.wait_for(app.done.wait(), TIMEOUT_S)
     assert app.log == [*handed(*MESSAGES[:5]), ("disconnect", 1000)]
+
+
+async def test_a_message_over_the_limit_comes_after_the_messages_held_before_it() -> None:
+    app = ReaderApp(pauses={MESSAGES[0]: 0.2})
+    async with serving(app, max_message_bytes=1000) as (port, _):
+        client = await RawClient.connect(port)
+        client.write(MESSAGES[0], MESSAGES[1])
+        await asyncio.sleep(0.05)  # within the pause (uvicorn drops what it parsed along
+        client.write(b"x" * 1001, MESSAGES[2])  # with a message over the limit)
+        assert await client.until_closed() == 1009
+        await asyncio.wait_for(app.done.wait(), TIMEOUT_S)
+    assert app.log == [*handed(MESSAGES[0], MESSAGES[1]), ("disconnect", 1009)]
 
 
 async def test_a_text_message_comes_after_the_messages_held_before_it() -> None:

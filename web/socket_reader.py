@@ -109,8 +109,6 @@ class FrameReader:
 
     def _end_pause(self) -> None:
         self._pause = None
-        if self._protocol.close_sent:
-            self._held.clear()  # as uvicorn drops what arrives after its close
         self._hand_over_held()
 
     def _hand_over_held(self) -> None:

@@ -217,13 +217,11 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, slots: AddressSlots, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slots = slots
-        self._reader: FrameReader | None = None
+        self._reader: FrameReader | None = None  # once the handshake succeeded
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._slots.release(self.transport)
         super().connection_lost(exc)
-        if self._reader is not None and self.close_sent:
-            self._reader.stop()  # nothing is handed over after a close (uvicorn's rule)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
