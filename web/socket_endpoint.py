@@ -128,8 +128,9 @@ async def sync_endpoint(websocket: WebSocket) -> None:
             task.cancel()
         if expiry is not None:
             expiry.cancel()
-        if reader.done() and not reader.cancelled() and reader.exception() is not None:
-            inbound.failed(reader.exception())  # type: ignore[arg-type]
+        failure = reader.exception() if reader.done() and not reader.cancelled() else None
+        if failure is not None:
+            inbound.failed(failure)
         room.leave(connection)
         if not connection.closing.is_set():  # the peer left; else keep the server's code
             connection.close(close_codes.NORMAL, "bye")
