@@ -31,6 +31,7 @@ from blackboard.sync.wire import close_codes
 from blackboard.sync.wire.protocol import is_sync_step2
 from blackboard.web.auth import Identity
 from blackboard.web.settings import Limits
+from blackboard.web.socket_reader import FRAME_READER_EXTENSION, FrameReader
 from blackboard.web.socket_writer import FRAME_WRITER_EXTENSION, FrameWriter
 from blackboard.web.transport import MESSAGE_LIMIT_EXTENSION, SetMessageLimit
 
@@ -117,7 +118,8 @@ async def sync_endpoint(websocket: WebSocket) -> None:
         await _closed(connection, services.metrics)
         return
     expiry = _close_on_expiry(connection, identity.expires_at)
-    reader = asyncio.create_task(_read(websocket, room, connection, limits, backlog))
+    inbound = _Inbound(room, connection, limits, backlog)
+    reader = asyncio.create_task(_read(websocket, connection, inbound))
     closing = asyncio.create_task(connection.closing.wait())
     try:
         await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
@@ -126,13 +128,9 @@ async def sync_endpoint(websocket: WebSocket) -> None:
             task.cancel()
         if expiry is not None:
             expiry.cancel()
-        if reader.done() and not reader.cancelled() and reader.exception() is not None:
-            log.debug(
-                "connection %s: receive failed: %s",
-                connection.id,
-                reader.exception(),
-                extra=connection.log_ids,
-            )
+        failure = reader.exception() if reader.done() and not reader.cancelled() else None
+        if failure is not None:
+            inbound.failed(failure)
         room.leave(connection)
         if not connection.closing.is_set():  # the peer left; else keep the server's code
             connection.close(close_codes.NORMAL, "bye")
@@ -164,42 +162,79 @@ class _BacklogAllowance:
         return len(frame) <= self.max_bytes
 
 
-async def _read(
-    websocket: WebSocket,
-    room: Room,
-    connection: Connection,
-    limits: Limits,
-    backlog: _BacklogAllowance | None,
-) -> None:
-    """Hand each frame to the room until the peer leaves or the server closes it."""
-    loop = asyncio.get_running_loop()
-    rate = MessageRateLimit(limits.messages_per_second, limits.rate_window_s, loop.time())
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect" or connection.closing.is_set():
-            return
-        frame = message.get("bytes")
-        if frame is None:
-            connection.close(close_codes.MALFORMED, "text frames are not part of the protocol")
-            return
+class _Inbound:
+    """What becomes of each binary message, whichever way it is read: the limits, then
+    the room."""
+
+    def __init__(
+        self,
+        room: Room,
+        connection: Connection,
+        limits: Limits,
+        backlog: _BacklogAllowance | None,
+    ) -> None:
+        self._room = room
+        self._connection = connection
+        self._limits = limits
+        self._backlog = backlog
+        self._loop = asyncio.get_running_loop()
+        self._rate = MessageRateLimit(
+            limits.messages_per_second, limits.rate_window_s, self._loop.time()
+        )
+
+    def __call__(self, frame: bytes) -> float:
+        """Hand `frame` to the room; return how long to stop reading the socket after
+        it (0: not at all), so that TCP pushes back on a sender over the rate."""
+        connection = self._connection
+        if connection.closing.is_set():
+            return 0.0  # the server decided to close: what follows is ignored
+        backlog = self._backlog
         handshake_step2 = backlog is not None and backlog.admits(frame)
-        if len(frame) > limits.max_message_bytes and not handshake_step2:
-            reason = f"message exceeds {limits.max_message_bytes} bytes"
-            connection.close(close_codes.TOO_BIG, reason)
-            return
-        wait = rate.admit(loop.time())
+        max_bytes = self._limits.max_message_bytes
+        if len(frame) > max_bytes and not handshake_step2:
+            connection.close(close_codes.TOO_BIG, f"message exceeds {max_bytes} bytes")
+            return 0.0
+        wait = self._rate.admit(self._loop.time())
         if wait is None:
             connection.close(close_codes.RATE_LIMITED, "message rate limit exceeded")
-            return
-        if wait:
-            # Not reading pauses this socket (uvicorn stops reading it), so TCP pushes back.
-            await asyncio.sleep(wait)
-            if connection.closing.is_set():
-                return
+            return 0.0
         try:
-            room.receive(connection, frame)
+            self._room.receive(connection, frame)
         except LogFull as exc:
             connection.close(close_codes.TRY_AGAIN_LATER, str(exc))
+        return wait
+
+    def failed(self, exc: BaseException) -> None:
+        """Reading failed: the connection ends (the endpoint leaves the room)."""
+        connection = self._connection
+        log.debug("connection %s: receive failed: %s", connection.id, exc, extra=connection.log_ids)
+        connection.close(close_codes.NORMAL, "bye")
+
+
+async def _read(websocket: WebSocket, connection: Connection, inbound: _Inbound) -> None:
+    """Hand each binary message to `inbound` until the peer leaves or the server closes
+    the socket: straight from the transport when it offers a `FrameReader` (`blackboard
+    serve`), else through ASGI (e.g. an in-process test client), which also brings what
+    the reader leaves to it (text messages, the disconnect)."""
+    reader: FrameReader | None = websocket.scope.get("extensions", {}).get(FRAME_READER_EXTENSION)
+    if reader is not None:
+        reader.start(inbound, inbound.failed)
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect" or connection.closing.is_set():
+                return
+            frame = message.get("bytes")
+            if frame is None:
+                connection.close(close_codes.MALFORMED, "text frames are not part of the protocol")
+                return
+            wait = inbound(frame)
+            if wait:
+                # Not reading pauses this socket (uvicorn stops reading it), so TCP pushes back.
+                await asyncio.sleep(wait)
+    finally:
+        if reader is not None:
+            reader.stop()
 
 
 def _close_on_expiry(

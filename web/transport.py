@@ -17,7 +17,8 @@
   up to the document limit, while every other message keeps the 1 MiB limit. websockets'
   parser reads `max_message_size` afresh before each frame, so the change holds from the
   next frame on, before any byte of it is buffered.
-- A socket's binary frames can be written without ASGI (`blackboard.web.socket_writer`).
+- A socket's binary frames can be written without ASGI (`blackboard.web.socket_writer`),
+  and its binary messages read without it (`blackboard.web.socket_reader`).
 
 `protocols(limits)` returns the classes to hand to uvicorn (`http=`, `ws=`).
 """
@@ -29,7 +30,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -37,7 +38,11 @@ from websockets.http11 import Request
 
 from blackboard.sync.room.rate_limit import TokenBucket
 from blackboard.web.settings import Limits
+from blackboard.web.socket_reader import FRAME_READER_EXTENSION, FrameReader
 from blackboard.web.socket_writer import FRAME_WRITER_EXTENSION, FrameWriter
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveEvent
 
 log = logging.getLogger(__name__)
 REFUSAL_LOG_INTERVAL_S = 10.0
@@ -212,6 +217,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, slots: AddressSlots, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slots = slots
+        self._reader: FrameReader | None = None  # once the handshake succeeded
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._slots.release(self.transport)
@@ -225,6 +231,31 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             extensions[MESSAGE_LIMIT_EXTENSION] = self._set_message_limit
             if not self.conn.extensions:  # frames as they are on the wire (no deflate)
                 extensions[FRAME_WRITER_EXTENSION] = FrameWriter(self)
+            self._reader = extensions[FRAME_READER_EXTENSION] = FrameReader(self)
+
+    def send_receive_event_to_app(self) -> None:
+        reader = self._reader
+        if reader is not None and self.curr_msg_data_type == "bytes" and reader.takes():
+            frames = self.frames
+            self.frames = []
+            reader.receive(frames[0] if len(frames) == 1 else b"".join(frames))
+            return
+        super().send_receive_event_to_app()
+
+    async def receive(self) -> ASGIReceiveEvent:
+        """uvicorn's `receive`, with the reader's order and pause: an event waits for the
+        messages the reader holds from before it, and reading resumes only when neither
+        uvicorn's queue nor the reader's pause holds it back."""
+        reader = self._reader
+        if reader is None:
+            return await super().receive()
+        message = await self.queue.get()
+        await reader.caught_up.wait()  # once nothing is held (by the pause's end, or `stop`)
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            if not reader.paused:
+                self.transport.resume_reading()
+        return message
 
     def _set_message_limit(self, size: int) -> None:
         self.conn.max_message_size = size
