@@ -68,6 +68,7 @@ class UpdateLog:
         self.stats = BatchStats()
         self.healthy = True
         self._pending_bytes = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop appends come from
         self._committer: GroupCommitter[_Queued] = GroupCommitter(
             "update log",
             self._commit,
@@ -120,7 +121,10 @@ class UpdateLog:
         """
         if self._committer.stopping:
             raise LogFull("the server is shutting down")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:  # asyncio's lookup makes a system call (getpid) each time
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
         row = PendingAppend(project_id, update, actor, status_epochs)
         queued = _Queued(row, future, commit_with_next)
         self._committer.put(queued)
