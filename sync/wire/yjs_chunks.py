@@ -16,11 +16,39 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from dataclasses import dataclass
 
 from blackboard.sync.wire.protocol import encode_varuint
 from blackboard.sync.wire.yjs_structs import Id, StructSpan, struct_spans
 
 EMPTY_DELETE_SET = b"\x00"
+
+# A run of one client's structs in a chunk: (client, first clock, struct count, first
+# byte, end byte) in the update.
+Run = tuple[int, int, int, int, int]
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """Where the chunks of an update are: small, so the process that worked it out can
+    hand it to the one holding the update's bytes, which cuts the chunks one at a time."""
+
+    chunks: list[list[Run]]
+    delete_set: int  # the offset of the update's delete set (the last chunk's)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def cut(self, update: bytes, index: int) -> bytes:
+        """Chunk `index` of `update` (the bytes this layout was worked out from)."""
+        runs = self.chunks[index]
+        parts = [encode_varuint(len(runs))]
+        for client, clock, count, start, end in runs:
+            parts += [encode_varuint(count), encode_varuint(client), encode_varuint(clock)]
+            parts.append(update[start:end])
+        last = index == len(self.chunks) - 1
+        parts.append(update[self.delete_set :] if last else EMPTY_DELETE_SET)
+        return b"".join(parts)
 
 
 def split_update(update: bytes, max_bytes: int) -> list[bytes]:
@@ -29,11 +57,37 @@ def split_update(update: bytes, max_bytes: int) -> list[bytes]:
     not read (see `yjs_structs`)."""
     if len(update) <= max_bytes:
         return [update]
+    layout = chunk_layout(update, max_bytes)
+    return [layout.cut(update, i) for i in range(len(layout))]
+
+
+def chunk_layout(update: bytes, max_bytes: int) -> ChunkLayout:
+    """The chunks of `update` of at most about `max_bytes` each. ProtocolError if it does
+    not read."""
     clients, delete_set = struct_spans(update)
-    chunks = _Chunks(update, max_bytes)
+    chunks: list[list[Run]] = []
+    runs: dict[int, list[int]] = {}  # client -> [first clock, count, start, end]
+    size = 0
     for client, span in _dependency_order(clients):
-        chunks.add(client, span)
-    return chunks.finish(update[delete_set:])
+        if runs and size + span.end - span.start > max_bytes:
+            chunks.append(_runs(runs))
+            runs, size = {}, 0
+        run = runs.get(client)
+        if run is None:
+            runs[client] = [span.clock, 1, span.start, span.end]
+            size += 16  # its header, at most
+        else:  # the client's next struct: its bytes follow the run's
+            run[1] += 1
+            run[3] = span.end
+        size += span.end - span.start
+    chunks.append(_runs(runs))
+    return ChunkLayout(chunks, delete_set)
+
+
+def _runs(runs: dict[int, list[int]]) -> list[Run]:
+    return [
+        (client, clock, count, start, end) for client, (clock, count, start, end) in runs.items()
+    ]
 
 
 def _dependency_order(clients: dict[int, list[StructSpan]]) -> list[tuple[int, StructSpan]]:
@@ -84,40 +138,3 @@ def _dependency_order(clients: dict[int, list[StructSpan]]) -> list[tuple[int, S
             continue
         place(ready.popleft())
     return order
-
-
-class _Chunks:
-    """Chunks being cut: per client, one contiguous run of its structs' bytes."""
-
-    def __init__(self, update: bytes, max_bytes: int) -> None:
-        self._update = update
-        self._max_bytes = max_bytes
-        self._done: list[bytes] = []
-        self._runs: dict[int, list[int]] = {}  # client -> [first clock, count, start, end]
-        self._size = 0
-
-    def add(self, client: int, span: StructSpan) -> None:
-        size = span.end - span.start
-        if self._runs and self._size + size > self._max_bytes:
-            self._cut(EMPTY_DELETE_SET)
-        run = self._runs.get(client)
-        if run is None:
-            self._runs[client] = [span.clock, 1, span.start, span.end]
-            self._size += 16  # its header, at most
-        else:  # the client's next struct: its bytes follow the run's
-            run[1] += 1
-            run[3] = span.end
-        self._size += size
-
-    def finish(self, delete_set: bytes) -> list[bytes]:
-        self._cut(delete_set)
-        return self._done
-
-    def _cut(self, delete_set: bytes) -> None:
-        parts = [encode_varuint(len(self._runs))]
-        for client, (clock, count, start, end) in self._runs.items():
-            parts += [encode_varuint(count), encode_varuint(client), encode_varuint(clock)]
-            parts.append(self._update[start:end])
-        parts.append(delete_set)
-        self._done.append(b"".join(parts))
-        self._runs, self._size = {}, 0
