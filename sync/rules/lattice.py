@@ -214,14 +214,15 @@ class LatticeTracker:
                 self._load_entry(entry)
         except ProtocolError as exc:
             log.error("lattice: the stored lattice record is damaged: %s", exc)
-        self.dirty = set()
+        below = set()
         entries = list(shown.items())
         for start in range(0, len(entries), batch):
             yield
             for key, seen in entries[start : start + batch]:
                 self._load_shown(key, *seen)
                 if self._below_target(key, *seen):
-                    self.dirty.add(key)
+                    below.add(key)
+        self.dirty = below  # what loading marked dirty on the way is judged here
 
     def _load_shown(self, key: tuple[str, str], status: object, epoch: object) -> None:
         slot = self.visible(*key)
