@@ -22,6 +22,7 @@ from blackboard.persistence.replay import CorruptDocument, replay
 from blackboard.persistence.update_log import UpdateLog
 from blackboard.schemas.views import doc_to_json
 from blackboard.sync.room.load_plan import CHUNK_BYTES
+from blackboard.sync.room.origin import Origin, Source
 from blackboard.sync.room.rooms import RoomManager, RoomPolicy
 from blackboard.sync.rules.lattice import LatticeTracker
 from blackboard.sync.wire.yjs_encoding import EMPTY_STATE_VECTOR
@@ -128,3 +129,30 @@ async def test_a_big_snapshot_and_its_tail_load_to_the_same_document(
     await store.append([PendingAppend("film", b"\xff\x00\xff", "vandal")])
     with pytest.raises(CorruptDocument, match="log row 203 does not apply"):
         await rooms.get("film")
+
+
+@pytest.mark.parametrize("rows_after", [0, 100])  # loaded on the loop, or in the child
+async def test_an_update_held_for_a_missing_one_survives_a_reload(
+    store: DocumentStore, rooms: RoomManager, rows_after: int
+) -> None:
+    """yrs keeps aside the structs of an update whose dependencies it has not seen, and
+    a document's encoding leaves them out; loading from the log keeps them waiting, so
+    they show once the missing update arrives, as they would have without the reload."""
+    project = Project(store)
+    await project.create()
+    author, editor = Doc(client_id=7), Doc(client_id=8)
+    author.apply_update(project.doc.get_update())
+    with author.transaction():
+        author.get("shots", type=Map)["S900"] = Map({"order": 900.0})
+    missing = author.get_update(project.doc.get_state())
+    editor.apply_update(author.get_update())
+    before = editor.get_state()
+    editor.get("shots", type=Map)["S900"]["title"] = "held"  # needs `missing`
+    held = editor.get_update(before)
+    await store.append([PendingAppend("film", held, "editor")])
+    await project.write(rows_after)
+
+    room = await rooms.get("film")
+    assert "S900" not in doc_to_json(room.doc)["shots"]
+    room.apply_update(missing, Origin(Source.CLIENT, "author"))
+    assert doc_to_json(room.doc)["shots"]["S900"] == {"order": 900.0, "title": "held"}

@@ -19,13 +19,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pycrdt import Doc
+from pycrdt import Doc, get_state
 
 from blackboard.persistence.records import StoredDocument
 from blackboard.persistence.replay import Parts, apply, parts
 from blackboard.sync.rules.lattice import Shown, shown_entries
 from blackboard.sync.wire.protocol import ProtocolError
 from blackboard.sync.wire.yjs_chunks import ChunkLayout, chunk_layout
+from blackboard.sync.wire.yjs_encoding import decode_state_vector
 
 # A chunk applies to a Doc in about 0.2 ms and its lattice fields index in about 2 ms:
 # the longest step of a load between two turns of the event loop.
@@ -39,6 +40,9 @@ SMALL_ROWS = 64
 class LoadPlan:
     layout: ChunkLayout | None  # None: the document's encoding applies whole
     shown: Shown  # the lattice entries' (status, epoch) it shows
+    # Some stored update waits for one it needs: yrs keeps its structs aside, and the
+    # document's encoding leaves them out, so the load applies the log rows as stored too.
+    held_back: bool = False
 
     def chunks(self, state: bytes) -> Iterator[bytes]:
         """`state` (the document's encoding the plan was made from) as updates to apply
@@ -67,7 +71,7 @@ async def planned(stored: StoredDocument, planner: Planner) -> tuple[bytes, Load
     if len(updates) <= SMALL_ROWS and sum(len(update) for _, update in updates) <= CHUNK_BYTES:
         doc = _replayed(updates)
         state = updates[0][1] if encoded else doc.get_update()
-        return state, _plan(doc, state, CHUNK_BYTES)
+        return state, _plan(doc, state, CHUNK_BYTES, updates)
     snapshot = stored.snapshot
     tail = updates[1:] if snapshot else updates
     with tempfile.TemporaryDirectory(prefix="blackboard-load-") as folder:
@@ -92,7 +96,7 @@ def plan_load(
         file.write_bytes(state)
     else:
         state = head[0][1]
-    return _plan(doc, state, max_bytes)
+    return _plan(doc, state, max_bytes, tail)
 
 
 def _replayed(updates: Parts) -> Doc:
@@ -102,7 +106,7 @@ def _replayed(updates: Parts) -> Doc:
     return doc
 
 
-def _plan(doc: Doc, state: bytes, max_bytes: int) -> LoadPlan:
+def _plan(doc: Doc, state: bytes, max_bytes: int, updates: Parts) -> LoadPlan:
     """An encoding the splitter does not read (`sync.wire.yjs_structs`) applies whole."""
     layout = None
     if len(state) > max_bytes:
@@ -110,4 +114,15 @@ def _plan(doc: Doc, state: bytes, max_bytes: int) -> LoadPlan:
             layout = chunk_layout(state, max_bytes)
         except ProtocolError:
             pass
-    return LoadPlan(layout, shown_entries(doc))
+    return LoadPlan(layout, shown_entries(doc), _holds_back(doc, updates))
+
+
+def _holds_back(doc: Doc, updates: Parts) -> bool:
+    """Whether `doc` keeps structs of `updates` aside: some update reaches further in a
+    client's clock than the document does."""
+    have = decode_state_vector(doc.get_state())
+    return any(
+        clock > have.get(client, 0)
+        for _, update in updates
+        for client, clock in decode_state_vector(get_state(update)).items()
+    )

@@ -16,7 +16,7 @@ from pycrdt import Doc
 
 from blackboard.persistence.compaction_worker import CompactionWorker
 from blackboard.persistence.errors import ProjectNotFound
-from blackboard.persistence.replay import apply
+from blackboard.persistence.replay import apply, parts
 from blackboard.persistence.store import Store
 from blackboard.persistence.tasks import cancel_and_wait
 from blackboard.persistence.update_log import UpdateLog
@@ -112,6 +112,11 @@ class RoomManager:
             apply(shadow, chunk, what)
             lattice.load_part(chunk)
             await asyncio.sleep(0)
+        if plan.held_back:  # the rows as stored bring back what the encoding left out
+            for what, update in parts(stored)[1 if stored.snapshot else 0 :]:
+                apply(doc, update, what)
+                apply(shadow, update, what)
+                await asyncio.sleep(0)
         for _ in lattice.finishing_load(plan.shown, stored.status_epochs):
             await asyncio.sleep(0)
         # A snapshot alone (the usual load after an idle unload compacted the room) is the
