@@ -1,5 +1,6 @@
 """A child process for whole-document work: replaying a snapshot and its log into a Doc
-and encoding the result (`replay.fold`), as y/hub does its compaction.
+and encoding the result (`replay.fold`), as y/hub does its compaction, or any other
+top-level function of bytes (`run`: a room's load splits its snapshot there).
 
 `apply_update` holds the GIL (DESIGN.md section 8): replaying a 20 MB snapshot and
 1,000 log rows in the serving process stalls every room for 0.1-0.4 s, even from a
@@ -17,12 +18,17 @@ import multiprocessing
 import os
 import select
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar, TypeVarTuple, Unpack
 
 from blackboard.persistence.replay import Folded, Parts, fold
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 STOP_TIMEOUT_S = 30.0
 # Background work: on a busy machine the serving process gets the CPU first.
@@ -49,6 +55,12 @@ class DocWorker:
     async def fold(self, updates: Parts) -> Folded:
         """`replay.fold(updates)` in the child; its CorruptDocument comes back as is.
         A folder: cancel it (a timeout) and the next job gets a fresh child."""
+        return await self.run(fold, updates)
+
+    async def run(self, function: Callable[[Unpack[Args]], T], *args: *Args) -> T:
+        """`function(*args)` in the child: a top-level function (pickled by name) of
+        picklable arguments. What it raises comes back as is. Cancel it (a timeout) and
+        the next job gets a fresh child."""
         if not self._running:
             raise RuntimeError("the document worker is not running")
         if self._pool is None:  # dropped after a death or a cancelled job
@@ -62,7 +74,7 @@ class DocWorker:
             raise RuntimeError("the document worker is not running")
         pool = self._pool
         try:  # a dead child breaks the pool: `submit` itself may raise
-            return await asyncio.get_running_loop().run_in_executor(pool, fold, updates)
+            return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
         except (asyncio.CancelledError, BrokenProcessPool):
             if self._pool is pool:
                 log.warning("document worker: a job was cancelled or its child died")

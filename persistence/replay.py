@@ -2,7 +2,8 @@
 
 Applying to a Doc is linear; one giant `merge_updates` is not (DESIGN.md section 8).
 `fold` does the same from plain bytes and returns plain bytes, so it can run in a child
-process (`blackboard.persistence.doc_worker`), away from the serving event loop.
+process (`blackboard.persistence.doc_worker`), away from the serving event loop (a
+room's load replays there too: `blackboard.sync.room.load_plan`).
 """
 
 from __future__ import annotations
@@ -37,23 +38,6 @@ def replay(stored: StoredDocument, doc: Doc | None = None) -> Doc:
     doc = doc if doc is not None else Doc()
     for what, update in parts(stored):
         apply(doc, update, what)
-    return doc
-
-
-async def replay_cooperatively(stored: StoredDocument, slice_s: float = 0.005) -> Doc:
-    """`replay` on the event loop, yielding to it between rows once `slice_s` of work
-    has gone by: a long log tail then stalls nothing for longer than its largest row.
-    Measured against folding it in the DocWorker (1,000 rows onto 20 MB): that takes
-    three times as long and still stalls the loop 40-120 ms, copying 20 MB each way and
-    applying the folded state."""
-    doc = Doc()
-    loop = asyncio.get_running_loop()
-    due = loop.time() + slice_s
-    for what, update in parts(stored):
-        apply(doc, update, what)
-        if loop.time() >= due:
-            await asyncio.sleep(0)
-            due = loop.time() + slice_s
     return doc
 
 

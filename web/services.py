@@ -7,6 +7,7 @@ import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 
 from blackboard.persistence.compaction_worker import CompactionWorker
 from blackboard.persistence.corrections import CorrectionStore
@@ -29,6 +30,7 @@ from blackboard.sync.cluster.redis_bus import RedisBus
 from blackboard.sync.projects.artifacts import Artifacts
 from blackboard.sync.room.awareness import AwarenessLimits
 from blackboard.sync.room.extensions import Extension
+from blackboard.sync.room.load_plan import plan_load
 from blackboard.sync.room.metrics import ServerMetrics
 from blackboard.sync.room.rooms import RoomManager, RoomPolicy
 from blackboard.sync.rules.correction_recorder import CorrectionRecorder
@@ -94,6 +96,7 @@ class Services:
                 mirror,
                 corrections,
             ],
+            planner=partial(doc_worker.run, plan_load),
         )
         metrics.watch(rooms, update_log, compactor)
         ledger.on_op.append(metrics.observe_budget_op)

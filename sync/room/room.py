@@ -67,6 +67,7 @@ class Room:
         max_document_bytes: int = 64 * 1024 * 1024,
         size_estimate: int = 0,
         lattice: LatticeTracker | None = None,
+        shadow: Doc | None = None,
         repair_policy: RepairPolicy | None = None,
         awareness_limits: AwarenessLimits | None = None,
     ) -> None:
@@ -83,7 +84,7 @@ class Room:
         self._update_log = update_log
         self._extensions = extensions
         self._on_tail_grown = on_tail_grown
-        self._validator = ShadowValidator(doc)
+        self._validator = ShadowValidator(doc, shadow)  # `shadow`: a copy of `doc`
         self.rules = DocumentRules(
             doc, repair_policy, lattice
         )  # repairs (blackboard.sync.rules.repair)

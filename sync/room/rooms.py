@@ -12,15 +12,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pycrdt import Doc
+
 from blackboard.persistence.compaction_worker import CompactionWorker
 from blackboard.persistence.errors import ProjectNotFound
-from blackboard.persistence.replay import replay_cooperatively
+from blackboard.persistence.replay import apply, parts
 from blackboard.persistence.store import Store
 from blackboard.persistence.tasks import cancel_and_wait
 from blackboard.persistence.update_log import UpdateLog
 from blackboard.sync.room.awareness import AwarenessLimits
 from blackboard.sync.room.connection import Connection
 from blackboard.sync.room.extensions import Extension
+from blackboard.sync.room.load_plan import Planner, plan_in_thread, planned
 from blackboard.sync.room.room import Room
 from blackboard.sync.rules.lattice import LatticeTracker
 from blackboard.sync.rules.repair_limit import RepairPolicy
@@ -51,8 +54,10 @@ class RoomManager:
         compactor: CompactionWorker,
         policy: RoomPolicy,
         extensions: list[Extension] | None = None,
+        planner: Planner = plan_in_thread,  # the server's: its DocWorker's child process
     ) -> None:
         self.store = store
+        self.planner = planner
         self.update_log = update_log
         self.compactor = compactor
         self.policy = policy
@@ -94,18 +99,30 @@ class RoomManager:
 
     async def _load(self, project_id: str) -> Room:
         stored = await self.store.load(project_id)
-        # Raises CorruptDocument: a failed load is an error. Row by row, letting the other
-        # rooms run between rows; one big snapshot still applies in one go.
-        doc = await replay_cooperatively(stored)
-        # A snapshot alone (the usual load after an idle unload compacted the room) is the
-        # document's encoding: the lattice and a fresh joiner's step 2 reuse it instead of
-        # encoding a 20 MB document again with the GIL held.
-        encoded = stored.snapshot.state if stored.snapshot and not stored.tail else None
-        # Indexing the document for the status lattices is Python work in proportion to
-        # its size: off the loop, before the room goes live.
-        lattice = await asyncio.to_thread(
-            LatticeTracker.of_document, doc, stored.status_epochs, encoded
+        # Raises CorruptDocument: a failed load is an error.
+        state, plan = await asyncio.wait_for(
+            planned(stored, self.planner), self.policy.load_timeout_s
         )
+        # The live Doc, its validator's shadow copy and the status lattices' index are
+        # built a chunk at a time, letting the other rooms run between chunks.
+        doc, shadow, lattice = Doc(), Doc(), LatticeTracker()
+        for number, chunk in enumerate(plan.chunks(state), 1):
+            what = f"chunk {number} of the document"
+            apply(doc, chunk, what)
+            apply(shadow, chunk, what)
+            lattice.load_part(chunk)
+            await asyncio.sleep(0)
+        if plan.held_back:  # the rows as stored bring back what the encoding left out
+            for what, update in parts(stored)[1 if stored.snapshot else 0 :]:
+                apply(doc, update, what)
+                apply(shadow, update, what)
+                await asyncio.sleep(0)
+        for _ in lattice.finishing_load(plan.shown, stored.status_epochs):
+            await asyncio.sleep(0)
+        # A snapshot alone (the usual load after an idle unload compacted the room) is the
+        # document's encoding: a fresh joiner's step 2 reuses it instead of encoding a
+        # 20 MB document again with the GIL held.
+        encoded = stored.snapshot.state if stored.snapshot and not stored.tail else None
         tail_bytes = sum(len(entry.update) for entry in stored.tail)
         snapshot_bytes = len(stored.snapshot.state) if stored.snapshot else 0
         room = Room(
@@ -118,6 +135,7 @@ class RoomManager:
             max_document_bytes=self.policy.max_document_bytes,
             size_estimate=snapshot_bytes + tail_bytes,
             lattice=lattice,
+            shadow=shadow,
             repair_policy=self.policy.repair,
             awareness_limits=self.policy.awareness,
         )

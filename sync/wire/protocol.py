@@ -145,7 +145,10 @@ def sync_step1(state_vector: bytes) -> bytes:
 
 
 def sync_step2(update: bytes) -> bytes:
-    return bytes((MessageType.SYNC, SyncType.STEP2)) + encode_varbytes(update)
+    # One copy of `update`, not two: it may be a whole 20 MB document.
+    return b"".join(
+        (bytes((MessageType.SYNC, SyncType.STEP2)), encode_varuint(len(update)), update)
+    )
 
 
 def is_sync_step2(frame: bytes) -> bool:

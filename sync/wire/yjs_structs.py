@@ -161,6 +161,48 @@ def decode_update(update: bytes) -> DecodedUpdate:
     return DecodedUpdate(items, read_delete_ranges(reader))
 
 
+@dataclass(slots=True)
+class StructSpan:
+    """Where one struct of an update is: its clock range, its bytes, and the ids it needs
+    integrated first (origin, right origin, parent)."""
+
+    clock: int
+    length: int
+    start: int  # offset of its first byte in the update
+    end: int
+    needs: tuple[Id, ...]
+
+
+def struct_spans(update: bytes) -> tuple[dict[int, list[StructSpan]], int]:
+    """Each client's structs, in the update's order, and the offset of its delete set
+    (which must read to the end). A v1 struct carries no state from the one before it, so
+    a run of spans is an update's body on its own. ProtocolError if it does not read."""
+    reader = _StructReader(update)
+    clients: dict[int, list[StructSpan]] = {}
+    for _ in range(reader.varuint()):
+        count, client, clock = reader.varuint(), reader.varuint(), reader.varuint()
+        if client in clients:
+            raise ProtocolError(f"client {client} twice in one update")
+        spans = clients[client] = []
+        for _ in range(count):
+            start = reader.pos
+            info = reader.byte()
+            kind = info & 0x1F
+            if kind in (GC, SKIP):
+                length, needs = reader.varuint(), ()
+            else:
+                item = _item(reader, client, clock, info, kind)
+                length = item.length
+                needs = tuple(i for i in (item.origin, item.right_origin, item.parent_id) if i)
+            spans.append(StructSpan(clock, length, start, reader.pos, needs))
+            clock += length
+    delete_set = reader.pos
+    read_delete_ranges(reader)
+    if not reader.at_end():
+        raise ProtocolError("trailing bytes after the delete set")
+    return clients, delete_set
+
+
 def struct_count(update: bytes) -> int | None:
     """How many structs a v1 update holds, read from its header alone: None unless they
     all come from one client (the count of the next one is past their structs)."""

@@ -1,0 +1,158 @@
+"""Loading a big document lets the other rooms run: the whole-document work happens off
+the event loop (`sync.room.load_plan`) and the loop applies it a chunk at a time, to the
+same document, shadow and lattice index a whole-document load gives."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pycrdt import Doc, Map
+
+from blackboard.persistence.compaction import compact
+from blackboard.persistence.compaction_worker import CompactionWorker
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.factory import make_store
+from blackboard.persistence.records import PendingAppend
+from blackboard.persistence.replay import CorruptDocument, replay
+from blackboard.persistence.update_log import UpdateLog
+from blackboard.schemas.views import doc_to_json
+from blackboard.sync.room.load_plan import CHUNK_BYTES
+from blackboard.sync.room.origin import Origin, Source
+from blackboard.sync.room.rooms import RoomManager, RoomPolicy
+from blackboard.sync.rules.lattice import LatticeTracker
+from blackboard.sync.wire.yjs_encoding import EMPTY_STATE_VECTOR
+from tests.test_compaction_fencing import Project
+
+SHOTS = 6000  # about 2 MB: 30 chunks
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[DocumentStore]:
+    store = make_store(None, tmp_path)
+    await store.open(migrate_schema=True)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def rooms(store: DocumentStore) -> AsyncIterator[RoomManager]:
+    update_log = UpdateLog(store)
+    update_log.start()
+    rooms = RoomManager(store, update_log, CompactionWorker(store, timedelta(days=1)), RoomPolicy())
+    try:
+        yield rooms
+    finally:
+        await rooms.close()
+        await update_log.stop(10)
+
+
+async def big_project(store: DocumentStore) -> Project:
+    """A project of about 2 MB compacted to one snapshot; its shots have a status."""
+    project = Project(store)
+    await project.create()
+    shots = project.doc.get("shots", type=Map)
+    with project.doc.transaction():
+        for i in range(SHOTS):
+            status = ("draft", "review", "approved")[i % 3]
+            shots[f"S{i}"] = Map({"status": status, "revision": 1.0, "prompt": "x" * 300})
+    await project.write(0, batch=10)
+    await compact(store, "film", timedelta(days=1))
+    return project
+
+
+async def test_a_big_document_loads_a_chunk_at_a_time(
+    store: DocumentStore, rooms: RoomManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = await big_project(store)
+    stored = await store.load("film")
+    assert stored.snapshot is not None and not stored.tail
+    assert len(stored.snapshot.state) > 20 * CHUNK_BYTES
+
+    # Bytes applied on the event loop's thread since the loop last ran something else.
+    loop_thread = threading.get_ident()
+    applied = 0
+    most = 0
+    apply_update = Doc.apply_update
+
+    def counting(doc: Doc, update: bytes) -> None:
+        nonlocal applied, most
+        if threading.get_ident() == loop_thread:
+            applied += len(update)
+            most = max(most, applied)
+        apply_update(doc, update)
+
+    async def tick() -> None:
+        nonlocal applied
+        while True:
+            applied = 0
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(Doc, "apply_update", counting)
+    ticker = asyncio.create_task(tick())
+    try:
+        room = await rooms.get("film")
+    finally:
+        ticker.cancel()
+    # The live Doc and its shadow get one chunk each between two turns of the loop (a
+    # chunk: CHUNK_BYTES and its header), never the whole document.
+    assert 0 < most <= 2 * (CHUNK_BYTES + 64)
+
+    assert doc_to_json(room.doc) == doc_to_json(project.doc)
+    whole = LatticeTracker.of_document(replay(stored), stored.status_epochs)
+    for i in range(SHOTS):
+        assert room.rules.lattice.target("shots", f"S{i}") == whole.target("shots", f"S{i}")
+    assert len(room.step2_cache) == 1  # the snapshot is at hand for a fresh joiner
+    assert room.step2_cache.get(EMPTY_STATE_VECTOR) is not None
+
+
+async def test_a_big_snapshot_and_its_tail_load_to_the_same_document(
+    store: DocumentStore, rooms: RoomManager
+) -> None:
+    """The tail is replayed onto the snapshot off the loop; a bad row still fails the load
+    by name."""
+    project = await big_project(store)
+    await project.write(200)
+    stored = await store.load("film")
+    assert stored.snapshot is not None and len(stored.tail) == 200
+    room = await rooms.get("film")
+    assert doc_to_json(room.doc) == doc_to_json(project.doc)
+    assert len(room.step2_cache) == 0  # the document's encoding is not the snapshot
+
+    room.closing = True  # dropped on the next `get`: load again, from storage
+    await store.append([PendingAppend("film", b"\xff\x00\xff", "vandal")])
+    with pytest.raises(CorruptDocument, match="log row 203 does not apply"):
+        await rooms.get("film")
+
+
+@pytest.mark.parametrize("rows_after", [0, 100])  # loaded on the loop, or in the child
+async def test_an_update_held_for_a_missing_one_survives_a_reload(
+    store: DocumentStore, rooms: RoomManager, rows_after: int
+) -> None:
+    """yrs keeps aside the structs of an update whose dependencies it has not seen, and
+    a document's encoding leaves them out; loading from the log keeps them waiting, so
+    they show once the missing update arrives, as they would have without the reload."""
+    project = Project(store)
+    await project.create()
+    author, editor = Doc(client_id=7), Doc(client_id=8)
+    author.apply_update(project.doc.get_update())
+    with author.transaction():
+        author.get("shots", type=Map)["S900"] = Map({"order": 900.0})
+    missing = author.get_update(project.doc.get_state())
+    editor.apply_update(author.get_update())
+    before = editor.get_state()
+    editor.get("shots", type=Map)["S900"]["title"] = "held"  # needs `missing`
+    held = editor.get_update(before)
+    await store.append([PendingAppend("film", held, "editor")])
+    await project.write(rows_after)
+
+    room = await rooms.get("film")
+    assert "S900" not in doc_to_json(room.doc)["shots"]
+    room.apply_update(missing, Origin(Source.CLIENT, "author"))
+    assert doc_to_json(room.doc)["shots"]["S900"] == {"order": 900.0, "title": "held"}
