@@ -39,6 +39,7 @@ class GroupCommitter(Generic[T]):
         retry_max_s: float = 2.0,
         linger_s: float = 0.0,
         min_interval_s: float = 0.0,
+        busy_batch: int = 0,
         with_next: Callable[[T], bool] | None = None,
     ) -> None:
         """`commit` stores one batch (in queue order) or raises to have it retried.
@@ -47,14 +48,17 @@ class GroupCommitter(Generic[T]):
         last batch plus what queued behind it (see `_gather`). `min_interval_s`: a batch
         starts at most that often, so a steady stream of single items commits several
         per round trip (a commit's fsync costs the same for one row as for ten), while an
-        item after a quiet spell commits at once. `with_next(item)`: the item is never
-        cut from the one queued after it, even past `max_batch`.
+        item after a quiet spell commits at once. `busy_batch`: with at least that many
+        items waiting, a batch starts without waiting for the interval (a busy queue
+        shares its commit already; the wait would only delay its acks). `with_next(item)`:
+        the item is never cut from the one queued after it, even past `max_batch`.
         """
         self.name = name
         self.max_batch = max_batch
         self.retry_max_s = retry_max_s
         self.linger_s = linger_s
         self.min_interval_s = min_interval_s
+        self.busy_batch = busy_batch
         self._last_start = -math.inf  # loop time the last batch was taken
         self._commit = commit
         self._with_next = with_next
@@ -176,10 +180,12 @@ class GroupCommitter(Generic[T]):
             self._progress.set()
 
     async def _space_out(self) -> None:
-        """Wait until `min_interval_s` has passed since the last batch was taken."""
+        """Wait until `min_interval_s` has passed since the last batch was taken, unless
+        `busy_batch` items are waiting already."""
         loop = asyncio.get_running_loop()
         wait = self._last_start + self.min_interval_s - loop.time()
-        if wait > 0 and not self._stopping:
+        busy = 0 < self.busy_batch <= len(self._queue)
+        if wait > 0 and not self._stopping and not busy:
             await asyncio.sleep(wait)
         self._last_start = loop.time()
 

@@ -42,6 +42,9 @@ class _Queued:
 # default about 0.4 ms of CPU (the fsync, the hand-offs to its thread): at 10 ms that is
 # at most 4% of a core, and a durable ack waits at most 10 ms more (bench/RESULTS.md).
 COMMIT_INTERVAL_S = 0.010
+# ... unless this many updates wait already: their commit is shared widely enough, and a
+# busy log's acks do not wait for the interval.
+BUSY_BATCH = 32
 
 
 @dataclass
@@ -62,6 +65,7 @@ class UpdateLog:
         max_pending_bytes: int = 64 * 1024 * 1024,
         retry_max_s: float = 2.0,
         min_interval_s: float = COMMIT_INTERVAL_S,
+        busy_batch: int = BUSY_BATCH,
     ) -> None:
         self.store = store
         self.max_pending_bytes = max_pending_bytes
@@ -75,6 +79,7 @@ class UpdateLog:
             max_batch=max_batch,
             retry_max_s=retry_max_s,
             min_interval_s=min_interval_s,
+            busy_batch=busy_batch,
             with_next=lambda queued: queued.commit_with_next,
         )
         self.on_batch: list = []  # callables(rows: int, seconds: float), e.g. metrics

@@ -118,3 +118,16 @@ async def test_min_interval_gathers_a_steady_stream_and_spares_a_lone_item() -> 
     await asyncio.wait_for(committer.flush(), 10)
     assert loop.time() - lone_at < 0.15  # committed at once, not after the interval
     assert await committer.stop(5) == []
+
+
+async def test_a_busy_queue_does_not_wait_for_the_interval() -> None:
+    sink = Sink()
+    committer = GroupCommitter("t", sink.commit, max_batch=100, min_interval_s=30.0, busy_batch=10)
+    committer.start()
+    committer.put(0)
+    await asyncio.wait_for(committer.flush(), 10)  # the first batch: at once
+    for n in range(1, 11):  # ten items waiting: the next batch goes without the 30 s
+        committer.put(n)
+    await asyncio.wait_for(committer.flush(), 10)
+    assert sink.batches == [[0], list(range(1, 11))]
+    assert await committer.stop(5) == []
