@@ -59,13 +59,13 @@ def writer_on(protocol: FakeProtocol) -> FrameWriter:
 async def test_a_ticks_frames_go_out_in_one_write() -> None:
     protocol = FakeProtocol()
     writer = writer_on(protocol)
-    writer.write(b"one")
-    writer.write(b"two")
+    writer.offer(b"one")
+    writer.offer(b"two")
     assert protocol.transport.writes == []  # not before the end of the tick
     await asyncio.sleep(0)
     assert protocol.transport.writes == [b"\x82\x03one\x82\x03two"]
     big = bytes(JOIN_LIMIT + 1)
-    writer.write(big)
+    writer.offer(big)
     writer.flush()  # e.g. before a close frame
     assert protocol.transport.writes[1:] == [binary_frame_header(len(big)) + big]
 
@@ -73,9 +73,9 @@ async def test_a_ticks_frames_go_out_in_one_write() -> None:
 async def test_a_broadcast_payload_is_framed_once() -> None:
     first, second = FakeProtocol(), FakeProtocol()
     payload = b"the same update for every recipient"
-    writer_on(first).write(payload)
-    writer_on(second).write(payload)
-    writer_on(second).write(b"the next one")
+    writer_on(first).offer(payload)
+    writer_on(second).offer(payload)
+    writer_on(second).offer(b"the next one")
     await asyncio.sleep(0)
     assert first.transport.frames == [binary_frame_header(len(payload)) + payload]
     assert second.transport.frames[0] is first.transport.frames[0]
@@ -85,20 +85,19 @@ async def test_a_broadcast_payload_is_framed_once() -> None:
 async def test_nothing_is_written_once_the_socket_is_closing() -> None:
     protocol = FakeProtocol()
     writer = writer_on(protocol)
-    writer.write(b"queued")
+    writer.offer(b"queued")
     protocol.close_sent = True  # uvicorn sent a close frame meanwhile
     await asyncio.sleep(0)
     assert protocol.transport.writes == []
-    assert not writer.ready()
     with pytest.raises(SocketClosed):
-        writer.write(b"late")
+        writer.offer(b"late")
 
 
 async def test_send_waits_while_the_transport_is_backed_up() -> None:
     protocol = FakeProtocol()
     writer = writer_on(protocol)
     protocol.writable.clear()  # over the high-water mark
-    assert not writer.ready()
+    assert not writer.offer(b"not now")  # the caller keeps it
     sending = asyncio.create_task(writer.send(b"later"))
     await asyncio.sleep(0)
     assert not sending.done()

@@ -58,18 +58,15 @@ class StarletteChannel:
 
 class WriterChannel(StarletteChannel):
     """Frames written by the socket's `FrameWriter` (not through ASGI), at once when it
-    is ready (a `DirectChannel`); the close still goes through ASGI, after the frames
+    has room (a `DirectChannel`); the close still goes through ASGI, after the frames
     queued before it."""
 
     def __init__(self, websocket: WebSocket, writer: FrameWriter) -> None:
         super().__init__(websocket)
         self._writer = writer
 
-    def ready(self) -> bool:
-        return self._writer.ready()
-
-    def write(self, data: bytes) -> None:
-        self._writer.write(data)
+    def offer(self, data: bytes) -> bool:
+        return self._writer.offer(data)
 
     async def send(self, data: bytes) -> None:
         await self._writer.send(data)

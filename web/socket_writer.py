@@ -82,37 +82,30 @@ class FrameWriter:
         self._protocol = protocol
         self._pending: list[bytes] = []  # this tick's frames (a big one: header, payload)
 
-    def ready(self) -> bool:
-        """Whether a frame can be taken now: the socket is open and its transport holds
-        less than its high-water mark."""
-        protocol = self._protocol
-        return (
-            protocol.writable.is_set()
-            and not protocol.close_sent
-            and not protocol.transport.is_closing()
-        )
-
-    def write(self, payload: bytes) -> None:
-        """Queue one binary frame for the end of this loop tick. Raises SocketClosed if
-        the socket is closing."""
+    def offer(self, payload: bytes) -> bool:
+        """Queue one binary frame for the end of this loop tick, unless the transport
+        holds more than its high-water mark (False: the caller keeps the frame). Raises
+        SocketClosed if the socket is closing. Checked at a tick's first frame only:
+        nothing is written, so nothing changes, until the tick's flush."""
         pending = self._pending
-        if not pending:  # the first frame of this tick: check once, flush once
+        if not pending:
             protocol = self._protocol
             if protocol.close_sent or protocol.transport.is_closing():
                 raise SocketClosed("the socket is closed")
+            if not protocol.writable.is_set():
+                return False
             _Flush.add(self, protocol.loop)
         if len(payload) <= JOIN_LIMIT:
             pending.append(_LastFrame.of(payload))
         else:
             pending += (binary_frame_header(len(payload)), payload)
+        return True
 
     async def send(self, payload: bytes) -> None:
-        """`write`, after waiting while the transport is over its high-water mark (so
+        """`offer`, after waiting while the transport is over its high-water mark (so
         the caller's outbox, which is capped, holds the backlog)."""
-        writable = self._protocol.writable
-        if not writable.is_set():
-            await writable.wait()
-        self.write(payload)
+        while not self.offer(payload):
+            await self._protocol.writable.wait()
 
     def flush(self) -> None:
         """Write the queued frames now (before a close frame, which must come last)."""

@@ -19,8 +19,6 @@ class DirectChannel(Channel, Protocol):
     which coalesces a loop tick's frames into one write): a broadcast to a thousand
     sockets then wakes no task."""
 
-    def ready(self) -> bool:
-        """Whether `write` may be called now (open, and not holding a backlog)."""
-
-    def write(self, data: bytes) -> None:
-        """Take one frame now, after those taken before; raises if the peer is gone."""
+    def offer(self, data: bytes) -> bool:
+        """Take one frame now, after those taken before, if the transport can: False
+        while it holds a backlog (the caller keeps the frame). Raises if the peer is gone."""

@@ -2,9 +2,9 @@
 
 A send never raises into the room: it only queues. If the outbox holds more than
 `max_queue_bytes`, the client is too slow and is closed with 1013, so one slow or dead
-socket costs the others nothing. A `DirectChannel` that is ready takes a frame at once
-when nothing is queued or being sent before it; the outbox and its task then only
-hold a backlog.
+socket costs the others nothing. A `DirectChannel` takes a frame at once when nothing
+is queued or being sent before it and its transport has room; the outbox and its task
+then only hold a backlog.
 """
 
 from __future__ import annotations
@@ -78,18 +78,19 @@ class Connection:
         than the cap (documents may reach `max_document_bytes`) still goes to a client
         that keeps up, so an outbox holds at most the cap plus one message.
         """
-        if not self.open or self._drain_then_close:
+        if self.close_code is not None or self._drain_then_close:  # closed or closing
             return
         if self._queued_bytes > self.max_queue_bytes:
             self.close(close_codes.TRY_AGAIN_LATER, "slow consumer: send queue full")
             return
         direct = self._direct
-        if direct is not None and not self._outbox and not self._sending and direct.ready():
+        if direct is not None and not self._outbox and not self._sending:
             try:
-                direct.write(message)
+                if direct.offer(message):
+                    return
             except Exception as exc:  # the peer is gone
                 self._send_failed(exc)
-            return
+                return
         self._outbox.append(message)
         self._queued_bytes += len(message)
         self._ready.set()
