@@ -44,8 +44,8 @@ class FakeTransport:
 
 
 class FakeProtocol:
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop or asyncio.get_running_loop()
         self.transport = FakeTransport()
         self.writable = asyncio.Event()
         self.writable.set()
@@ -105,3 +105,29 @@ async def test_send_waits_while_the_transport_is_backed_up() -> None:
     await asyncio.wait_for(sending, 1)
     await asyncio.sleep(0)
     assert protocol.transport.writes == [b"\x82\x05later"]
+
+
+class BrokenTransport(FakeTransport):
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("the transport broke")
+
+
+async def test_one_sockets_failed_write_keeps_nothing_from_the_others() -> None:
+    broken, fine = FakeProtocol(), FakeProtocol()
+    broken.transport = BrokenTransport()
+    writer_on(broken).offer(b"lost")
+    writer_on(fine).offer(b"delivered")
+    await asyncio.sleep(0)
+    assert fine.transport.writes == [b"\x82\x09delivered"]
+
+
+async def test_frames_left_by_a_stopped_loop_hold_up_nothing() -> None:
+    stopped = asyncio.new_event_loop()
+    try:  # a frame offered on a loop that stops before its end of tick
+        writer_on(FakeProtocol(stopped)).offer(b"never flushed")
+    finally:
+        stopped.close()
+    protocol = FakeProtocol()
+    writer_on(protocol).offer(b"this loop's")
+    await asyncio.sleep(0)
+    assert protocol.transport.writes == [b"\x82\x0bthis loop's"]

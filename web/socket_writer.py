@@ -16,9 +16,12 @@ still waiting when the socket closes are dropped, as ASGI sends to a closed sock
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+log = logging.getLogger(__name__)
 
 # ASGI scope extension of a socket: its `FrameWriter`.
 FRAME_WRITER_EXTENSION = "blackboard.frame_writer"
@@ -63,10 +66,14 @@ class _Flush:
     its end (a callback per socket would cost more than its frames)."""
 
     writers: list[FrameWriter] = []
+    loop: asyncio.AbstractEventLoop | None = None  # where the waiting flush is scheduled
 
     @classmethod
     def add(cls, writer: FrameWriter, loop: asyncio.AbstractEventLoop) -> None:
-        if not cls.writers:
+        # Writers left by a loop that stopped before its flush ran (a test's loop) are
+        # not this loop's: their sockets went with it.
+        if not cls.writers or cls.loop is not loop:
+            cls.writers, cls.loop = [], loop
             loop.call_soon(cls.run)
         cls.writers.append(writer)
 
@@ -74,7 +81,10 @@ class _Flush:
     def run(cls) -> None:
         writers, cls.writers = cls.writers, []
         for writer in writers:
-            writer.flush()
+            try:
+                writer.flush()
+            except Exception:  # one socket's failure must not keep the others' frames
+                log.exception("flushing a socket's frames failed")
 
 
 class FrameWriter:
