@@ -8,7 +8,6 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from pycrdt import Doc, Map
@@ -16,7 +15,6 @@ from pycrdt import Doc, Map
 from blackboard.persistence.compaction import compact
 from blackboard.persistence.compaction_worker import CompactionWorker
 from blackboard.persistence.document_store import DocumentStore
-from blackboard.persistence.factory import make_store
 from blackboard.persistence.records import PendingAppend
 from blackboard.persistence.replay import CorruptDocument, replay
 from blackboard.persistence.update_log import UpdateLog
@@ -31,14 +29,8 @@ from tests.test_compaction_fencing import Project
 SHOTS = 6000  # about 2 MB: 30 chunks
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[DocumentStore]:
-    store = make_store(None, tmp_path)
-    await store.open(migrate_schema=True)
-    try:
-        yield store
-    finally:
-        await store.close()
+# The load path is the same on both backends: the embedded one is enough here.
+pytestmark = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
