@@ -35,10 +35,13 @@ def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = work(conn)
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # A failed COMMIT (a deferred constraint, a busy database) may leave the
+        # transaction open: every later BEGIN would fail.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result
 
 
@@ -112,10 +115,11 @@ class SQLiteDatabase:
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                await conn.execute("COMMIT")
             except BaseException:
-                await conn.execute("ROLLBACK")
+                if self._db is not None and self._db.in_transaction:  # as `_in_transaction`
+                    await conn.execute("ROLLBACK")
                 raise
-            await conn.execute("COMMIT")
 
     async def run_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in one write transaction on the database thread, in one hand-off
