@@ -16,7 +16,7 @@ from blackboard.persistence.compaction import compact
 from blackboard.persistence.compaction_worker import CompactionWorker
 from blackboard.persistence.document_store import DocumentStore
 from blackboard.persistence.records import PendingAppend
-from blackboard.persistence.replay import CorruptDocument, replay
+from blackboard.persistence.replay import CorruptDocument, Folded, Parts, fold, replay
 from blackboard.persistence.update_log import UpdateLog
 from blackboard.schemas.views import doc_to_json
 from blackboard.sync.room.load_plan import CHUNK_BYTES
@@ -148,3 +148,39 @@ async def test_an_update_held_for_a_missing_one_survives_a_reload(
     assert "S900" not in doc_to_json(room.doc)["shots"]
     room.apply_update(missing, Origin(Source.CLIENT, "author"))
     assert doc_to_json(room.doc)["shots"]["S900"] == {"order": 900.0, "title": "held"}
+
+
+async def test_a_join_during_an_unload_waits_for_the_flush_not_the_compaction(
+    store: DocumentStore,
+) -> None:
+    """Compaction at unload runs in a child at a lower priority and can take seconds on a
+    busy machine; a client reopening the project meanwhile gets it at once."""
+    project = Project(store)
+    await project.create()
+    await project.write(5)
+    folding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_folder(updates: Parts) -> Folded:
+        folding.set()
+        await asyncio.wait_for(release.wait(), 10)
+        return fold(updates)
+
+    update_log = UpdateLog(store)
+    update_log.start()
+    compactor = CompactionWorker(store, timedelta(days=1), folder=slow_folder)
+    rooms = RoomManager(store, update_log, compactor, RoomPolicy())
+    try:
+        await rooms.get("film")
+        unloading = asyncio.create_task(rooms.unload("film"))
+        await asyncio.wait_for(folding.wait(), 10)  # compacting, held until released
+        room = await asyncio.wait_for(rooms.get("film"), 5)
+        assert doc_to_json(room.doc) == doc_to_json(project.doc)
+        assert not unloading.done()
+        release.set()
+        await asyncio.wait_for(unloading, 10)  # the compaction finished too
+        assert (await store.load("film")).snapshot is not None
+    finally:
+        release.set()
+        await rooms.close()
+        await update_log.stop(10)

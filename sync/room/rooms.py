@@ -64,7 +64,7 @@ class RoomManager:
         self.extensions = extensions or []
         self.rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
-        self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._unloading: dict[str, asyncio.Future[None]] = {}  # done once flushed
         self._reaper: asyncio.Task[None] | None = None
         self.on_room_count: list[Callable[[int], None]] = []
 
@@ -158,34 +158,45 @@ class RoomManager:
             self.compactor.request(room.project_id)
 
     async def unload(self, project_id: str) -> None:
-        """Flush, compact and forget one room (it must have no connections)."""
+        """Flush, forget and compact one room (it must have no connections)."""
         room = self.rooms.get(project_id)
         if room is None or room.connections or project_id in self._unloading:
             return
-        task = asyncio.create_task(self._unload(room), name=f"unload-{project_id}")
-        self._unloading[project_id] = task
-        try:
-            await asyncio.shield(task)
-        finally:
-            self._unloading.pop(project_id, None)
+        flushed = asyncio.get_running_loop().create_future()
+        self._unloading[project_id] = flushed
+        task = asyncio.create_task(self._unload(room, flushed), name=f"unload-{project_id}")
+        await asyncio.shield(task)
 
-    async def _unload(self, room: Room) -> None:
+    async def _unload(self, room: Room, flushed: asyncio.Future[None]) -> None:
+        """A join waits for the flush only: compaction, in the DocWorker's child at a
+        lower priority, can take seconds on a busy machine, and a load is consistent with
+        it running (as it runs beside a live room)."""
         room.closing = True
         try:
             await asyncio.wait_for(
                 self.update_log.flush(room.project_id), self.policy.flush_timeout_s
             )
-            await self.compactor.compact_now(room.project_id)
-        except (ProjectNotFound, TimeoutError, Exception) as exc:
-            # Everything acknowledged is in the log already; compaction can wait.
+        except (TimeoutError, Exception) as exc:
+            # Everything acknowledged is in the log already.
             log.warning(
-                "room %s: unload flush/compact failed: %s",
+                "room %s: unload flush failed: %s",
                 room.project_id,
                 exc,
                 extra={"project_id": room.project_id},
             )
         finally:
             self._drop(room)
+            del self._unloading[room.project_id]
+            flushed.set_result(None)
+        try:
+            await self.compactor.compact_now(room.project_id)
+        except (ProjectNotFound, Exception) as exc:  # compaction can wait
+            log.warning(
+                "room %s: compaction at unload failed: %s",
+                room.project_id,
+                exc,
+                extra={"project_id": room.project_id},
+            )
 
     def _drop(self, room: Room) -> None:
         if self.rooms.get(room.project_id) is room:
