@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 import websockets
 from pycrdt import Doc, Map
 from uvicorn.server import ServerState
 from websockets.client import ClientProtocol
 from websockets.protocol import State
+from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from blackboard.sync.wire.protocol import (
@@ -28,7 +30,7 @@ from blackboard.sync.wire.protocol import (
 )
 from blackboard.web.app import create_app
 from blackboard.web.settings import Limits, Settings
-from blackboard.web.socket_reader import FRAME_READER_EXTENSION
+from blackboard.web.socket_reader import FRAME_READER_EXTENSION, KEEP_PARTIAL_BYTES
 from blackboard.web.transport import protocols
 from tests.support.api import create_project, eventually
 from tests.support.server import StartServer, free_port
@@ -43,7 +45,9 @@ class ReaderApp:
     """An ASGI app that reads its socket through the reader once `start` is set, and
     logs in one list what the reader hands it and what ASGI `receive` brings."""
 
-    def __init__(self, pauses: dict[bytes, float] | None = None, fail_on: bytes = b"") -> None:
+    def __init__(
+        self, pauses: dict[bytes, float] | None = None, fail_on: bytes | None = None
+    ) -> None:
         self.pauses = pauses or {}
         self.fail_on = fail_on
         self.log: list[tuple[str, object]] = []
@@ -145,6 +149,19 @@ class RawClient:
 
     def write(self, *frames: bytes | str | None) -> None:
         """Binary frames, text frames (str) and a close (None), in one write."""
+        self._queue(frames)
+        self._flush()
+
+    async def write_in_pieces(self, piece: int, *frames: bytes | str | None) -> None:
+        """The same bytes as `write`, in writes of `piece` bytes, each read on its own."""
+        self._queue(frames)
+        data = b"".join(self.protocol.data_to_send())
+        for at in range(0, len(data), piece):
+            self._writer.write(data[at : at + piece])
+            await self._writer.drain()
+            await asyncio.sleep(0.002)
+
+    def _queue(self, frames: tuple[bytes | str | None, ...]) -> None:
         for frame in frames:
             if frame is None:
                 self.protocol.send_close(1000)
@@ -152,7 +169,6 @@ class RawClient:
                 self.protocol.send_text(frame.encode())
             else:
                 self.protocol.send_binary(frame)
-        self._flush()
 
     async def until_closed(self) -> int | None:
         """Read (answering the server's close) until the server ends the TCP connection;
@@ -319,6 +335,82 @@ async def _forwarded(ws: websockets.ClientConnection, count: int) -> list[bytes]
         if isinstance(message, SyncMessage) and message.kind == SyncType.UPDATE:
             payloads.append(message.payload)
     return payloads
+
+
+# Every length encoding of a frame (7 bits, 16, 64), around the size a frame not
+# whole in one read is kept by the reader (64 KiB), and an empty message.
+SIZES = [0, 1, 125, 126, 127, 1000, 65535, 65536, 65537, 70_000]
+
+
+def _sized(sizes: list[int]) -> list[bytes]:
+    return [bytes((i + n) % 251 for n in range(size)) for i, size in enumerate(sizes)]
+
+
+class ParserBytes:
+    """Counts the bytes websockets' parser is given after the opening handshake."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        receive_data = ServerProtocol.receive_data
+
+        def counted(protocol: ServerProtocol, data: bytes) -> None:
+            if protocol.state is State.OPEN:
+                self.count += len(data)
+            receive_data(protocol, data)
+
+        monkeypatch.setattr(ServerProtocol, "receive_data", counted)
+
+
+@pytest.mark.parametrize("piece", [None, 1, 7, 4096])
+async def test_frames_split_across_reads_are_handed_over_whole_and_in_order(
+    piece: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parser = ParserBytes(monkeypatch)
+    small = piece is not None and piece < 4096  # a read per few bytes: small ones only
+    messages = _sized(SIZES[:6] if small else SIZES)
+    app = ReaderApp()
+    async with serving(app) as (port, _):
+        client = await RawClient.connect(port)
+        if piece is None:
+            client.write(*messages)
+        else:
+            await client.write_in_pieces(piece, *messages)
+        await eventually(lambda: _same(len(app.log), len(messages)), timeout=TIMEOUT_S)
+        client.write(None)
+        assert await client.until_closed() == 1000
+    assert app.log[: len(messages)] == handed(*messages)
+    # websockets' parser was given no frame of 64 KiB or less, other than the close.
+    over = sum(len(m) + 14 for m in messages if len(m) > KEEP_PARTIAL_BYTES)
+    assert parser.count <= over + 8
+
+
+async def test_other_frames_among_binary_ones_keep_their_order() -> None:
+    app = ReaderApp()
+    async with serving(app) as (port, _):
+        client = await RawClient.connect(port)
+        client.protocol.send_binary(MESSAGES[0])
+        client.protocol.send_ping(b"are you there")
+        client.protocol.send_binary(b"frag", fin=False)  # one message in three frames
+        client.protocol.send_continuation(b"ment", fin=False)
+        client.protocol.send_continuation(b"ed", fin=True)
+        client.protocol.send_binary(MESSAGES[1])
+        client.write(MESSAGES[2])
+        await eventually(lambda: _same(len(app.log), 4), timeout=TIMEOUT_S)
+        client.write(None)
+        assert await client.until_closed() == 1000
+    assert app.log == [*handed(MESSAGES[0], b"fragmented", *MESSAGES[1:3]), ("disconnect", 1000)]
+
+
+async def test_an_unmasked_frame_fails_the_socket_after_the_frames_before_it() -> None:
+    app = ReaderApp()
+    async with serving(app) as (port, _):
+        client = await RawClient.connect(port)
+        client.write(MESSAGES[0])
+        client._writer.write(bytes((0x82, 2)) + b"no")  # a client's frame must be masked
+        assert await client.until_closed() == 1002
+        await asyncio.wait_for(app.done.wait(), TIMEOUT_S)
+    assert app.log[0] == ("bytes", MESSAGES[0])
+    assert ("bytes", b"no") not in app.log
 
 
 async def test_a_throttled_sender_loses_nothing_and_keeps_its_order(

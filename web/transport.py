@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+from websockets.protocol import State
 
 from blackboard.sync.room.rate_limit import TokenBucket
 from blackboard.web.settings import Limits
@@ -232,6 +233,20 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             if not self.conn.extensions:  # frames as they are on the wire (no deflate)
                 extensions[FRAME_WRITER_EXTENSION] = FrameWriter(self)
             self._reader = extensions[FRAME_READER_EXTENSION] = FrameReader(self)
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        if reader is not None and (reader.mid_frame or self._between_frames()):
+            data = reader.take(data, self.conn.max_message_size)
+            if not data:
+                return
+        super().data_received(data)
+
+    def _between_frames(self) -> bool:
+        """Whether websockets' parser holds no part of a frame or of a fragmented
+        message, so the next bytes start a frame that need not go through it."""
+        conn = self.conn
+        return conn.state is State.OPEN and not conn.reader.buffer and conn.current_size is None
 
     def send_receive_event_to_app(self) -> None:
         reader = self._reader
