@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -75,62 +74,72 @@ class ChangeObserver:
     # --- observers (they must never raise: a raise would surface in the transaction) --
 
     def _events_of(self, root: Root) -> Callable[[list[Any]], None]:
+        # A path is (root, key) or (root, entry, field); deeper changes count for the
+        # field (or root key) they happened in.
+        name, depth, lattice = root.name, 2 if root.keyed_by_id else 1, root.lattice
+
         def on_events(events: list[Any]) -> None:
             try:
-                txn = ReadTransaction(self._doc, events[0].transaction)
-                self._origin = origin = txn.origin
+                raw = events[0].transaction
+                # What `ReadTransaction(doc, raw).origin` looks up, without the object.
+                self._origin = origin = self._doc._origins.get(raw.origin())
                 source = origin.source if isinstance(origin, Origin) else None
                 # The server's writes, here or on another instance, are the truth of
-                # what only it writes; another instance's client writes are not.
-                trusted = source is Source.SERVER or (
+                # what only it writes; another instance's client writes are not. Only
+                # they are read, through the event's transaction (entering it costs
+                # more than the rest of a client's event).
+                if source is Source.SERVER or (
                     source is Source.PEER and origin.actor == SERVER_ACTOR
-                )
-                # Only the server's writes are read here, through the event's transaction
-                # (entering it costs more than the rest of a client's event).
-                with txn if trusted else contextlib.nullcontext():
-                    for event in events:
-                        self._take_event(root, event, source, trusted=trusted)
+                ):
+                    with ReadTransaction(self._doc, raw):
+                        for event in events:
+                            for path in self._paths(name, depth, lattice, event):
+                                self._on_server_write(root, path)
+                                if source is not Source.SERVER:
+                                    self._touched[path] = None
+                    return
+                touched = self._touched
+                for event in events:
+                    for path in self._paths(name, depth, lattice, event):
+                        touched[path] = None
             except Exception:
-                log.exception("repair: reading the events of %s failed", root.name)
+                log.exception("repair: reading the events of %s failed", name)
 
         return on_events
 
-    def _take_event(self, root: Root, event: Any, source: Source | None, *, trusted: bool) -> None:
-        # A path is (root, key) or (root, entry, field); deeper changes count for the
-        # field (or root key) they happened in.
-        depth = 2 if root.keyed_by_id else 1
+    def _paths(self, name: str, depth: int, lattice: Lattice | None, event: Any) -> list[Path]:
         inside = event.path
         if len(inside) >= depth:
-            paths: list[Path] = [(root.name, *map(str, inside[:depth]))]
-        else:
-            keys = event.keys if isinstance(event, RawMapEvent) else {}
-            paths = [(root.name, *map(str, inside), key) for key in keys]
-            if root.lattice is not None:
-                plain = _plain_writes(root.lattice, inside, keys)
-                if plain is None:
-                    self._lattice_changed = True
-                else:
-                    self._plain_writes += plain
-        for path in paths:
-            if trusted:
-                self._on_server_write(root, path)
-            if source is not Source.SERVER:
-                self._touched[path] = None
+            return [(name, *map(str, inside[:depth]))]
+        keys = event.keys if isinstance(event, RawMapEvent) else {}
+        if lattice is not None:
+            plain = _plain_writes(lattice, inside, keys)
+            if plain is None:
+                self._lattice_changed = True
+            else:
+                self._plain_writes += plain
+        if not inside:
+            return [(name, key) for key in keys]
+        return [(name, *map(str, inside), key) for key in keys]
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         try:
             origin, self._origin = self._origin, None
-            if origin is not None and hash(origin) != event.transaction.origin():
-                origin = None  # no type-level event ran for this transaction
             # Reading the structs is only needed when a lattice root changed, and not
             # when every struct is a write that shows, of a field no lattice decides: a
             # status write that lost a race shows in no event, but it is a struct too.
             changed, self._lattice_changed = self._lattice_changed, False
             plain, self._plain_writes = self._plain_writes, 0
-            update = event.update if changed or plain else b""
-            if plain and not changed:
+            if not changed and not plain:
+                return  # no lattice root changed: no write to index or settle
+            if origin is not None and hash(origin) != event.transaction.origin():
+                origin = None  # no type-level event ran for this transaction
+            update = event.update
+            if not changed:
                 changed = struct_count(update) != plain
             fields = self._lattice.index(update) if changed else []
+            if not fields:
+                return
             source = origin.source if isinstance(origin, Origin) else None
             if source in (Source.CLIENT, Source.PEER):
                 # Settled by `settle`, with the update as sent (it keeps lost values).

@@ -123,8 +123,11 @@ class DocumentRules:
 
     def _take_dirty(self) -> list[Entry]:
         """The lattice entries that may show less than their maximum since the last call."""
-        entries = list(self._lattice.dirty)
-        self._lattice.dirty.clear()
+        dirty = self._lattice.dirty
+        if not dirty:
+            return []
+        entries = list(dirty)
+        dirty.clear()
         return entries
 
     def _defer(self, touched: list[Path], entries: list[Entry]) -> None:

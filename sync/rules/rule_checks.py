@@ -48,13 +48,13 @@ class RuleChecks:
         self, touched: list[Path], entries: list[Entry], *, peer: bool, non_finite: bool
     ) -> list[Correction]:
         """The repairs `touched` paths and lattice `entries` call for (possibly none)."""
-        run = _Check(peer, non_finite)
-        lattice_entries = dict.fromkeys(entries)
         checked = [
             path for path in touched if non_finite or _has_rule(ROOTS_BY_NAME[path[0]], path)
         ]
-        if not checked and not lattice_entries:
+        if not checked and not entries:
             return []  # e.g. extra fields, which no rule covers: nothing to read
+        run = _Check(peer, non_finite)
+        lattice_entries = dict.fromkeys(entries)
         with self._reader.reading():  # one transaction for every read
             for path in checked:
                 root = ROOTS_BY_NAME[path[0]]
