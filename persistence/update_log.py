@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from blackboard.persistence.errors import LogFull, ProjectNotFound
@@ -24,11 +25,16 @@ from blackboard.persistence.store import Store
 log = logging.getLogger(__name__)
 
 
+# Told each committed row's seq and size, right after COMMIT (see `UpdateLog.append`).
+OnCommit = Callable[[int, int], None]
+
+
 @dataclass
 class _Queued:
     row: PendingAppend
     committed: asyncio.Future[int] = field(repr=False)
     commit_with_next: bool = False
+    on_commit: OnCommit | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
@@ -112,8 +118,13 @@ class UpdateLog:
         status_epochs: bytes = b"",
         *,
         commit_with_next: bool = False,
+        on_commit: OnCommit | None = None,
     ) -> asyncio.Future[int]:
         """Queue one update; the future resolves with its seq once committed.
+
+        `on_commit(seq, size)` is called at once after COMMIT, before the future's own
+        callbacks (each of those is a loop callback of its own: on every update's path,
+        this costs less). It must not raise.
 
         The byte bound is checked by `check_room` before an update is applied to a live
         document; refusing here, after it was applied, would leave it applied but
@@ -131,7 +142,7 @@ class UpdateLog:
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         row = PendingAppend(project_id, update, actor, status_epochs)
-        queued = _Queued(row, future, commit_with_next)
+        queued = _Queued(row, future, commit_with_next, on_commit)
         self._committer.put(queued)
         self._pending_bytes += queued.size
         return future
@@ -172,6 +183,11 @@ class UpdateLog:
                 self._pending_bytes -= queued.size
                 if not queued.committed.done():
                     queued.committed.set_result(seq)
+                if queued.on_commit is not None:
+                    try:
+                        queued.on_commit(seq, len(queued.row.update))
+                    except Exception:  # one row's listener must not fail the others
+                        log.exception("update log: a commit listener failed")
             return
 
     def _reject(self, exc: ProjectNotFound) -> None:

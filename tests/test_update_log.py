@@ -103,3 +103,30 @@ async def test_a_row_flagged_commit_with_next_is_never_cut_from_the_next(
         [b"\x08"],
     ]
     assert [e.status_epochs for e in await store.read_log("a", 2, 2)] == [b"e2", b"e3"]
+
+
+async def test_commit_listeners_hear_each_committed_row_and_a_failing_one_is_contained(
+    store: DocumentStore,
+) -> None:
+    await store.create_project("a", "a", initial_update("t", 1, "USD", {}), "t")
+    log = UpdateLog(store)
+    heard: list[tuple[int, int]] = []
+
+    def failing(seq: int, size: int) -> None:
+        raise RuntimeError("a listener failed")
+
+    log.start()
+    try:
+        futures = [
+            log.append("a", b"\x01", "t", on_commit=lambda seq, size: heard.append((seq, size))),
+            log.append("a", b"\x02\x02", "t", on_commit=failing),
+            log.append("a", b"\x03\x03\x03", "t", on_commit=lambda s, n: heard.append((s, n))),
+            log.append("ghost", b"\x04", "t", on_commit=lambda s, n: heard.append((s, n))),
+        ]
+        done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
+        assert done[:3] == [2, 3, 4]
+        assert isinstance(done[3], ProjectNotFound)  # refused: its listener never hears
+        assert heard == [(2, 1), (4, 3)]
+        assert log.pending == 0
+    finally:
+        await log.stop(5)

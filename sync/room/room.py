@@ -350,26 +350,20 @@ class Room:
                 origin.actor,
                 record if n == 0 else b"",
                 commit_with_next=repair_follows and n == len(changes) - 1,
+                on_commit=self._committed,
             )
-            committed.add_done_callback(self._on_committed(len(change)))
             self._broadcast(sync_update(change), exclude=origin.connection)
             for ext in self._extensions:
                 ext.on_update(self, change, origin)
         return committed
 
-    def _on_committed(self, size: int) -> Callable[[asyncio.Future[int]], None]:
-        def done(future: asyncio.Future[int]) -> None:
-            if future.cancelled() or future.exception() is not None:
-                return
-            seq = future.result()
-            self.seq = max(self.seq, seq)
-            self.tail_rows += 1
-            self.tail_bytes += size
-            for ext in self._extensions:
-                ext.on_committed(self, seq, size)
-            self._on_tail_grown(self)
-
-        return done
+    def _committed(self, seq: int, size: int) -> None:
+        self.seq = max(self.seq, seq)
+        self.tail_rows += 1
+        self.tail_bytes += size
+        for ext in self._extensions:
+            ext.on_committed(self, seq, size)
+        self._on_tail_grown(self)
 
     def _broadcast(self, message: bytes, exclude: Connection | None) -> None:
         for connection in self.connections:
