@@ -23,7 +23,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar, TypeVarTuple, Unpack
 
-from blackboard.persistence.replay import Folded, Parts, fold
+from blackboard.persistence.replay import Folded, Parts, fold, fold_file
+from blackboard.persistence.scratch import scratch_file
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ Args = TypeVarTuple("Args")
 STOP_TIMEOUT_S = 30.0
 # Background work: on a busy machine the serving process gets the CPU first.
 CHILD_NICENESS = 10
+# A first update (a snapshot) bigger than this goes to the child through a file.
+PIPE_BYTES = 64 * 1024
 
 
 class DocWorker:
@@ -54,8 +57,16 @@ class DocWorker:
 
     async def fold(self, updates: Parts) -> Folded:
         """`replay.fold(updates)` in the child; its CorruptDocument comes back as is.
-        A folder: cancel it (a timeout) and the next job gets a fresh child."""
-        return await self.run(fold, updates)
+        A folder: cancel it (a timeout) and the next job gets a fresh child. A big first
+        update (a snapshot) and the result go through a file (`replay.fold_file`):
+        pickling 20 MB both ways stalls the event loop for about 10 ms."""
+        async with scratch_file("blackboard-fold-") as path:
+            head = None
+            if updates and len(updates[0][1]) > PIPE_BYTES:
+                (head, first), updates = updates[0], updates[1:]
+                await asyncio.to_thread(path.write_bytes, first)
+            state_vector = await self.run(fold_file, str(path), head, updates)
+            return await asyncio.to_thread(path.read_bytes), state_vector
 
     async def run(self, function: Callable[[Unpack[Args]], T], *args: *Args) -> T:
         """`function(*args)` in the child: a top-level function (pickled by name) of

@@ -14,7 +14,6 @@ releases it. What comes back through the pipe (the plan) is small.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pycrdt import Doc, get_state
 
 from blackboard.persistence.records import StoredDocument
 from blackboard.persistence.replay import Parts, apply, parts
+from blackboard.persistence.scratch import scratch_file
 from blackboard.sync.rules.lattice import Shown, shown_entries
 from blackboard.sync.wire.protocol import ProtocolError
 from blackboard.sync.wire.yjs_chunks import ChunkLayout, chunk_layout
@@ -74,8 +74,7 @@ async def planned(stored: StoredDocument, planner: Planner) -> tuple[bytes, Load
         return state, _plan(doc, state, CHUNK_BYTES, updates)
     snapshot = stored.snapshot
     tail = updates[1:] if snapshot else updates
-    with tempfile.TemporaryDirectory(prefix="blackboard-load-") as folder:
-        path = Path(folder) / "document"
+    async with scratch_file("blackboard-load-") as path:
         await asyncio.to_thread(path.write_bytes, snapshot.state if snapshot else b"")
         plan = await planner(str(path), updates[0][0] if snapshot else None, tail)
         state = snapshot.state if encoded and snapshot else await asyncio.to_thread(path.read_bytes)
