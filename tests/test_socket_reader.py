@@ -8,15 +8,19 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 import websockets
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycrdt import Doc, Map
 from uvicorn.server import ServerState
 from websockets.client import ClientProtocol
+from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
@@ -30,7 +34,11 @@ from blackboard.sync.wire.protocol import (
 )
 from blackboard.web.app import create_app
 from blackboard.web.settings import Limits, Settings
-from blackboard.web.socket_reader import FRAME_READER_EXTENSION, KEEP_PARTIAL_BYTES
+from blackboard.web.socket_reader import (
+    FRAME_READER_EXTENSION,
+    KEEP_PARTIAL_BYTES,
+    FrameReader,
+)
 from blackboard.web.transport import protocols
 from tests.support.api import create_project, eventually
 from tests.support.server import StartServer, free_port
@@ -483,3 +491,83 @@ async def test_updates_skip_the_asgi_receive_queue_under_serve(tmp_path: Path) -
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving_task, 30)
+
+
+# What a client may send, for the property below: (kind, payload); "fragmented" is one
+# binary message in three frames.
+_FRAMES = st.one_of(
+    st.tuples(st.just("binary"), st.binary(max_size=300)),
+    st.tuples(
+        st.just("binary"),
+        st.sampled_from([125, 126, 127, 65535, 65536, 66000]).map(lambda size: bytes(size)),
+    ),
+    st.tuples(st.just("text"), st.text(max_size=20).map(str.encode)),
+    st.tuples(st.just("ping"), st.binary(max_size=20)),
+    st.tuples(st.just("fragmented"), st.binary(min_size=3, max_size=300)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_FRAMES, max_size=12), st.lists(st.integers(1, 70_000), max_size=12))
+def test_taking_frames_reads_what_websockets_would(
+    frames: list[tuple[str, bytes]], cuts: list[int]
+) -> None:
+    """However the bytes are cut into reads, the reader's single-frame binary messages
+    and what it leaves to websockets' parser make up, in order, the messages websockets
+    alone reads from the same bytes."""
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/"), state=State.OPEN)
+    for kind, payload in frames:
+        if kind == "binary":
+            client.send_binary(payload)
+        elif kind == "text":
+            client.send_text(payload)
+        elif kind == "ping":
+            client.send_ping(payload)
+        else:
+            client.send_binary(payload[:1], fin=False)
+            client.send_continuation(payload[1:2], fin=False)
+            client.send_continuation(payload[2:], fin=True)
+    data = b"".join(client.data_to_send())
+
+    expected: list[tuple[str, bytes]] = []
+    _read(_server(), data, expected)
+    got: list[tuple[str, bytes]] = []
+    server = _server()
+    transport = SimpleNamespace(resume_reading=lambda: None)
+    protocol = SimpleNamespace(
+        close_sent=False, queue=asyncio.Queue(), read_paused=False, transport=transport
+    )
+    reader = FrameReader(protocol)  # type: ignore[arg-type]
+    reader.start(lambda message: got.append(("binary", message)) or 0.0, _never_fails)
+    at = 0
+    for piece in [*cuts, len(data)]:
+        chunk, at = data[at : at + piece], at + piece
+        if not chunk:
+            continue
+        between = not server.reader.buffer and server.current_size is None
+        rest = reader.take(chunk, 1 << 20) if reader.mid_frame or between else chunk
+        if rest:
+            _read(server, rest, got)
+    assert not reader.mid_frame
+    assert got == expected
+
+
+def _server() -> ServerProtocol:
+    return ServerProtocol(max_size=1 << 20, state=State.OPEN)
+
+
+def _read(server: ServerProtocol, data: bytes, messages: list[tuple[str, bytes]]) -> None:
+    """Add the data messages websockets' parser reads from `data` to `messages` (a
+    fragmented one is joined as its frames come)."""
+    server.receive_data(data)
+    for frame in server.events_received():
+        if frame.opcode in (Opcode.BINARY, Opcode.TEXT):
+            kind = "binary" if frame.opcode is Opcode.BINARY else "text"
+            messages.append((kind, bytes(frame.data)))
+        elif frame.opcode is Opcode.CONT:
+            kind, start = messages[-1]
+            messages[-1] = (kind, start + bytes(frame.data))
+
+
+def _never_fails(exc: Exception) -> None:
+    raise AssertionError(f"the handler failed: {exc}")
