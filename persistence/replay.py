@@ -55,7 +55,7 @@ def fold_file(path: str, head: str | None, tail: Parts) -> bytes:
     """`fold` with the document's bytes in a file, for a child process: the update
     read from `path` (labelled `head`; None: none) goes before `tail`, and the folded
     document is written to `path`; returns its state vector. Pickling 20 MB through
-    the pipe instead holds the parent's GIL for tens of ms on each side."""
+    the pipe both ways instead stalls the parent's event loop about 10 ms."""
     file = Path(path)
     first = [(head, file.read_bytes())] if head is not None else []
     state, state_vector = fold(first + tail)

@@ -2,7 +2,7 @@
 
 Both sides read and write it from a thread or the child, never the event loop; and it is
 removed from a thread too: a 20 MB file just written may still be under writeback, and
-unlinking it waits for that (tens of ms on a busy disk, a stall of every room).
+unlinking it waits for that, which on the event loop would stall every room.
 """
 
 from __future__ import annotations
