@@ -118,8 +118,6 @@ class ChangeObserver:
                 self._lattice_changed = True
             else:
                 self._plain_writes += plain
-        if not inside:
-            return [(name, key) for key in keys]
         return [(name, *map(str, inside), key) for key in keys]
 
     def _on_transaction(self, event: TransactionEvent) -> None:
