@@ -35,32 +35,38 @@ def parts(stored: StoredDocument) -> Parts:
     return head + [(f"log row {entry.seq}", entry.update) for entry in stored.tail]
 
 
-def replay(stored: StoredDocument, doc: Doc | None = None) -> Doc:
-    doc = doc if doc is not None else Doc()
-    for what, update in parts(stored):
+def replayed(updates: Parts) -> Doc:
+    """A fresh Doc with `updates` applied in order."""
+    doc = Doc()
+    for what, update in updates:
         apply(doc, update, what)
     return doc
+
+
+def replay(stored: StoredDocument) -> Doc:
+    return replayed(parts(stored))
 
 
 def fold(updates: Parts) -> Folded:
     """Replay `updates` into a fresh Doc and encode it. Top-level and pure: a child
     process runs it on pickled bytes."""
-    doc = Doc()
-    for what, update in updates:
-        apply(doc, update, what)
+    doc = replayed(updates)
     return doc.get_update(), doc.get_state()
 
 
+def file_parts(path: str, head: str | None, tail: Parts) -> Parts:
+    """`tail` after the update in the file at `path`, labelled `head` (None: there is
+    none): what a child process replays when the document's bytes come through a file,
+    as pickling 20 MB through the pipe both ways stalls the parent's loop about 10 ms."""
+    return [(head, Path(path).read_bytes()), *tail] if head is not None else tail
+
+
 def fold_file(path: str, head: str | None, tail: Parts) -> bytes:
-    """`fold` with the document's bytes in a file, for a child process: the update
-    read from `path` (labelled `head`; None: none) goes before `tail`, and the folded
-    document is written to `path`; returns its state vector. Pickling 20 MB through
-    the pipe both ways instead stalls the parent's event loop about 10 ms."""
-    file = Path(path)
-    first = [(head, file.read_bytes())] if head is not None else []
-    state, state_vector = fold(first + tail)
-    file.write_bytes(state)
-    return state_vector
+    """`fold` of `file_parts(path, head, tail)`, for a child process: the folded document
+    is written to `path`, and its state vector returned."""
+    doc = replayed(file_parts(path, head, tail))
+    Path(path).write_bytes(doc.get_update())
+    return doc.get_state()
 
 
 async def fold_in_thread(updates: Parts) -> Folded:

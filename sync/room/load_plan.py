@@ -21,7 +21,7 @@ from pathlib import Path
 from pycrdt import Doc, get_state
 
 from blackboard.persistence.records import StoredDocument
-from blackboard.persistence.replay import Parts, apply, parts
+from blackboard.persistence.replay import Parts, file_parts, parts, replayed
 from blackboard.persistence.scratch import scratch_file
 from blackboard.sync.rules.lattice import Shown, shown_entries
 from blackboard.sync.wire.protocol import ProtocolError
@@ -69,7 +69,7 @@ async def planned(stored: StoredDocument, planner: Planner) -> tuple[bytes, Load
     updates = parts(stored)
     encoded = stored.snapshot is not None and not stored.tail
     if len(updates) <= SMALL_ROWS and sum(len(update) for _, update in updates) <= CHUNK_BYTES:
-        doc = _replayed(updates)
+        doc = replayed(updates)
         state = updates[0][1] if encoded else doc.get_update()
         return state, _plan(doc, state, CHUNK_BYTES, updates)
     snapshot = stored.snapshot
@@ -87,22 +87,14 @@ def plan_load(
     """In the child: replay the snapshot in `path` (labelled `snapshot`, if there is
     one) and `tail`, and lay the document out in chunks of about `max_bytes`. With a
     tail, the replayed document's encoding replaces the snapshot in `path`."""
-    file = Path(path)
-    head = [(snapshot, file.read_bytes())] if snapshot is not None else []
-    doc = _replayed(head + tail)
-    if tail or not head:
+    updates = file_parts(path, snapshot, tail)
+    doc = replayed(updates)
+    if tail or snapshot is None:
         state = doc.get_update()
-        file.write_bytes(state)
+        Path(path).write_bytes(state)
     else:
-        state = head[0][1]
+        state = updates[0][1]
     return _plan(doc, state, max_bytes, tail)
-
-
-def _replayed(updates: Parts) -> Doc:
-    doc = Doc()
-    for what, update in updates:
-        apply(doc, update, what)
-    return doc
 
 
 def _plan(doc: Doc, state: bytes, max_bytes: int, updates: Parts) -> LoadPlan:
