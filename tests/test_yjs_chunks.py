@@ -10,7 +10,7 @@ import pytest
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText, get_state
 
 from blackboard.sync.wire.protocol import ProtocolError
-from blackboard.sync.wire.yjs_chunks import split_update
+from blackboard.sync.wire.yjs_chunks import chunk_layout, in_chunks
 from blackboard.sync.wire.yjs_encoding import decode_state_vector, structless_delete_ranges
 from blackboard.sync.wire.yjs_structs import decode_update, struct_spans
 
@@ -97,6 +97,11 @@ def _assert_same(pieces: Doc, whole: Doc) -> None:
         assert structless_delete_ranges(doc.get_update(other.get_state())) is not None
 
 
+def split_update(update: bytes, max_bytes: int) -> list[bytes]:
+    """The chunks a load applies, as it cuts them."""
+    return list(in_chunks(update, chunk_layout(update, max_bytes)))
+
+
 def _content(doc: Doc) -> dict[str, object]:
     return {
         "shots": doc.get("shots", type=Map).to_py(),
@@ -154,6 +159,8 @@ def test_a_small_update_is_not_split() -> None:
     doc.get("shots", type=Map)["S1"] = "a"
     update = doc.get_update()
     assert split_update(update, len(update)) == [update]
+    # Not even read: cut as one chunk, a one-struct update gives the same bytes back.
+    assert chunk_layout(update, len(update)) is None
 
 
 @pytest.mark.parametrize("garbage", [b"\x05\x01\x02", b"\x01\x01\x01\x00\x1f", b"\x00\x00\x00"])

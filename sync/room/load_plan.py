@@ -25,7 +25,7 @@ from blackboard.persistence.replay import Parts, file_parts, parts, replayed
 from blackboard.persistence.scratch import scratch_file
 from blackboard.sync.rules.lattice import Shown, shown_entries
 from blackboard.sync.wire.protocol import ProtocolError
-from blackboard.sync.wire.yjs_chunks import ChunkLayout, chunk_layout
+from blackboard.sync.wire.yjs_chunks import ChunkLayout, chunk_layout, in_chunks
 from blackboard.sync.wire.yjs_encoding import decode_state_vector
 
 # A chunk applies to a Doc in about 0.2 ms and its lattice fields index in about 2 ms:
@@ -47,11 +47,7 @@ class LoadPlan:
     def chunks(self, state: bytes) -> Iterator[bytes]:
         """`state` (the document's encoding the plan was made from) as updates to apply
         in order to a fresh Doc, cut one at a time."""
-        if self.layout is None:
-            yield state
-            return
-        for index in range(len(self.layout)):
-            yield self.layout.cut(state, index)
+        return in_chunks(state, self.layout)
 
 
 # Somewhere `plan_load` runs (path, snapshot label, tail): the DocWorker's child in a
@@ -99,12 +95,10 @@ def plan_load(
 
 def _plan(doc: Doc, state: bytes, max_bytes: int, updates: Parts) -> LoadPlan:
     """An encoding the splitter does not read (`sync.wire.yjs_structs`) applies whole."""
-    layout = None
-    if len(state) > max_bytes:
-        try:
-            layout = chunk_layout(state, max_bytes)
-        except ProtocolError:
-            pass
+    try:
+        layout = chunk_layout(state, max_bytes)
+    except ProtocolError:
+        layout = None
     return LoadPlan(layout, shown_entries(doc), _holds_back(doc, updates))
 
 

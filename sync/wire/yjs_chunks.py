@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from blackboard.sync.wire.protocol import encode_varuint
@@ -51,19 +52,12 @@ class ChunkLayout:
         return b"".join(parts)
 
 
-def split_update(update: bytes, max_bytes: int) -> list[bytes]:
-    """`update` as updates of at most about `max_bytes` each (a single struct bigger than
-    that is a chunk of its own); `[update]` if it is no bigger. ProtocolError if it does
-    not read (see `yjs_structs`)."""
+def chunk_layout(update: bytes, max_bytes: int) -> ChunkLayout | None:
+    """Where to cut `update` into chunks of at most about `max_bytes` each (a single
+    struct bigger than that is a chunk of its own); None if it is no bigger, as it then
+    applies whole, unread. ProtocolError if it does not read."""
     if len(update) <= max_bytes:
-        return [update]
-    layout = chunk_layout(update, max_bytes)
-    return [layout.cut(update, i) for i in range(len(layout))]
-
-
-def chunk_layout(update: bytes, max_bytes: int) -> ChunkLayout:
-    """The chunks of `update` of at most about `max_bytes` each. ProtocolError if it does
-    not read."""
+        return None
     clients, delete_set = struct_spans(update)
     chunks: list[list[Run]] = []
     runs: dict[int, list[int]] = {}  # client -> [first clock, count, start, end]
@@ -82,6 +76,16 @@ def chunk_layout(update: bytes, max_bytes: int) -> ChunkLayout:
         size += span.end - span.start
     chunks.append(_runs(runs))
     return ChunkLayout(chunks, delete_set)
+
+
+def in_chunks(update: bytes, layout: ChunkLayout | None) -> Iterator[bytes]:
+    """`update` as updates to apply in order, cut one at a time as `layout` (worked out
+    from these bytes) says; None: whole."""
+    if layout is None:
+        yield update
+        return
+    for index in range(len(layout)):
+        yield layout.cut(update, index)
 
 
 def _runs(runs: dict[int, list[int]]) -> list[Run]:
