@@ -5,9 +5,15 @@ same document, shadow and lattice index a whole-document load gives."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import os
+import tempfile
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures.process import BrokenProcessPool
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from pycrdt import Doc, Map
@@ -19,11 +25,12 @@ from blackboard.persistence.records import PendingAppend
 from blackboard.persistence.replay import CorruptDocument, Folded, Parts, fold, replay
 from blackboard.persistence.update_log import UpdateLog
 from blackboard.schemas.views import doc_to_json
-from blackboard.sync.room.load_plan import CHUNK_BYTES
+from blackboard.sync.room.load_plan import CHUNK_BYTES, LoadPlan, plan_in_thread
 from blackboard.sync.room.origin import Origin, Source
 from blackboard.sync.room.rooms import RoomManager, RoomPolicy
 from blackboard.sync.rules.lattice import LatticeTracker
 from blackboard.sync.wire.yjs_encoding import EMPTY_STATE_VECTOR
+from tests.support.api import eventually
 from tests.test_compaction_fencing import Project
 
 SHOTS = 6000  # about 2 MB: 30 chunks
@@ -182,5 +189,59 @@ async def test_a_join_during_an_unload_waits_for_the_flush_not_the_compaction(
         assert (await store.load("film")).snapshot is not None
     finally:
         release.set()
+        await rooms.close()
+        await update_log.stop(10)
+
+
+async def test_a_load_whose_planner_fails_or_hangs_serves_nothing_and_the_next_one_loads(
+    store: DocumentStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The DocWorker's child dying or hanging fails that load alone: no room is served,
+    the scratch file is removed, and the next join loads the document."""
+    project = await big_project(store)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    def scratch_removed() -> None:
+        assert os.listdir(scratch) == []
+
+    async def hanging(path: str, snapshot: str | None, tail: Parts) -> LoadPlan:
+        await asyncio.sleep(3600)
+        raise AssertionError("not reached")
+
+    async def dying(path: str, snapshot: str | None, tail: Parts) -> LoadPlan:
+        raise BrokenProcessPool("the child died")
+
+    update_log = UpdateLog(store)
+    update_log.start()
+    compactor = CompactionWorker(store, timedelta(days=1))
+    policy = RoomPolicy(load_timeout_s=0.5)
+    stuck = RoomManager(store, update_log, compactor, policy, planner=hanging)
+    rooms = RoomManager(store, update_log, compactor, policy, planner=dying)
+    try:
+        with caplog.at_level(logging.WARNING):
+            with pytest.raises(TimeoutError):
+                await stuck.get("film")
+            assert "film" not in stuck.rooms
+            await eventually(scratch_removed, timeout=5)  # even after a timeout
+            gc.collect()  # where asyncio would report a load task's unretrieved failure
+        assert "never retrieved" not in caplog.text
+        assert "room film: load failed: TimeoutError()" in caplog.text
+
+        with pytest.raises(BrokenProcessPool):
+            await rooms.get("film")
+        assert "film" not in rooms.rooms
+        scratch_removed()
+        rooms.planner = plan_in_thread
+        rooms.policy = RoomPolicy()
+        room = await rooms.get("film")
+        assert doc_to_json(room.doc) == doc_to_json(project.doc)
+        scratch_removed()
+    finally:
+        await stuck.close()
         await rooms.close()
         await update_log.stop(10)

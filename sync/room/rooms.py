@@ -8,6 +8,7 @@ then loads the room afresh from storage, so nothing written before the unload is
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,9 +87,19 @@ class RoomManager:
             if loading is None:
                 loading = asyncio.ensure_future(self._load(project_id))
                 self._loading[project_id] = loading
-                loading.add_done_callback(lambda _: self._loading.pop(project_id, None))
+                loading.add_done_callback(functools.partial(self._loaded, project_id))
             await asyncio.wait_for(asyncio.shield(loading), self.policy.load_timeout_s)
             # Loop: the room may have started unloading while this task waited.
+
+    def _loaded(self, project_id: str, loading: asyncio.Future[Room]) -> None:
+        """A load ended. Its failure reaches the joiners still waiting for it; one whose
+        joiners all gave up (`load_timeout_s`) is logged here, not left to asyncio's
+        "exception was never retrieved" when the task is collected."""
+        self._loading.pop(project_id, None)
+        if not loading.cancelled() and (failure := loading.exception()) is not None:
+            log.warning(
+                "room %s: load failed: %r", project_id, failure, extra={"project_id": project_id}
+            )
 
     async def join(self, project_id: str, connection: Connection) -> Room:
         """Load if needed and join, in one step with no await between them."""
