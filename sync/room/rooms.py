@@ -97,9 +97,7 @@ class RoomManager:
         "exception was never retrieved" when the task is collected."""
         self._loading.pop(project_id, None)
         if not loading.cancelled() and (failure := loading.exception()) is not None:
-            log.warning(
-                "room %s: load failed: %r", project_id, failure, extra={"project_id": project_id}
-            )
+            _failed(project_id, "load", failure)
 
     async def join(self, project_id: str, connection: Connection) -> Room:
         """Load if needed and join, in one step with no await between them."""
@@ -186,14 +184,8 @@ class RoomManager:
             await asyncio.wait_for(
                 self.update_log.flush(room.project_id), self.policy.flush_timeout_s
             )
-        except Exception as exc:  # a timeout too
-            # Everything acknowledged is in the log already.
-            log.warning(
-                "room %s: unload flush failed: %s",
-                room.project_id,
-                exc,
-                extra={"project_id": room.project_id},
-            )
+        except Exception as exc:  # a timeout too: everything acknowledged is in the log
+            _failed(room.project_id, "unload flush", exc)
         finally:
             self._drop(room)
             del self._unloading[room.project_id]
@@ -201,12 +193,7 @@ class RoomManager:
         try:
             await self.compactor.compact_now(room.project_id)
         except Exception as exc:  # compaction can wait
-            log.warning(
-                "room %s: compaction at unload failed: %s",
-                room.project_id,
-                exc,
-                extra={"project_id": room.project_id},
-            )
+            _failed(room.project_id, "compaction at unload", exc)
 
     def _drop(self, room: Room) -> None:
         if self.rooms.get(room.project_id) is room:
@@ -241,3 +228,7 @@ class RoomManager:
                 room.leave(connection)
         for project_id in list(self.rooms):
             await self.unload(project_id)
+
+
+def _failed(project_id: str, what: str, exc: BaseException) -> None:
+    log.warning("room %s: %s failed: %r", project_id, what, exc, extra={"project_id": project_id})
