@@ -1,7 +1,10 @@
 """SQLite (WAL, synchronous=FULL) behind `blackboard.persistence.database.Database`.
 
-One connection, used by one transaction at a time (an asyncio lock): the embedded
-backend serves one process, and SQLite has one writer anyway.
+Two connections, each used by one transaction at a time (an asyncio lock each): one
+writes, one reads (`fetch*`, `read_transaction`). In WAL mode readers and the writer do
+not wait for each other, so the group commit never queues behind reads: under load
+every hand-off costs a turn of a busy event loop, and the room loads' reads queued ahead
+of it held the update log back for seconds (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import asyncio
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,83 +81,102 @@ class SQLiteDatabase:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect(
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",  # a commit is on disk before it is acknowledged
+            "PRAGMA foreign_keys=ON",
+        )
         try:
-            self._db = await aiosqlite.connect(
+            self._reader = await self._connect("PRAGMA query_only=ON")  # it never writes
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _connect(self, *pragmas: str) -> aiosqlite.Connection:
+        try:
+            db = await aiosqlite.connect(
                 self.path, isolation_level=None, detect_types=sqlite3.PARSE_DECLTYPES
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        self._db.row_factory = sqlite3.Row
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=FULL",  # a commit is on disk before it is acknowledged
-            "PRAGMA foreign_keys=ON",
-            "PRAGMA busy_timeout=5000",
-        ):
-            await self._db.execute(pragma)
+        db.row_factory = sqlite3.Row
+        for pragma in (*pragmas, "PRAGMA busy_timeout=5000"):
+            await db.execute(pragma)
+        return db
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        for db in (self._writer, self._reader):
+            if db is not None:
+                await db.close()
+        self._writer = self._reader = None
 
-    def _conn(self) -> _Conn:
-        if self._db is None:
+    @staticmethod
+    def _conn(db: aiosqlite.Connection | None) -> _Conn:
+        if db is None:
             raise StoreError("database is not open")
-        return _Conn(self._db)
+        return _Conn(db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Conn]:
-        async with self._lock:
-            conn = self._conn()
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
+        async with self._write_lock:
+            async with self._begun(self._writer, "BEGIN IMMEDIATE") as conn:
                 yield conn
-                await conn.execute("COMMIT")
-            except BaseException:
-                if self._db is not None and self._db.in_transaction:  # as `_in_transaction`
-                    await conn.execute("ROLLBACK")
-                raise
+
+    @asynccontextmanager
+    async def read_transaction(self) -> AsyncIterator[_Conn]:
+        # A deferred BEGIN on the reader: its first read fixes the snapshot (WAL).
+        async with self._read_lock:
+            async with self._begun(self._reader, "BEGIN") as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _begun(self, db: aiosqlite.Connection | None, begin: str) -> AsyncIterator[_Conn]:
+        conn = self._conn(db)
+        await conn.execute(begin)
+        try:
+            yield conn
+            await conn.execute("COMMIT")
+        except BaseException:
+            if db is not None and db.in_transaction:  # as `_in_transaction`
+                await conn.execute("ROLLBACK")
+            raise
 
     async def run_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in one write transaction on the database thread, in one hand-off
         (through `transaction()` every statement is a hand-off of its own: a hot path
         such as the group commit pays that per batch). `work` must not block on the
         event loop; statements use `?N` parameters (see `sql`)."""
-        async with self._lock:
-            if self._db is None:
+        async with self._write_lock:
+            if self._writer is None:
                 raise StoreError("database is not open")
             # aiosqlite's own queue to its thread (what each of its calls goes through).
-            return await self._db._execute(_in_transaction, self._db._conn, work)
+            return await self._writer._execute(_in_transaction, self._writer._conn, work)
 
     sql = staticmethod(_sql)
 
-    def read_transaction(self) -> AbstractAsyncContextManager[_Conn]:
-        # One connection used by one transaction at a time: every transaction is
-        # already a consistent view.
-        return self.transaction()
-
     async def execute(self, sql: str, *args: Any) -> int:
-        async with self._lock:
-            return await self._conn().execute(sql, *args)
+        async with self._write_lock:
+            return await self._conn(self._writer).execute(sql, *args)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         async with self.transaction() as conn:
             await conn.executemany(sql, rows)
 
     async def fetch(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        async with self._lock:
-            return await self._conn().fetch(sql, *args)
+        async with self._read_lock:
+            return await self._conn(self._reader).fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> sqlite3.Row | None:
-        async with self._lock:
-            return await self._conn().fetchrow(sql, *args)
+        async with self._read_lock:
+            return await self._conn(self._reader).fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        async with self._lock:
-            return await self._conn().fetchval(sql, *args)
+        async with self._read_lock:
+            return await self._conn(self._reader).fetchval(sql, *args)
