@@ -145,8 +145,11 @@ class DocumentStore:
         return StoredDocument(snapshot, [_entry(r) for r in tail])
 
     async def seq_at_time(self, project_id: str, at: datetime) -> int:
+        # Read backwards from the newest row (the log's own key; no time index to write
+        # on every append): the cost grows with the rows after `at`, not with the log.
         value = await self.db.fetchval(
-            "SELECT max(seq) FROM doc_updates WHERE project_id = $1 AND created_at <= $2",
+            "SELECT seq FROM doc_updates WHERE project_id = $1 AND created_at <= $2"
+            " ORDER BY seq DESC LIMIT 1",
             project_id,
             at,
         )
@@ -207,23 +210,13 @@ class DocumentStore:
 
     async def prune(self, project_id: str, before: datetime) -> int:
         async with self.db.transaction() as conn:
-            # The base is the newest snapshot at or below the last row older than
-            # `before`: everything after it stays, so any state since `before` can
-            # still be rebuilt; rows up to it and older snapshots go.
-            cut = await conn.fetchval(
-                "SELECT max(seq) FROM doc_updates WHERE project_id = $1 AND created_at < $2",
+            # The base is the newest snapshot taken before `before`: every row it covers
+            # was committed before it, so everything after it stays and any state since
+            # `before` can still be rebuilt; rows up to it and older snapshots go.
+            base = await conn.fetchval(
+                "SELECT max(upto_seq) FROM doc_snapshots WHERE project_id = $1 AND created_at < $2",
                 project_id,
                 before,
-            )
-            if cut is None:
-                # No old row left: old snapshots below the first row rebuild nothing.
-                cut = await conn.fetchval(
-                    "SELECT min(seq) - 1 FROM doc_updates WHERE project_id = $1", project_id
-                )
-            base = await conn.fetchval(
-                "SELECT max(upto_seq) FROM doc_snapshots WHERE project_id = $1 AND upto_seq <= $2",
-                project_id,
-                cut if cut is not None else _NO_LIMIT,
             )
             if base is None:
                 return 0

@@ -224,6 +224,20 @@ async def test_prune_keeps_every_state_since_the_cutoff(store: DocumentStore) ->
     assert await store.prune("film", cutoff) == 0  # a rerun changes nothing
 
 
+async def test_prune_goes_by_the_snapshots_times(store: DocumentStore) -> None:
+    """A snapshot taken after the cutoff is no base yet, even when every row it covers
+    is older: its rows go once it is older than the cutoff too."""
+    await create(store)
+    await append_each(store, "film", shot_updates(5))  # 2..6
+    await asyncio.sleep(0.01)
+    cutoff = utc_now()
+    await asyncio.sleep(0.01)
+    await snapshot_now(store, "film")  # at 6
+    assert await store.prune("film", cutoff) == 0
+    assert await store.prune("film", utc_now() + timedelta(seconds=1)) == 6
+    assert await store.oldest_retained_seq("film") == 6
+
+
 async def test_prune_without_a_snapshot_deletes_nothing(store: DocumentStore) -> None:
     await create(store)
     await append_each(store, "film", shot_updates(5))
