@@ -12,6 +12,7 @@ from blackboard.sync.rules.validation import MalformedUpdate, ShadowValidator
 from blackboard.sync.wire.yjs_encoding import decode_state_vector, structless_delete_ranges
 from blackboard.web.settings import Settings
 from blackboard.web.transport import AddressRate
+from tests.support.regressions import REGRESSIONS, base_doc
 
 # --- rate limit ---------------------------------------------------------------
 
@@ -89,6 +90,29 @@ def test_document_size_measures_only_near_the_limit() -> None:
     with pytest.raises(DocumentTooLarge):
         size.check(400)  # nothing grew since: refused without another encode
     assert measured == [500, 800]
+
+
+# --- shadow check ---------------------------------------------------------------
+
+
+def test_only_an_update_that_decoded_costs_a_shadow_rebuild(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    live = base_doc()
+    validator = ShadowValidator(live)
+    copies: list[Doc] = []
+    copy = ShadowValidator._copy
+    monkeypatch.setattr(
+        ShadowValidator, "_copy", staticmethod(lambda doc: copies.append(doc) or copy(doc))
+    )
+    with pytest.raises(MalformedUpdate):
+        validator.check(b"\x01\xff\xff\xff not an update")
+    assert copies == []  # yrs refused it before applying any of it
+    partial = REGRESSIONS["partial-apply-block-parent-not-a-type"]
+    with pytest.raises(MalformedUpdate):
+        validator.check(partial)
+    assert copies == [live]  # it changed the shadow part-way: a fresh copy of the live doc
+    assert validator._shadow.get_state() == live.get_state()
 
 
 # --- read-only write check ----------------------------------------------------

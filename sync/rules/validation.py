@@ -34,16 +34,14 @@ class ShadowValidator:
 
     def check(self, update: bytes) -> None:
         """Apply `update` to the shadow; raise MalformedUpdate if it fails."""
-        decoded = False
         try:
-            # Bytes that do not even decode are refused without touching the shadow, so
-            # they cost no rebuild (a copy of the whole document).
             with yrs_guard:
-                get_state(update)
-                decoded = True
-                self._shadow.apply_update(update)
+                _apply(self._shadow, update)
         except YrsError as exc:
-            if decoded:
+            # yrs decodes an update whole before applying any of it: bytes that do not
+            # decode left the shadow untouched and cost no rebuild (a copy of the whole
+            # document). Asked only here, off the path of every valid update.
+            if _decodes(update):
                 self._shadow = self._copy(self._live)
             raise MalformedUpdate(f"update does not apply: {exc.kind}: {exc}") from None
 
@@ -80,4 +78,24 @@ class ShadowValidator:
 
     def track(self, update: bytes) -> None:
         """Mirror an update that reached the live doc by another path (server writes)."""
-        self._shadow.apply_update(update)
+        _apply(self._shadow, update)
+
+
+def _apply(doc: Doc, update: bytes) -> None:
+    """`doc.apply_update` without pycrdt's Python transaction (1.5 of the 3.7 µs a small
+    update costs): a shadow has no observers, no origin and no other transaction."""
+    txn = doc._doc.create_transaction()
+    try:
+        doc._doc.apply_update(txn, update)
+    finally:
+        txn.commit()
+        txn.drop()
+
+
+def _decodes(update: bytes) -> bool:
+    try:
+        with yrs_guard:
+            get_state(update)
+    except YrsError:
+        return False
+    return True
