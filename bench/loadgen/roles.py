@@ -20,6 +20,7 @@ import httpx
 
 from bench.loadgen.client import BenchClient
 from bench.loadgen.control import Control
+from bench.loadgen.prometheus import scrape
 from bench.loadgen.stats import summary_ms
 from bench.loadgen.updates import UpdateStream, big_document_updates
 from bench.loadgen.wire import Framing
@@ -401,12 +402,10 @@ async def cold_join(spec: dict[str, Any], control: Control) -> None:
 
 async def compactions(http: httpx.AsyncClient) -> tuple[float, float]:
     """How many compactions the server has run, and their seconds in all (Prometheus)."""
-    response = await http.get("/metrics")
-    response.raise_for_status()
-    figures = dict(line.rsplit(" ", 1) for line in response.text.splitlines() if line[:1] != "#")
+    figures = await scrape(http)
     return (
-        float(figures.get("blackboard_compaction_seconds_count", 0)),
-        float(figures.get("blackboard_compaction_seconds_sum", 0)),
+        figures.get("blackboard_compaction_seconds_count", 0.0),
+        figures.get("blackboard_compaction_seconds_sum", 0.0),
     )
 
 
