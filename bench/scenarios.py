@@ -713,6 +713,8 @@ async def no_stall(ctx: Context, kind: ServerKind) -> list[Case]:
                     "delivery p99 ms": data["latency"]["p99_ms"],
                     "delivery max ms": data["latency"]["max_ms"],
                     "longest gap ms": data["longest_gap_ms"],
+                    "server loop: lags over 20 ms": data["server_stalls"],
+                    "server loop: worst lag at most ms": data["server_worst_lag_ms"],
                     "delivered %": _pct(data["delivery_ratio"]),
                     "load / compaction ms": data["event_ms"],
                     "server CPU % of a core": round(result.cpu_share * 100, 1),

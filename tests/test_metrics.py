@@ -126,6 +126,7 @@ async def test_counters_follow_a_small_workload(
     assert bytes_in > 0
     assert delta(before, during, "blackboard_update_bytes_out_total") == bytes_in
     assert delta(before, during, "blackboard_awareness_in_total") == 1
+    assert delta(before, during, "blackboard_event_loop_lag_seconds_count") > 0  # sampled
     server_updates = delta(before, during, "blackboard_updates_in_total", source="server")
     logged = delta(before, during, "blackboard_log_batch_rows_sum")
     assert logged == 5 + server_updates  # every change is committed once

@@ -34,6 +34,7 @@ from blackboard.sync.room.load_plan import plan_load
 from blackboard.sync.room.metrics import ServerMetrics
 from blackboard.sync.room.rooms import RoomManager, RoomPolicy
 from blackboard.sync.rules.correction_recorder import CorrectionRecorder
+from blackboard.web.loop_lag import LoopLagSampler
 from blackboard.web.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Services:
     corrections: CorrectionRecorder
     objects: ObjectStore
     artifacts: Artifacts
+    loop_lag: LoopLagSampler  # samples into `metrics`
     cross_instance: CrossInstance | None = None  # with BLACKBOARD_REDIS_URL
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     _running: AsyncExitStack | None = field(default=None, init=False, repr=False)
@@ -126,6 +128,7 @@ class Services:
             corrections,
             objects=objects,
             artifacts=artifacts,
+            loop_lag=LoopLagSampler(metrics.loop_lag_seconds.observe),
             cross_instance=cross_instance,
             metrics=metrics,
         )
@@ -159,6 +162,8 @@ class Services:
             started.push_async_callback(self.ledger.stop, timeout)
             self.sweeper.start()
             started.push_async_callback(self.sweeper.stop)
+            self.loop_lag.start()
+            started.push_async_callback(self.loop_lag.stop)
             await self.objects.open()  # creates the bucket if missing
             self.artifacts.start(every_s=max(60.0, self.settings.orphan_grace_s / 4))
             started.push_async_callback(self.artifacts.stop)

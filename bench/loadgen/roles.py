@@ -20,7 +20,7 @@ import httpx
 
 from bench.loadgen.client import BenchClient
 from bench.loadgen.control import Control
-from bench.loadgen.prometheus import scrape
+from bench.loadgen.prometheus import loop_lag, scrape
 from bench.loadgen.stats import summary_ms
 from bench.loadgen.updates import UpdateStream, big_document_updates
 from bench.loadgen.wire import Framing
@@ -457,13 +457,16 @@ async def no_stall(spec: dict[str, Any], control: Control) -> None:
             if not await control.ready(phase):
                 continue
             gaps.open()
-            started = time.monotonic()
+            lag_before, started = await scrape(http), time.monotonic()
             event_ms = await asyncio.wait_for(event(), SYNC_TIMEOUT_S)
             await asyncio.sleep(max(0.0, window - (time.monotonic() - started)))
             deliveries.close()
+            stalls, worst_lag_ms = loop_lag(lag_before, await scrape(http))
             await asyncio.sleep(DRAIN_S)
             data = deliveries.report(receivers=len(observers))
             data.update(
+                server_stalls=stalls,
+                server_worst_lag_ms=worst_lag_ms,
                 event_ms=None if math.isnan(event_ms) else round(event_ms, 1),
                 longest_gap_ms=round(gaps.longest_ns / 1e6, 2),
                 connect_failures=failures,

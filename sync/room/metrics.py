@@ -153,6 +153,13 @@ class ServerMetrics(Extension):
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.loop_lag_seconds = Histogram(
+            "blackboard_event_loop_lag_seconds",
+            "How late the event loop ran a timer that was due (sampled every 10 ms): "
+            "a stall delays every room's deliveries as long",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
         self.compacted_rows = Counter(
             "blackboard_compacted_rows", "Log rows folded into snapshots", registry=r
         )
