@@ -20,7 +20,7 @@ def loop_lag(before: dict[str, float], after: dict[str, float]) -> tuple[int, fl
     """Between two scrapes: how many loop-lag samples were over 20 ms late, and the bound
     of the smallest bucket that holds them all (the worst lag is at most that, in ms)."""
     taken = after[f"{LOOP_LAG}_count"] - before[f"{LOOP_LAG}_count"]
-    buckets = {}
+    buckets: dict[float, float] = {}
     for name, value in after.items():
         if name.startswith(f'{LOOP_LAG}_bucket{{le="'):
             bound = float(name.split('"')[1])
