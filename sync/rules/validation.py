@@ -88,8 +88,10 @@ def _apply(doc: Doc, update: bytes) -> None:
     try:
         doc._doc.apply_update(txn, update)
     finally:
-        txn.commit()
-        txn.drop()
+        try:
+            txn.commit()
+        finally:
+            txn.drop()  # even if the commit raised: the doc must not stay borrowed
 
 
 def _decodes(update: bytes) -> bool:
