@@ -25,6 +25,7 @@ from blackboard.persistence.records import PendingAppend
 from blackboard.persistence.replay import CorruptDocument, Folded, Parts, fold, replay
 from blackboard.persistence.update_log import UpdateLog
 from blackboard.schemas.views import doc_to_json
+from blackboard.sync.room import rooms as room_manager_module
 from blackboard.sync.room.load_plan import CHUNK_BYTES, LoadPlan, plan_in_thread
 from blackboard.sync.room.origin import Origin, Source
 from blackboard.sync.room.rooms import RoomManager, RoomPolicy
@@ -109,6 +110,25 @@ async def test_a_big_document_loads_a_chunk_at_a_time(
         assert room.rules.lattice.target("shots", f"S{i}") == whole.target("shots", f"S{i}")
     assert len(room.step2_cache) == 1  # the snapshot is at hand for a fresh joiner
     assert room.step2_cache.get(EMPTY_STATE_VECTOR) is not None
+
+
+async def test_a_fresh_joiners_step_2_is_framed_off_the_loop(
+    store: DocumentStore, rooms: RoomManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Framing a 20 MB snapshot as a step 2 copies it: in a thread the copy lets go of the
+    GIL, on the loop it held every room for 20-30 ms."""
+    framed_in: list[threading.Thread] = []
+    frame = room_manager_module.sync_step2
+
+    def recording(update: bytes) -> bytes:
+        framed_in.append(threading.current_thread())
+        return frame(update)
+
+    monkeypatch.setattr(room_manager_module, "sync_step2", recording)
+    await big_project(store)
+    room = await rooms.get("film")
+    assert room.step2_cache.get(EMPTY_STATE_VECTOR) is not None
+    assert framed_in and threading.main_thread() not in framed_in
 
 
 async def test_a_big_snapshot_and_its_tail_load_to_the_same_document(

@@ -131,6 +131,9 @@ class RoomManager:
         # document's encoding: a fresh joiner's step 2 reuses it instead of encoding a
         # 20 MB document again with the GIL held.
         encoded = stored.snapshot.state if stored.snapshot and not stored.tail else None
+        # Framed in a thread: joining 20 MB lets go of the GIL while it copies, and on the
+        # loop the copy held every room for 20-30 ms (bench/RESULTS.md, no stalls).
+        fresh_reply = await asyncio.to_thread(sync_step2, encoded) if encoded else None
         tail_bytes = sum(len(entry.update) for entry in stored.tail)
         snapshot_bytes = len(stored.snapshot.state) if stored.snapshot else 0
         room = Room(
@@ -147,8 +150,8 @@ class RoomManager:
             repair_policy=self.policy.repair,
             awareness_limits=self.policy.awareness,
         )
-        if encoded is not None:
-            room.step2_cache.put(EMPTY_STATE_VECTOR, sync_step2(encoded))
+        if fresh_reply is not None:
+            room.step2_cache.put(EMPTY_STATE_VECTOR, fresh_reply)
         room.tail_rows = len(stored.tail)
         room.tail_bytes = tail_bytes
         self.rooms[project_id] = room
