@@ -79,9 +79,9 @@ class Store(Protocol):
         while that fence is current (else FenceLost, nothing stored)."""
 
     async def prune(self, project_id: str, before: datetime) -> int:
-        """Forget history older than `before`: the log up to the newest snapshot at or
-        below the last row created before `before`, and the snapshots below that one.
-        Every state since `before` stays rebuildable. Returns the log rows deleted."""
+        """Forget history older than `before`: the log up to the newest snapshot taken
+        before `before` (every row it covers is older), and the snapshots below that
+        one. Every state since `before` stays rebuildable. Returns the log rows deleted."""
 
     async def oldest_retained_seq(self, project_id: str) -> int:
         """The lowest seq whose state history can still rebuild."""
