@@ -26,7 +26,7 @@ from blackboard.persistence.replay import CorruptDocument, Folded, Parts, fold, 
 from blackboard.persistence.update_log import UpdateLog
 from blackboard.schemas.views import doc_to_json
 from blackboard.sync.room import rooms as room_manager_module
-from blackboard.sync.room.load_plan import CHUNK_BYTES, LoadPlan, plan_in_thread
+from blackboard.sync.room.load_plan import CHUNK_BYTES, SMALL_ROWS, LoadPlan, plan_in_thread
 from blackboard.sync.room.origin import Origin, Source
 from blackboard.sync.room.rooms import RoomManager, RoomPolicy
 from blackboard.sync.rules.lattice import LatticeTracker
@@ -148,6 +148,19 @@ async def test_a_big_snapshot_and_its_tail_load_to_the_same_document(
     await store.append([PendingAppend("film", b"\xff\x00\xff", "vandal")])
     with pytest.raises(CorruptDocument, match="log row 203 does not apply"):
         await rooms.get("film")
+
+
+async def test_a_long_log_without_a_snapshot_loads_to_the_same_document(
+    store: DocumentStore, rooms: RoomManager
+) -> None:
+    """No snapshot: the child replays the rows alone and hands the encoding back."""
+    project = Project(store)
+    await project.create()
+    await project.write(2 * SMALL_ROWS)
+    stored = await store.load("film")
+    assert stored.snapshot is None and len(stored.tail) > SMALL_ROWS
+    room = await rooms.get("film")
+    assert doc_to_json(room.doc) == doc_to_json(project.doc)
 
 
 @pytest.mark.parametrize("rows_after", [0, 100])  # loaded on the loop, or in the child

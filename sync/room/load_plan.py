@@ -71,7 +71,8 @@ async def planned(stored: StoredDocument, planner: Planner) -> tuple[bytes, Load
     snapshot = stored.snapshot
     tail = updates[1:] if snapshot else updates
     async with scratch_file("blackboard-load-") as path:
-        await asyncio.to_thread(path.write_bytes, snapshot.state if snapshot else b"")
+        if snapshot is not None:  # else the child only writes the document's encoding
+            await asyncio.to_thread(path.write_bytes, snapshot.state)
         plan = await planner(str(path), updates[0][0] if snapshot else None, tail)
         state = snapshot.state if encoded and snapshot else await asyncio.to_thread(path.read_bytes)
     return state, plan
