@@ -10,8 +10,11 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
+from blackboard.persistence import sqlite_database
+from blackboard.persistence.errors import StoreError
 from blackboard.persistence.sqlite_database import SQLiteDatabase
 
 
@@ -102,3 +105,31 @@ async def test_the_reader_refuses_writes(db: SQLiteDatabase) -> None:
         async with db.read_transaction() as conn:
             await conn.execute("INSERT INTO parent VALUES (1)")
     assert await db.fetchval("SELECT count(*) FROM parent") == 0
+
+
+async def test_a_reader_that_fails_to_open_closes_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault that cannot be caused for the reader alone (the writer opened the same
+    file a moment before), so it is injected: the open fails whole and leaks nothing."""
+    opened: list[aiosqlite.Connection] = []
+    connect = aiosqlite.connect
+
+    async def second_fails(*args: object, **kwargs: object) -> aiosqlite.Connection:
+        if opened:
+            raise sqlite3.OperationalError("unable to open database file")
+        opened.append(await connect(*args, **kwargs))  # type: ignore[arg-type]
+        return opened[0]
+
+    monkeypatch.setattr(sqlite_database.aiosqlite, "connect", second_fails)
+    db = SQLiteDatabase(tmp_path / "t.db")
+    with pytest.raises(StoreError, match="cannot open"):
+        await db.open()
+    with pytest.raises(ValueError, match="no active connection"):  # closed, not leaked
+        await opened[0].execute("SELECT 1")
+    monkeypatch.undo()
+    await db.open()  # and the next open starts clean
+    try:
+        assert await db.fetchval("SELECT 1") == 1
+    finally:
+        await db.close()
