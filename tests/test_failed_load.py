@@ -26,8 +26,11 @@ async def test_corrupt_log_row_refuses_to_serve_and_changes_nothing(server: Serv
 
     async with httpx.AsyncClient(base_url=server.http, timeout=10) as http:
         response = await http.get("/api/projects/broken")
+        state = await http.get("/api/projects/broken/state", params={"at_seq": 2})
     assert response.status_code == 500
     assert response.json()["error"] == "load_failed"
+    assert state.status_code == 500  # its replay, off the loop, fails the same way
+    assert state.json()["error"] == "load_failed"
 
     async with websockets.connect(f"{server.ws}/sync/broken", compression=None) as ws:
         try:

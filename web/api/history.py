@@ -7,6 +7,7 @@ BLACKBOARD_HISTORY_RETENTION_S may have been compacted away; asking for it answe
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -84,12 +85,15 @@ async def read_state(request: Request) -> JSONResponse:
             seq = _at_seq(params["at_seq"], record.seq)
         else:
             seq = await seq_at_time(store, record.project_id, parse_at_time(params["at_time"]))
-        doc = replay(await store.load_at(record.project_id, seq))
+        stored = await store.load_at(record.project_id, seq)
+        # In a thread, as an export does: a big document replayed and read on the loop
+        # would hold every room meanwhile.
+        doc = await asyncio.to_thread(lambda: doc_to_json(replay(stored)))
     except HistoryPruned:
         raise await history_pruned(store, record.project_id) from None
     except CorruptDocument as exc:
         raise ApiError(500, "load_failed", str(exc)) from None
-    return JSONResponse({"project_id": record.project_id, "seq": seq, "doc": doc_to_json(doc)})
+    return JSONResponse({"project_id": record.project_id, "seq": seq, "doc": doc})
 
 
 routes = [
