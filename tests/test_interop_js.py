@@ -117,3 +117,24 @@ async def test_unknown_project_closes_4404(server: ServerProcess, js: JsClients)
     reply = await js.connect("x", server.ws, "no-such-project")
     assert not reply["synced"]
     assert reply["closes"][0]["code"] == 4404
+
+
+async def test_a_fresh_joiner_of_a_big_changed_document_has_all_of_it_at_sync(
+    server: ServerProcess, js: JsClients
+) -> None:
+    """After a big document changes, a fresh joiner is sent the changes, then an encoding
+    kept from before them (`sync.room.fresh_join`): stock Yjs holds the changes until the
+    encoding arrives, so when it counts itself synced it has the whole document."""
+    await create_project(server, "film")
+    await js.connect("a", server.ws, "film")
+    shots = {f"S{i}": {"notes": "x" * 1000} for i in range(400)}  # over `MIN_BYTES`
+    await js.call("update", name="a", path=["shots"], values=shots)
+    await js.connect("b", server.ws, "film")  # its step 2 is the encoding kept
+    await js.call("set", name="a", path=["shots", "S1", "title"], value="changed")
+    await js.call("delete", name="a", path=["shots", "S2"])
+    await js.call("set", name="a", path=["shots", "S9"], value={"title": "new"})
+    expected = await js.call("get", name="a", path=["shots"])
+    await js.call("waitFor", name="b", path=["shots"], value=expected)
+
+    joined = await js.connect("c", server.ws, "film")
+    assert joined["synced"] and joined["atSync"]["shots"] == expected

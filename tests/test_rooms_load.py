@@ -30,8 +30,10 @@ from blackboard.sync.room.load_plan import CHUNK_BYTES, SMALL_ROWS, LoadPlan, pl
 from blackboard.sync.room.origin import Origin, Source
 from blackboard.sync.room.rooms import RoomManager, RoomPolicy
 from blackboard.sync.rules.lattice import LatticeTracker
+from blackboard.sync.wire.protocol import SyncMessage, SyncType, decode_message, sync_step1
 from blackboard.sync.wire.yjs_encoding import EMPTY_STATE_VECTOR
 from tests.support.api import eventually
+from tests.support.live_room import drained, memory_connection
 from tests.test_compaction_fencing import Project
 
 SHOTS = 6000  # about 2 MB: 30 chunks
@@ -132,7 +134,7 @@ async def test_a_fresh_joiners_step_2_is_framed_off_the_loop(
 
 
 async def test_a_big_snapshot_and_its_tail_load_to_the_same_document(
-    store: DocumentStore, rooms: RoomManager
+    store: DocumentStore, rooms: RoomManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The tail is replayed onto the snapshot off the loop; a bad row still fails the load
     by name."""
@@ -143,6 +145,27 @@ async def test_a_big_snapshot_and_its_tail_load_to_the_same_document(
     room = await rooms.get("film")
     assert doc_to_json(room.doc) == doc_to_json(project.doc)
     assert len(room.step2_cache) == 0  # the document's encoding is not the snapshot
+
+    # The load's encoding answers a fresh joiner: the live document is not encoded again.
+    encoded: list[Doc] = []
+    get_update = Doc.get_update
+
+    def recording(doc: Doc, state: bytes | None = None) -> bytes:
+        encoded.append(doc)
+        return get_update(doc, state)
+
+    monkeypatch.setattr(Doc, "get_update", recording)
+    connection = memory_connection()
+    room.join(connection)
+    room.receive(connection, sync_step1(EMPTY_STATE_VECTOR))
+    await drained(connection)
+    assert room.doc not in encoded
+    joiner = Doc()
+    for message in map(decode_message, connection.channel.take()):
+        if isinstance(message, SyncMessage) and message.kind == SyncType.STEP2:
+            joiner.apply_update(message.payload)
+    assert doc_to_json(joiner) == doc_to_json(project.doc)
+    monkeypatch.undo()
 
     room.closing = True  # dropped on the next `get`: load again, from storage
     await store.append([PendingAppend("film", b"\xff\x00\xff", "vandal")])

@@ -23,6 +23,7 @@ from blackboard.sync.room.awareness_fanout import AwarenessFanout, awareness_mes
 from blackboard.sync.room.connection import Connection
 from blackboard.sync.room.doc_size import DocumentSize, DocumentTooLarge
 from blackboard.sync.room.extensions import Extension
+from blackboard.sync.room.fresh_join import FreshJoinReply
 from blackboard.sync.room.origin import SERVER_ACTOR, Origin, Source
 from blackboard.sync.room.step2_cache import Step2Cache
 from blackboard.sync.rules.correction import Correction, write_corrections
@@ -48,7 +49,7 @@ from blackboard.sync.wire.protocol import (
     sync_step2,
     sync_update,
 )
-from blackboard.sync.wire.yjs_encoding import decode_state_vector
+from blackboard.sync.wire.yjs_encoding import EMPTY_STATE_VECTOR, decode_state_vector
 from blackboard.sync.wire.yjs_structs import decode_update
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Room:
         self._captured: list[bytes] = []
         self._subscription: Subscription = doc.observe(self._capture)
         self.step2_cache = Step2Cache()  # emptied by any change
+        self.fresh_join = FreshJoinReply(doc)  # kept across changes, for big documents
         self._deferred_timer: asyncio.TimerHandle | None = None  # peer updates' checks
         self._deferred_at = 0.0
         self._schedule_deferred_checks()  # those of entries loaded below their maximum
@@ -137,7 +139,7 @@ class Room:
         origin = Origin(Source.CLIENT, connection.actor, connection)
         if isinstance(message, SyncMessage):
             if message.kind == SyncType.STEP1:
-                connection.send(self._step2_for(message.payload, connection))
+                self._answer_step1(message.payload, connection)
                 return
             self._receive_update(connection, message.payload, origin)
         elif isinstance(message, AwarenessMessage):
@@ -150,17 +152,25 @@ class Room:
         for message in awareness_messages(self.awareness.snapshot()):
             connection.send(message)
 
-    def _step2_for(self, state_vector: bytes, connection: Connection) -> bytes:
+    def _answer_step1(self, state_vector: bytes, connection: Connection) -> None:
         reply = self.step2_cache.get(state_vector)
+        if reply is None and state_vector == EMPTY_STATE_VECTOR:
+            frames = self.fresh_join.frames()
+            if frames is not None:
+                for frame in frames:
+                    connection.send(frame)
+                return
         if reply is None:
             try:
                 with yrs_guard:
                     reply = sync_step2(self.doc.get_update(state_vector))
             except YrsError:
                 connection.close(close_codes.MALFORMED, "malformed state vector")
-                return b""
+                return
             self.step2_cache.put(state_vector, reply)
-        return reply
+            if state_vector == EMPTY_STATE_VECTOR:
+                self.fresh_join.reset(reply)
+        connection.send(reply)
 
     def _receive_update(self, connection: Connection, update: bytes, origin: Origin) -> None:
         try:
@@ -333,6 +343,7 @@ class Room:
         changes, self._captured = self._captured, []
         if changes:
             self.step2_cache.clear()
+            self.fresh_join.changed()
         return changes
 
     def _publish(

@@ -20,6 +20,7 @@ from blackboard.persistence.replay import apply, parts
 from blackboard.persistence.store import Store
 from blackboard.persistence.tasks import cancel_and_wait
 from blackboard.persistence.update_log import UpdateLog
+from blackboard.sync.room import fresh_join
 from blackboard.sync.room.awareness import AwarenessLimits
 from blackboard.sync.room.connection import Connection
 from blackboard.sync.room.extensions import Extension
@@ -127,13 +128,15 @@ class RoomManager:
                 await asyncio.sleep(0)
         for _ in lattice.finishing_load(plan.shown, stored.status_epochs):
             await asyncio.sleep(0)
-        # A snapshot alone (the usual load after an idle unload compacted the room) is the
-        # document's encoding: a fresh joiner's step 2 reuses it instead of encoding a
-        # 20 MB document again with the GIL held.
-        encoded = stored.snapshot.state if stored.snapshot and not stored.tail else None
+        # `state` is the document's encoding: a fresh joiner's step 2 reuses it instead of
+        # encoding a 20 MB document again with the GIL held; unchanged as long as only a
+        # snapshot was loaded (the usual load, after an idle unload compacted the room),
+        # with the changes since for a big document (`fresh_join`).
+        snapshot_alone = stored.snapshot is not None and not stored.tail
+        kept = snapshot_alone or len(state) >= fresh_join.MIN_BYTES
         # Framed in a thread: joining 20 MB lets go of the GIL while it copies, and on the
         # loop the copy held every room for 20-30 ms (bench/RESULTS.md, no stalls).
-        fresh_reply = await asyncio.to_thread(sync_step2, encoded) if encoded else None
+        fresh_reply = await asyncio.to_thread(sync_step2, state) if kept else None
         tail_bytes = sum(len(entry.update) for entry in stored.tail)
         snapshot_bytes = len(stored.snapshot.state) if stored.snapshot else 0
         room = Room(
@@ -151,7 +154,9 @@ class RoomManager:
             awareness_limits=self.policy.awareness,
         )
         if fresh_reply is not None:
-            room.step2_cache.put(EMPTY_STATE_VECTOR, fresh_reply)
+            room.fresh_join.reset(fresh_reply)
+            if snapshot_alone:
+                room.step2_cache.put(EMPTY_STATE_VECTOR, fresh_reply)
         room.tail_rows = len(stored.tail)
         room.tail_bytes = tail_bytes
         self.rooms[project_id] = room

@@ -94,11 +94,13 @@ const commands = {
   async connect ({ name, url, room, params = {}, timeoutMs = 10000 }) {
     const doc = new Y.Doc()
     const closes = []
+    let atSync = null // the document as the client first counts itself synced
     const provider = new WebsocketProvider(url, room, doc, { WebSocketPolyfill: WebSocket, params, disableBc: true })
     provider.on('connection-close', (event) => { if (event) closes.push({ code: event.code, reason: event.reason }) })
+    provider.on('sync', (synced) => { if (synced && atSync === null) atSync = docJson(doc) })
     clients.set(name, { doc, provider, closes })
     await waitUntil(() => provider.synced || closes.length > 0, timeoutMs, `${name} to sync`)
-    return { synced: provider.synced, closes, clientID: doc.clientID }
+    return { synced: provider.synced, closes, clientID: doc.clientID, atSync }
   },
   async set ({ name, path, value, plain = false, nonFinite = false }) {
     setPath(client(name).doc, path, nonFinite ? withNonFinite(value) : value, plain)

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 DRIVER = Path(__file__).resolve().parents[1] / "js" / "driver.mjs"
+# A reply is one JSON line and may carry a whole document (asyncio's default: 64 KiB).
+REPLY_LINE_BYTES = 64 * 1024 * 1024
 
 
 class JsError(Exception):
@@ -27,7 +29,11 @@ class JsClients:
         if not (DRIVER.parent / "node_modules" / "yjs").exists():
             raise RuntimeError("tests/js/node_modules is missing: run `make test`")
         proc = await asyncio.create_subprocess_exec(
-            "node", str(DRIVER), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            "node",
+            str(DRIVER),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=REPLY_LINE_BYTES,
         )
         return cls(proc)
 
