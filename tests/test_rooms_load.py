@@ -187,8 +187,10 @@ async def test_a_long_log_without_a_snapshot_loads_to_the_same_document(
 
 
 @pytest.mark.parametrize("rows_after", [0, 100])  # loaded on the loop, or in the child
+# The held update is the editor's first (its clocks start at 0), or follows one stored.
+@pytest.mark.parametrize("editor_wrote_before", [False, True])
 async def test_an_update_held_for_a_missing_one_survives_a_reload(
-    store: DocumentStore, rooms: RoomManager, rows_after: int
+    store: DocumentStore, rooms: RoomManager, rows_after: int, editor_wrote_before: bool
 ) -> None:
     """yrs keeps aside the structs of an update whose dependencies it has not seen, and
     a document's encoding leaves them out; loading from the log keeps them waiting, so
@@ -200,6 +202,11 @@ async def test_an_update_held_for_a_missing_one_survives_a_reload(
     with author.transaction():
         author.get("shots", type=Map)["S900"] = Map({"order": 900.0})
     missing = author.get_update(project.doc.get_state())
+    editor.apply_update(project.doc.get_update())
+    if editor_wrote_before:
+        before = editor.get_state()
+        editor.get("shots", type=Map)["S901"] = Map({"order": 901.0})
+        await store.append([PendingAppend("film", editor.get_update(before), "editor")])
     editor.apply_update(author.get_update())
     before = editor.get_state()
     editor.get("shots", type=Map)["S900"]["title"] = "held"  # needs `missing`

@@ -171,6 +171,7 @@ class StructSpan:
     start: int  # offset of its first byte in the update
     end: int
     needs: tuple[Id, ...]
+    skip: bool  # a gap a merged update leaves, not a struct
 
 
 def struct_spans(update: bytes) -> tuple[dict[int, list[StructSpan]], int]:
@@ -194,13 +195,24 @@ def struct_spans(update: bytes) -> tuple[dict[int, list[StructSpan]], int]:
                 item = _item(reader, client, clock, info, kind)
                 length = item.length
                 needs = tuple(i for i in (item.origin, item.right_origin, item.parent_id) if i)
-            spans.append(StructSpan(clock, length, start, reader.pos, needs))
+            spans.append(StructSpan(clock, length, start, reader.pos, needs, kind == SKIP))
             clock += length
     delete_set = reader.pos
     read_delete_ranges(reader)
     if not reader.at_end():
         raise ProtocolError("trailing bytes after the delete set")
     return clients, delete_set
+
+
+def clock_ends(update: bytes) -> dict[int, int]:
+    """Each client's clock after its last struct in `update`: how far the state vector of
+    a Doc that integrated all of it has got. ProtocolError if it does not read."""
+    ends = {}
+    for client, spans in struct_spans(update)[0].items():
+        structs = [span for span in spans if not span.skip]
+        if structs:
+            ends[client] = structs[-1].clock + structs[-1].length
+    return ends
 
 
 def struct_count(update: bytes) -> int | None:
