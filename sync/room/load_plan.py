@@ -65,12 +65,12 @@ async def planned(stored: StoredDocument, planner: Planner) -> tuple[bytes, Load
     """The document's encoding and its plan. CorruptDocument if an update does not apply."""
     updates = parts(stored)
     encoded = stored.snapshot is not None and not stored.tail
+    snapshot = stored.snapshot
+    tail = updates[1:] if snapshot else updates  # a snapshot, an encoding, holds nothing back
     if len(updates) <= SMALL_ROWS and sum(len(update) for _, update in updates) <= CHUNK_BYTES:
         doc = replayed(updates)
         state = updates[0][1] if encoded else doc.get_update()
-        return state, _plan(doc, state, CHUNK_BYTES, updates)
-    snapshot = stored.snapshot
-    tail = updates[1:] if snapshot else updates
+        return state, _plan(doc, state, CHUNK_BYTES, tail)
     async with scratch_file("blackboard-load-") as path:
         if snapshot is not None:  # else the child only writes the document's encoding
             await asyncio.to_thread(path.write_bytes, snapshot.state)
