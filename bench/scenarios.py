@@ -655,6 +655,7 @@ async def busy_room(ctx: Context, kind: ServerKind) -> list[Case]:
 STALL_PHASES = {
     "quiet": "nothing else",
     "load": "a client joins a cold {size} document",
+    "join": "a fresh client joins that {size} document after a change",
     "compact": "a {size} document compacts",
 }
 

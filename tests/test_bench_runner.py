@@ -76,7 +76,8 @@ def _row(section: str, case: str, figure: str) -> list[str]:
 
 def test_quick_busy_room_and_no_stall(tmp_path: Path) -> None:
     """The two per-update scenarios: a busy room beside y-websocket, and a busy room's
-    deliveries while another room loads and compacts (Blackboard only), with goals."""
+    deliveries while another room loads, is joined after a change and compacts
+    (Blackboard only), with goals."""
     results = tmp_path / "RESULTS.md"
     _bench(results, "--servers", "blackboard,y-websocket", "--scenarios", "busy_room,no_stall")
     section = results.read_text()
@@ -87,7 +88,11 @@ def test_quick_busy_room_and_no_stall(tmp_path: Path) -> None:
         assert number.match(bb) and number.match(yws), (bb, yws)
         assert _row(section, case, "delivered %")[0] == "100"
     busy = "busy room (500 updates/s, 2 observers) while "
-    for event in ("nothing else", "a client joins a cold 2 MB document"):
+    for event in (
+        "nothing else",
+        "a client joins a cold 2 MB document",
+        "a fresh client joins that 2 MB document after a change",
+    ):
         bb, yws = _row(section, busy + event, "delivery p99 ms")
         assert number.match(bb) and yws == "-", (bb, yws)
     compaction_ms, _ = _row(section, busy + "a 2 MB document compacts", "load / compaction ms")

@@ -28,6 +28,7 @@ from bench.loadgen.wire import Framing
 CONNECT_CONCURRENCY = 64
 DRAIN_S = 1.0  # after a phase, for in-flight deliveries to land
 SYNC_TIMEOUT_S = 120.0
+CHANGE_SETTLE_S = 0.5  # for one update sent on another socket to be applied
 
 
 class Target:
@@ -425,6 +426,7 @@ async def no_stall(spec: dict[str, Any], control: Control) -> None:
     stream = UpdateStream(0, math.ceil(rate * 3600))
     tasks = [asyncio.create_task(every(1 / rate, writer_task(writer, stream, deliveries)))]
     loader = target.client(spec["load_room"])
+    joiner = target.client(spec["load_room"])
     compactor = target.client(spec["compact_room"])
     http = httpx.AsyncClient(base_url=spec["http_url"], timeout=SYNC_TIMEOUT_S)
 
@@ -434,6 +436,14 @@ async def no_stall(spec: dict[str, Any], control: Control) -> None:
     async def load() -> float:
         await loader.connect()
         return loader.sync_time_ns / 1e6
+
+    async def join() -> float:
+        """A fresh client joins the loaded document after a change to it: the server has
+        no step 2 for it at hand, and must not encode the document on its loop."""
+        await loader.send_update(UpdateStream(3, 1).stamped(0))
+        await asyncio.sleep(CHANGE_SETTLE_S)  # applied before the joiner asks
+        await joiner.connect()
+        return joiner.sync_time_ns / 1e6
 
     async def compact() -> float:
         """The server's own duration of the compaction this update sets off (polled
@@ -447,7 +457,7 @@ async def no_stall(spec: dict[str, Any], control: Control) -> None:
                 return (now_seconds - seconds) * 1e3
         return math.nan  # not done within the window
 
-    events = {"quiet": nothing, "load": load, "compact": compact}
+    events = {"quiet": nothing, "load": load, "join": join, "compact": compact}
     async with running(tasks):
         await asyncio.sleep(float(spec["warmup_s"]))
         for phase, event in events.items():
@@ -474,7 +484,7 @@ async def no_stall(spec: dict[str, Any], control: Control) -> None:
             )
             control.done(phase, data)
     await http.aclose()
-    await close_all([writer, *observers, loader, compactor])
+    await close_all([writer, *observers, loader, joiner, compactor])
 
 
 async def soak(spec: dict[str, Any], control: Control) -> None:
