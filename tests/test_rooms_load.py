@@ -33,7 +33,7 @@ from blackboard.sync.rules.lattice import LatticeTracker
 from blackboard.sync.wire.protocol import SyncMessage, SyncType, decode_message, sync_step1
 from blackboard.sync.wire.yjs_encoding import EMPTY_STATE_VECTOR
 from tests.support.api import eventually
-from tests.support.live_room import drained, memory_connection
+from tests.support.live_room import drained, memory_connection, recorded_encodes
 from tests.test_compaction_fencing import Project
 
 SHOTS = 6000  # about 2 MB: 30 chunks
@@ -147,19 +147,12 @@ async def test_a_big_snapshot_and_its_tail_load_to_the_same_document(
     assert len(room.step2_cache) == 0  # the document's encoding is not the snapshot
 
     # The load's encoding answers a fresh joiner: the live document is not encoded again.
-    encoded: list[Doc] = []
-    get_update = Doc.get_update
-
-    def recording(doc: Doc, state: bytes | None = None) -> bytes:
-        encoded.append(doc)
-        return get_update(doc, state)
-
-    monkeypatch.setattr(Doc, "get_update", recording)
+    encodes = recorded_encodes(monkeypatch, room.doc)
     connection = memory_connection()
     room.join(connection)
     room.receive(connection, sync_step1(EMPTY_STATE_VECTOR))
     await drained(connection)
-    assert room.doc not in encoded
+    assert encodes == []
     joiner = Doc()
     for message in map(decode_message, connection.channel.take()):
         if isinstance(message, SyncMessage) and message.kind == SyncType.STEP2:

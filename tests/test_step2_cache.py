@@ -11,7 +11,7 @@ from blackboard.sync.room import fresh_join, step2_cache
 from blackboard.sync.room.room import Room
 from blackboard.sync.wire.protocol import SyncMessage, SyncType, decode_message, sync_step1
 from blackboard.sync.wire.yjs_encoding import EMPTY_STATE_VECTOR
-from tests.support.live_room import drained, live_room, memory_connection
+from tests.support.live_room import drained, live_room, memory_connection, recorded_encodes
 
 
 def _put(doc: Doc, shot_id: str, fields: dict[str, str]) -> None:
@@ -80,20 +80,6 @@ async def test_a_room_loaded_from_a_snapshot_alone_answers_a_fresh_joiner_with_i
         assert joiner.get("shots", type=Map).to_py() == {"S1": {"title": "kept"}}
 
 
-def _encodes(monkeypatch: pytest.MonkeyPatch, doc: Doc) -> list[bytes | None]:
-    """The state vectors `doc` is asked to encode for from now on."""
-    asked: list[bytes | None] = []
-    get_update = Doc.get_update
-
-    def recording(self: Doc, state: bytes | None = None) -> bytes:
-        if self is doc:
-            asked.append(state)
-        return get_update(self, state)
-
-    monkeypatch.setattr(Doc, "get_update", recording)
-    return asked
-
-
 async def _fresh_join(room: Room) -> list[SyncMessage]:
     """The sync messages a joiner with an empty Doc is sent, but the server's step 1."""
     connection = memory_connection()
@@ -128,7 +114,7 @@ async def test_a_fresh_joiner_of_a_big_document_gets_the_changes_then_a_kept_enc
         room.server_write(lambda doc: doc.get("shots", type=Map).pop("S2"))
         room.server_write(lambda doc: doc.get("shots", type=Map)["S3"].update({"notes": "new"}))
 
-        encodes = _encodes(monkeypatch, room.doc)
+        encodes = recorded_encodes(monkeypatch, room.doc)
         for _ in range(2):  # the second joiner gets the same frames
             changes, step2 = await _fresh_join(room)
             assert (changes.kind, step2.kind) == (SyncType.UPDATE, SyncType.STEP2)
@@ -162,6 +148,6 @@ async def test_a_small_document_is_encoded_for_each_fresh_joiner_after_a_change(
         room.server_write(lambda doc: _put(doc, "S1", {"title": "small"}))
         await _fresh_join(room)
         room.server_write(lambda doc: _put(doc, "S2", {"title": "more"}))
-        encodes = _encodes(monkeypatch, room.doc)
+        encodes = recorded_encodes(monkeypatch, room.doc)
         (step2,) = await _fresh_join(room)
         assert step2.kind == SyncType.STEP2 and encodes == [EMPTY_STATE_VECTOR]

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from pycrdt import Doc
+
 from blackboard.persistence.compaction_worker import CompactionWorker
 from blackboard.persistence.corrections import CorrectionStore
 from blackboard.persistence.document_store import DocumentStore
@@ -148,3 +151,17 @@ async def drained(connection: Connection, rounds: int = 1000) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("the connection did not drain")
+
+
+def recorded_encodes(monkeypatch: pytest.MonkeyPatch, doc: Doc) -> list[bytes | None]:
+    """The state vectors `doc` is asked to encode for (`Doc.get_update`) from now on."""
+    asked: list[bytes | None] = []
+    get_update = Doc.get_update
+
+    def recording(self: Doc, state: bytes | None = None) -> bytes:
+        if self is doc:
+            asked.append(state)
+        return get_update(self, state)
+
+    monkeypatch.setattr(Doc, "get_update", recording)
+    return asked
