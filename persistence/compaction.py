@@ -15,24 +15,37 @@ covering it is committed; a crashed holder's fence simply expires).
 
 The new snapshot's status-epochs record is the loaded one: the old snapshot's followed
 by every merged row's, so the lattices rebuild the same after a reload.
+
+A row whose update waits for one the log does not have yet (yrs keeps its structs
+aside) would be left out of the snapshot, an encoding, and lost when the missing update
+arrives. With `held` (which rows a document at a state vector keeps aside: the sync
+layer's struct reader), compaction skips while such a row is younger than the
+retention, and after that long, when its update is not coming, drops it with an error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from blackboard.persistence.clock import utc_now
 from blackboard.persistence.errors import ProjectNotFound
 from blackboard.persistence.fence import FenceLost, Fences
-from blackboard.persistence.records import Snapshot
+from blackboard.persistence.records import Snapshot, StoredDocument
 from blackboard.persistence.replay import Folder, fold_in_thread, parts
 from blackboard.persistence.store import Store
 
+log = logging.getLogger(__name__)
+
 DEFAULT_LEASE = timedelta(seconds=120)
+# Which of the updates a document at the state vector keeps aside, by index
+# (`blackboard.sync.wire.yjs_structs.held_back`, off the event loop).
+HeldCheck = Callable[[bytes, list[bytes]], Awaitable[list[int]]]
 
 
 @dataclass(frozen=True)
@@ -42,7 +55,7 @@ class CompactionResult:
     merged_rows: int
     snapshot_bytes: int
     pruned_rows: int
-    skipped: str | None = None  # why nothing was done (another compactor had it)
+    skipped: str | None = None  # why nothing was done (another compactor had it, say)
 
 
 def compaction_fence(project_id: str) -> str:
@@ -63,6 +76,7 @@ async def compact(
     lease_ttl: timedelta = DEFAULT_LEASE,
     holder: str | None = None,
     folder: Folder = fold_in_thread,
+    held: HeldCheck | None = None,
 ) -> CompactionResult:
     if await store.get_project(project_id) is None:
         raise ProjectNotFound(project_id)
@@ -78,6 +92,21 @@ async def compact(
             state, state_vector = await asyncio.wait_for(
                 folder(parts(stored)), lease_ttl.total_seconds()
             )
+            if held is not None:
+                waiting = [stored.tail[i] for i in await held(state_vector, _updates(stored))]
+                if waiting and utc_now() - waiting[-1].created_at < retention:
+                    return _skipped(
+                        project_id,
+                        f"log row {waiting[0].seq} waits for an update the log does not have",
+                    )
+                for entry in waiting:
+                    log.error(
+                        "compaction of %s drops log row %d: the update it waits for did not"
+                        " come within the retention",
+                        project_id,
+                        entry.seq,
+                        extra={"project_id": project_id},
+                    )
             snapshot = Snapshot(stored.seq, state, state_vector, utc_now(), stored.status_epochs)
             try:
                 await store.save_snapshot(project_id, snapshot, fence=token)
@@ -88,6 +117,10 @@ async def compact(
     finally:
         await fences.release(token)
     return CompactionResult(project_id, stored.seq, len(stored.tail), snapshot_bytes, pruned)
+
+
+def _updates(stored: StoredDocument) -> list[bytes]:
+    return [entry.update for entry in stored.tail]
 
 
 def _skipped(project_id: str, reason: str) -> CompactionResult:

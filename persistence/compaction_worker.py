@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from blackboard.persistence.compaction import DEFAULT_LEASE, CompactionResult, compact
+from blackboard.persistence.compaction import DEFAULT_LEASE, CompactionResult, HeldCheck, compact
 from blackboard.persistence.replay import Folder, fold_in_thread
 from blackboard.persistence.store import Store
 from blackboard.persistence.tasks import cancel_and_wait
@@ -24,11 +24,13 @@ class CompactionWorker:
         retention: timedelta,
         lease_ttl: timedelta = DEFAULT_LEASE,
         folder: Folder = fold_in_thread,  # the server's: its DocWorker's child process
+        held: HeldCheck | None = None,  # see `compaction`: the server's, in that child
     ) -> None:
         self.store = store
         self.retention = retention
         self.lease_ttl = lease_ttl
         self.folder = folder
+        self.held = held
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -58,6 +60,7 @@ class CompactionWorker:
                 self.retention,
                 lease_ttl=self.lease_ttl,
                 folder=self.folder,
+                held=self.held,
             )
             for hook in self.on_done:
                 hook(result, time.perf_counter() - started)

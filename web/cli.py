@@ -20,6 +20,7 @@ from blackboard.schemas.document import is_valid_id
 from blackboard.schemas.migration_files import migrations_for
 from blackboard.schemas.money import BadAmount, is_currency, parse_amount
 from blackboard.sync.projects.creation import create_project
+from blackboard.sync.wire.yjs_structs import held_back
 from blackboard.web import archive_cli
 from blackboard.web.gc_tuning import tune_for_serving
 from blackboard.web.logs import configure
@@ -219,6 +220,11 @@ async def _create(store: Store, args: argparse.Namespace) -> None:
     print(f"created {record.project_id}")
 
 
+async def _held_in_thread(state_vector: bytes, updates: list[bytes]) -> list[int]:
+    """`compaction.HeldCheck` for the CLI, which has no event loop to protect."""
+    return await asyncio.to_thread(held_back, state_vector, updates)
+
+
 async def _compact(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     from datetime import timedelta
 
@@ -234,7 +240,7 @@ async def _compact(store: Store, settings: Settings, args: argparse.Namespace) -
         bar = progress.add_task("compacting", total=len(ids))
         for project_id in ids:
             try:
-                result = await compact(store, project_id, retention)
+                result = await compact(store, project_id, retention, held=_held_in_thread)
             except ProjectNotFound as exc:
                 _fail(str(exc))
             if result.skipped:

@@ -34,6 +34,7 @@ from blackboard.sync.room.load_plan import plan_load
 from blackboard.sync.room.metrics import ServerMetrics
 from blackboard.sync.room.rooms import RoomManager, RoomPolicy
 from blackboard.sync.rules.correction_recorder import CorrectionRecorder
+from blackboard.sync.wire.yjs_structs import held_back
 from blackboard.web.loop_lag import LoopLagSampler
 from blackboard.web.settings import Settings
 
@@ -66,7 +67,10 @@ class Services:
         update_log = UpdateLog(store, max_pending_bytes=settings.limits.max_pending_log_bytes)
         doc_worker = DocWorker()
         compactor = CompactionWorker(
-            store, timedelta(seconds=settings.history_retention_s), folder=doc_worker.fold
+            store,
+            timedelta(seconds=settings.history_retention_s),
+            folder=doc_worker.fold,
+            held=partial(doc_worker.run, held_back),
         )
         ledger = BudgetLedger(store.db, key_retention_s=settings.idempotency_ttl_s)
         leases = LeaseStore(store.db)

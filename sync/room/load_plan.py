@@ -26,8 +26,7 @@ from blackboard.persistence.scratch import scratch_file
 from blackboard.sync.rules.lattice import Shown, shown_entries
 from blackboard.sync.wire.protocol import ProtocolError
 from blackboard.sync.wire.yjs_chunks import ChunkLayout, chunk_layout, in_chunks
-from blackboard.sync.wire.yjs_encoding import decode_state_vector
-from blackboard.sync.wire.yjs_structs import clock_ends
+from blackboard.sync.wire.yjs_structs import held_back
 
 # A chunk applies to a Doc in about 0.2 ms and its lattice fields index in about 2 ms:
 # the longest step of a load between two turns of the event loop.
@@ -101,19 +100,5 @@ def _plan(doc: Doc, state: bytes, max_bytes: int, updates: Parts) -> LoadPlan:
         layout = chunk_layout(state, max_bytes)
     except ProtocolError:
         layout = None
-    return LoadPlan(layout, shown_entries(doc), _holds_back(doc, updates))
-
-
-def _holds_back(doc: Doc, updates: Parts) -> bool:
-    """Whether `doc` keeps structs of `updates` aside: some update reaches further in a
-    client's clock than the document does. (A state vector read from the update, as
-    `get_state` gives, leaves out every client whose structs there do not start at 0.)"""
-    have = decode_state_vector(doc.get_state())
-    for _, update in updates:
-        try:
-            ends = clock_ends(update)
-        except ProtocolError:  # this reader cannot tell: apply the rows as stored too
-            return True
-        if any(end > have.get(client, 0) for client, end in ends.items()):
-            return True
-    return False
+    held = held_back(doc.get_state(), [update for _, update in updates])
+    return LoadPlan(layout, shown_entries(doc), bool(held))

@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from blackboard.sync.wire.protocol import MAX_VARUINT_BYTES, ProtocolError, Reader
-from blackboard.sync.wire.yjs_encoding import DeleteRange, read_delete_ranges
+from blackboard.sync.wire.yjs_encoding import DeleteRange, decode_state_vector, read_delete_ranges
 
 Id = tuple[int, int]  # (client, clock)
 
@@ -213,6 +214,24 @@ def clock_ends(update: bytes) -> dict[int, int]:
         if structs:
             ends[client] = structs[-1].clock + structs[-1].length
     return ends
+
+
+def held_back(state_vector: bytes, updates: Sequence[bytes]) -> list[int]:
+    """Which of `updates` a Doc at `state_vector` that has applied them all keeps structs
+    of aside, waiting for an update it has not seen: those reaching further in a client's
+    clock than it does (one this reader cannot read counts as held). A state vector read
+    from an update (`get_state`) would miss every client not starting there at clock 0."""
+    have = decode_state_vector(state_vector)
+    held = []
+    for index, update in enumerate(updates):
+        try:
+            ends = clock_ends(update)
+        except ProtocolError:
+            held.append(index)
+            continue
+        if any(end > have.get(client, 0) for client, end in ends.items()):
+            held.append(index)
+    return held
 
 
 def struct_count(update: bytes) -> int | None:

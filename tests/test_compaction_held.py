@@ -1,0 +1,97 @@
+"""Compaction and an update that waits for one the log does not have yet: yrs keeps its
+structs aside and a snapshot (the document's encoding) would leave them out, so the
+update would never show once the missing one arrived. Both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from functools import partial
+
+import pytest
+from pycrdt import Doc, Map
+
+from blackboard.persistence.compaction import compact
+from blackboard.persistence.doc_worker import DocWorker
+from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.records import PendingAppend
+from blackboard.persistence.replay import replay
+from blackboard.schemas.views import doc_to_json
+from blackboard.sync.wire.yjs_structs import held_back
+from tests.test_compaction_fencing import Project, snapshot_count
+
+pytestmark = pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+
+
+async def _held_in_thread(state_vector: bytes, updates: list[bytes]) -> list[int]:
+    return await asyncio.to_thread(held_back, state_vector, updates)
+
+
+async def _log_with_a_held_update(store: DocumentStore) -> bytes:
+    """A project whose log holds an editor's update that needs `missing` (returned),
+    after the editor's own earlier update and before more rows."""
+    project = Project(store)
+    await project.create()
+    author, editor = Doc(client_id=7), Doc(client_id=8)
+    author.apply_update(project.doc.get_update())
+    with author.transaction():
+        author.get("shots", type=Map)["S900"] = Map({"order": 900.0})
+    missing = author.get_update(project.doc.get_state())
+    editor.apply_update(project.doc.get_update())
+    before = editor.get_state()
+    editor.get("shots", type=Map)["S901"] = Map({"order": 901.0})
+    await store.append([PendingAppend("film", editor.get_update(before), "editor")])
+    editor.apply_update(author.get_update())
+    before = editor.get_state()
+    editor.get("shots", type=Map)["S900"]["title"] = "held"  # needs `missing`
+    await store.append([PendingAppend("film", editor.get_update(before), "editor")])
+    await project.write(3)
+    return missing
+
+
+async def test_a_held_update_waits_out_compaction_and_shows_once_it_can(
+    store: DocumentStore,
+) -> None:
+    missing = await _log_with_a_held_update(store)
+    result = await compact(store, "film", timedelta(days=1), held=_held_in_thread)
+    assert result.skipped is not None and "waits for an update" in result.skipped
+    assert await snapshot_count(store) == 0  # the log is as it was
+
+    await store.append([PendingAppend("film", missing, "author")])
+    result = await compact(store, "film", timedelta(days=1), held=_held_in_thread)
+    assert result.skipped is None and await snapshot_count(store) == 1
+    shots = doc_to_json(replay(await store.load("film")))["shots"]
+    assert shots["S900"] == {"order": 900.0, "title": "held"}
+    assert shots["S901"] == {"order": 901.0}
+
+
+async def test_a_held_update_older_than_the_retention_is_dropped_with_an_error(
+    store: DocumentStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its update did not come in all that time: compaction goes on, and says what it
+    drops (the document never showed it)."""
+    await _log_with_a_held_update(store)
+    with caplog.at_level(logging.ERROR, logger="blackboard.persistence.compaction"):
+        result = await compact(store, "film", timedelta(0), held=_held_in_thread)
+    assert result.skipped is None and await snapshot_count(store) == 1
+    assert "drops log row 3" in caplog.text
+    assert "S900" not in doc_to_json(replay(await store.load("film")))["shots"]
+
+
+async def test_the_servers_check_runs_in_its_document_worker(store: DocumentStore) -> None:
+    """As `web.services` wires it: the fold and the check both in the child."""
+    await _log_with_a_held_update(store)
+    worker = DocWorker()
+    worker.start()
+    try:
+        result = await compact(
+            store,
+            "film",
+            timedelta(days=1),
+            folder=worker.fold,
+            held=partial(worker.run, held_back),
+        )
+    finally:
+        await worker.stop()
+    assert result.skipped is not None and "log row 3 waits" in result.skipped
