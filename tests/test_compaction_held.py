@@ -28,9 +28,10 @@ async def _held_in_thread(state_vector: bytes, updates: list[bytes]) -> list[int
     return await asyncio.to_thread(held_back, state_vector, updates)
 
 
-async def _log_with_a_held_update(store: DocumentStore) -> bytes:
+async def _log_with_a_held_update(store: DocumentStore, deletion: bool = False) -> bytes:
     """A project whose log holds an editor's update that needs `missing` (returned),
-    after the editor's own earlier update and before more rows."""
+    after the editor's own earlier update and before more rows: a write into the shot
+    `missing` adds, or (`deletion`) that shot's removal, a delete set and no struct."""
     project = Project(store)
     await project.create()
     author, editor = Doc(client_id=7), Doc(client_id=8)
@@ -44,16 +45,20 @@ async def _log_with_a_held_update(store: DocumentStore) -> bytes:
     await store.append([PendingAppend("film", editor.get_update(before), "editor")])
     editor.apply_update(author.get_update())
     before = editor.get_state()
-    editor.get("shots", type=Map)["S900"]["title"] = "held"  # needs `missing`
+    if deletion:
+        del editor.get("shots", type=Map)["S900"]
+    else:
+        editor.get("shots", type=Map)["S900"]["title"] = "held"  # needs `missing`
     await store.append([PendingAppend("film", editor.get_update(before), "editor")])
     await project.write(3)
     return missing
 
 
+@pytest.mark.parametrize("deletion", [False, True])
 async def test_a_held_update_waits_out_compaction_and_shows_once_it_can(
-    store: DocumentStore,
+    store: DocumentStore, deletion: bool
 ) -> None:
-    missing = await _log_with_a_held_update(store)
+    missing = await _log_with_a_held_update(store, deletion)
     result = await compact(store, "film", timedelta(days=1), held=_held_in_thread)
     assert result.skipped is not None and "waits for an update" in result.skipped
     assert await snapshot_count(store) == 0  # the log is as it was
@@ -62,7 +67,10 @@ async def test_a_held_update_waits_out_compaction_and_shows_once_it_can(
     result = await compact(store, "film", timedelta(days=1), held=_held_in_thread)
     assert result.skipped is None and await snapshot_count(store) == 1
     shots = doc_to_json(replay(await store.load("film")))["shots"]
-    assert shots["S900"] == {"order": 900.0, "title": "held"}
+    if deletion:
+        assert "S900" not in shots
+    else:
+        assert shots["S900"] == {"order": 900.0, "title": "held"}
     assert shots["S901"] == {"order": 901.0}
 
 

@@ -206,13 +206,17 @@ def struct_spans(update: bytes) -> tuple[dict[int, list[StructSpan]], int]:
 
 
 def clock_ends(update: bytes) -> dict[int, int]:
-    """Each client's clock after its last struct in `update`: how far the state vector of
-    a Doc that integrated all of it has got. ProtocolError if it does not read."""
+    """How far in each client's clock a Doc must have got to hold all of `update`: past
+    its last struct (a skip, a gap a merged update leaves, is none) and past every item
+    its delete set names. ProtocolError if it does not read."""
+    spans, delete_set = struct_spans(update)
     ends = {}
-    for client, spans in struct_spans(update)[0].items():
-        structs = [span for span in spans if not span.skip]
+    for client, runs in spans.items():
+        structs = [span for span in runs if not span.skip]
         if structs:
             ends[client] = structs[-1].clock + structs[-1].length
+    for deleted in decode_delete_set(update[delete_set:]):
+        ends[deleted.client] = max(ends.get(deleted.client, 0), deleted.end)
     return ends
 
 
