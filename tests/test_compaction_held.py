@@ -10,7 +10,6 @@ from datetime import timedelta
 from functools import partial
 
 import pytest
-from pycrdt import Doc, Map
 
 from blackboard.persistence.compaction import compact
 from blackboard.persistence.doc_worker import DocWorker
@@ -19,7 +18,8 @@ from blackboard.persistence.records import PendingAppend
 from blackboard.persistence.replay import replay
 from blackboard.schemas.views import doc_to_json
 from blackboard.sync.wire.yjs_structs import held_back
-from tests.test_compaction_fencing import Project, snapshot_count
+from tests.support.held_update import log_with_a_held_update
+from tests.test_compaction_fencing import snapshot_count
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
 
@@ -28,37 +28,11 @@ async def _held_in_thread(state_vector: bytes, updates: list[bytes]) -> list[int
     return await asyncio.to_thread(held_back, state_vector, updates)
 
 
-async def _log_with_a_held_update(store: DocumentStore, deletion: bool = False) -> bytes:
-    """A project whose log holds an editor's update that needs `missing` (returned),
-    after the editor's own earlier update and before more rows: a write into the shot
-    `missing` adds, or (`deletion`) that shot's removal, a delete set and no struct."""
-    project = Project(store)
-    await project.create()
-    author, editor = Doc(client_id=7), Doc(client_id=8)
-    author.apply_update(project.doc.get_update())
-    with author.transaction():
-        author.get("shots", type=Map)["S900"] = Map({"order": 900.0})
-    missing = author.get_update(project.doc.get_state())
-    editor.apply_update(project.doc.get_update())
-    before = editor.get_state()
-    editor.get("shots", type=Map)["S901"] = Map({"order": 901.0})
-    await store.append([PendingAppend("film", editor.get_update(before), "editor")])
-    editor.apply_update(author.get_update())
-    before = editor.get_state()
-    if deletion:
-        del editor.get("shots", type=Map)["S900"]
-    else:
-        editor.get("shots", type=Map)["S900"]["title"] = "held"  # needs `missing`
-    await store.append([PendingAppend("film", editor.get_update(before), "editor")])
-    await project.write(3)
-    return missing
-
-
 @pytest.mark.parametrize("deletion", [False, True])
 async def test_a_held_update_waits_out_compaction_and_shows_once_it_can(
     store: DocumentStore, deletion: bool
 ) -> None:
-    missing = await _log_with_a_held_update(store, deletion)
+    missing = await log_with_a_held_update(store, deletion=deletion)
     result = await compact(store, "film", timedelta(days=1), held=_held_in_thread)
     assert result.skipped is not None and "waits for an update" in result.skipped
     assert await snapshot_count(store) == 0  # the log is as it was
@@ -79,7 +53,7 @@ async def test_a_held_update_older_than_the_retention_is_dropped_with_an_error(
 ) -> None:
     """Its update did not come in all that time: compaction goes on, and says what it
     drops (the document never showed it)."""
-    await _log_with_a_held_update(store)
+    await log_with_a_held_update(store)
     with caplog.at_level(logging.ERROR, logger="blackboard.persistence.compaction"):
         result = await compact(store, "film", timedelta(0), held=_held_in_thread)
     assert result.skipped is None and await snapshot_count(store) == 1
@@ -89,7 +63,7 @@ async def test_a_held_update_older_than_the_retention_is_dropped_with_an_error(
 
 async def test_the_servers_check_runs_in_its_document_worker(store: DocumentStore) -> None:
     """As `web.services` wires it: the fold and the check both in the child."""
-    await _log_with_a_held_update(store)
+    await log_with_a_held_update(store)
     worker = DocWorker()
     worker.start()
     try:

@@ -33,6 +33,7 @@ from blackboard.sync.rules.lattice import LatticeTracker
 from blackboard.sync.wire.protocol import SyncMessage, SyncType, decode_message, sync_step1
 from blackboard.sync.wire.yjs_encoding import EMPTY_STATE_VECTOR
 from tests.support.api import eventually
+from tests.support.held_update import log_with_a_held_update
 from tests.support.live_room import drained, memory_connection, recorded_encodes
 from tests.test_compaction_fencing import Project
 
@@ -188,24 +189,9 @@ async def test_an_update_held_for_a_missing_one_survives_a_reload(
     """yrs keeps aside the structs of an update whose dependencies it has not seen, and
     a document's encoding leaves them out; loading from the log keeps them waiting, so
     they show once the missing update arrives, as they would have without the reload."""
-    project = Project(store)
-    await project.create()
-    author, editor = Doc(client_id=7), Doc(client_id=8)
-    author.apply_update(project.doc.get_update())
-    with author.transaction():
-        author.get("shots", type=Map)["S900"] = Map({"order": 900.0})
-    missing = author.get_update(project.doc.get_state())
-    editor.apply_update(project.doc.get_update())
-    if editor_wrote_before:
-        before = editor.get_state()
-        editor.get("shots", type=Map)["S901"] = Map({"order": 901.0})
-        await store.append([PendingAppend("film", editor.get_update(before), "editor")])
-    editor.apply_update(author.get_update())
-    before = editor.get_state()
-    editor.get("shots", type=Map)["S900"]["title"] = "held"  # needs `missing`
-    held = editor.get_update(before)
-    await store.append([PendingAppend("film", held, "editor")])
-    await project.write(rows_after)
+    missing = await log_with_a_held_update(
+        store, editor_wrote_before=editor_wrote_before, rows_after=rows_after
+    )
 
     room = await rooms.get("film")
     assert "S900" not in doc_to_json(room.doc)["shots"]
