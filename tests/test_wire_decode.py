@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pycrdt import Doc, Map
 
+from blackboard.sync.wire import yjs_structs
 from blackboard.sync.wire.protocol import (
     ProtocolError,
     SyncMessage,
@@ -40,3 +42,27 @@ def test_any_frame_decodes_or_raises_a_protocol_error(frame: bytes) -> None:
 def test_bad_sync_frames_are_refused(frame: bytes) -> None:
     with pytest.raises(ProtocolError):
         decode_message(frame)
+
+
+def test_an_update_the_struct_reader_cannot_read_is_judged_by_its_state_vector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counting it held would stop compaction for nothing; yrs's state vector of it still
+    tells a held first update of a client (fault injected: every update here reads)."""
+    author, editor = Doc(client_id=7), Doc(client_id=8)
+    author.get("shots", type=Map)["S1"] = Map({"order": 1.0})
+    editor.apply_update(author.get_update())
+    before = editor.get_state()
+    editor.get("shots", type=Map)["S1"]["title"] = "held"  # needs the author's update
+    held, integrated = editor.get_update(before), author.get_update()
+    server = Doc()
+    server.apply_update(held)  # kept aside: the author's update is missing
+    assert yjs_structs.held_back(server.get_state(), [held]) == [0]
+
+    def unreadable(update: bytes) -> dict[int, int]:
+        raise ProtocolError("a content kind this reader does not know")
+
+    monkeypatch.setattr(yjs_structs, "clock_ends", unreadable)
+    assert yjs_structs.held_back(server.get_state(), [held]) == [0]
+    server.apply_update(integrated)
+    assert yjs_structs.held_back(server.get_state(), [integrated, held]) == []

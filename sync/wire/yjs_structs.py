@@ -21,6 +21,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pycrdt import get_state
+
 from blackboard.sync.wire.protocol import MAX_VARUINT_BYTES, ProtocolError, Reader
 from blackboard.sync.wire.yjs_encoding import DeleteRange, decode_state_vector, read_delete_ranges
 
@@ -223,16 +225,16 @@ def clock_ends(update: bytes) -> dict[int, int]:
 def held_back(state_vector: bytes, updates: Sequence[bytes]) -> list[int]:
     """Which of `updates` a Doc at `state_vector` that has applied them all keeps structs
     of aside, waiting for an update it has not seen: those reaching further in a client's
-    clock than it does (one this reader cannot read counts as held). A state vector read
-    from an update (`get_state`) would miss every client not starting there at clock 0."""
+    clock than it does. yrs's state vector of an update (`get_state`) misses every client
+    not starting there at clock 0: it stands in only for an update this reader cannot
+    read (counting that one as held would stop compaction for nothing)."""
     have = decode_state_vector(state_vector)
     held = []
     for index, update in enumerate(updates):
         try:
             ends = clock_ends(update)
         except ProtocolError:
-            held.append(index)
-            continue
+            ends = decode_state_vector(get_state(update))
         if any(end > have.get(client, 0) for client, end in ends.items()):
             held.append(index)
     return held
