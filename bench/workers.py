@@ -142,8 +142,8 @@ async def run_phases(
                     await w.say("skip")
                 continue
             procstat.reset_peak_rss(server_pid)
-            (user0, sys0), rss0, t0 = (
-                procstat.cpu_times(server_pid),
+            cpu0, rss0, t0 = (
+                procstat.tree_cpu_times(server_pid),
                 procstat.rss_bytes(server_pid),
                 time.monotonic(),
             )
@@ -159,21 +159,22 @@ async def run_phases(
                 await w.say("go")
             if window_s is not None:
                 await asyncio.sleep(window_s)
-                (user1, sys1), t1 = procstat.cpu_times(server_pid), time.monotonic()
+                cpu1, t1 = procstat.tree_cpu_times(server_pid), time.monotonic()
             done = [await w.event(phase_timeout) for w in workers]
             if window_s is None:
-                (user1, sys1), t1 = procstat.cpu_times(server_pid), time.monotonic()
+                cpu1, t1 = procstat.tree_cpu_times(server_pid), time.monotonic()
             sampler.cancel()
             if spy is not None and raw is not None:
                 await asyncio.wait_for(spy.wait(), 60)
                 if raw.exists():
                     raw.with_suffix(".summary").write_text(bench_profile.summary(raw))
             rss1 = procstat.rss_bytes(server_pid)
+            user, system = procstat.cpu_between(cpu0, cpu1)
             result = PhaseResult(
                 phase=phase,
                 wall_s=t1 - t0,
-                cpu_s=(user1 + sys1) - (user0 + sys0),
-                system_s=sys1 - sys0,
+                cpu_s=user + system,
+                system_s=system,
                 rss_start=rss0,
                 rss_end=rss1,
                 rss_peak=max(procstat.peak_rss_bytes(server_pid), rss1),
