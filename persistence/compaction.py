@@ -36,7 +36,7 @@ from datetime import timedelta
 from blackboard.persistence.clock import utc_now
 from blackboard.persistence.errors import ProjectNotFound
 from blackboard.persistence.fence import FenceLost, Fences
-from blackboard.persistence.records import Snapshot, StoredDocument
+from blackboard.persistence.records import Snapshot
 from blackboard.persistence.replay import Folder, fold_in_thread, parts
 from blackboard.persistence.store import Store
 
@@ -55,7 +55,7 @@ class CompactionResult:
     merged_rows: int
     snapshot_bytes: int
     pruned_rows: int
-    skipped: str | None = None  # why nothing was done (another compactor had it, say)
+    skipped: str | None = None  # why nothing was done (another compactor had it, a row waits)
 
 
 def compaction_fence(project_id: str) -> str:
@@ -93,7 +93,8 @@ async def compact(
                 folder(parts(stored)), lease_ttl.total_seconds()
             )
             if held is not None:
-                waiting = [stored.tail[i] for i in await held(state_vector, _updates(stored))]
+                updates = [entry.update for entry in stored.tail]
+                waiting = [stored.tail[i] for i in await held(state_vector, updates)]
                 if waiting and utc_now() - waiting[-1].created_at < retention:
                     return _skipped(
                         project_id,
@@ -117,10 +118,6 @@ async def compact(
     finally:
         await fences.release(token)
     return CompactionResult(project_id, stored.seq, len(stored.tail), snapshot_bytes, pruned)
-
-
-def _updates(stored: StoredDocument) -> list[bytes]:
-    return [entry.update for entry in stored.tail]
 
 
 def _skipped(project_id: str, reason: str) -> CompactionResult:

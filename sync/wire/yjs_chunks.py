@@ -58,7 +58,7 @@ def chunk_layout(update: bytes, max_bytes: int) -> ChunkLayout | None:
     applies whole, unread. ProtocolError if it does not read."""
     if len(update) <= max_bytes:
         return None
-    clients, delete_set = struct_spans(update)
+    clients, delete_set, _ = struct_spans(update)
     chunks: list[list[Run]] = []
     runs: dict[int, list[int]] = {}  # client -> [first clock, count, start, end]
     size = 0

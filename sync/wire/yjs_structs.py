@@ -20,6 +20,7 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pycrdt import get_state
 
@@ -177,7 +178,13 @@ class StructSpan:
     skip: bool  # a gap a merged update leaves, not a struct
 
 
-def struct_spans(update: bytes) -> tuple[dict[int, list[StructSpan]], int]:
+class Spans(NamedTuple):
+    clients: dict[int, list[StructSpan]]  # each client's structs, in the update's order
+    delete_set: int  # the offset of the delete set, which reads to the end
+    deleted: list[DeleteRange]
+
+
+def struct_spans(update: bytes) -> Spans:
     """Each client's structs, in the update's order, and the offset of its delete set
     (which must read to the end). A v1 struct carries no state from the one before it, so
     a run of spans is an update's body on its own. ProtocolError if it does not read."""
@@ -201,23 +208,23 @@ def struct_spans(update: bytes) -> tuple[dict[int, list[StructSpan]], int]:
             spans.append(StructSpan(clock, length, start, reader.pos, needs, kind == SKIP))
             clock += length
     delete_set = reader.pos
-    read_delete_ranges(reader)
+    deleted = read_delete_ranges(reader)
     if not reader.at_end():
         raise ProtocolError("trailing bytes after the delete set")
-    return clients, delete_set
+    return Spans(clients, delete_set, deleted)
 
 
 def clock_ends(update: bytes) -> dict[int, int]:
     """How far in each client's clock a Doc must have got to hold all of `update`: past
     its last struct (a skip, a gap a merged update leaves, is none) and past every item
     its delete set names. ProtocolError if it does not read."""
-    spans, delete_set = struct_spans(update)
+    spans = struct_spans(update)
     ends = {}
-    for client, runs in spans.items():
+    for client, runs in spans.clients.items():
         structs = [span for span in runs if not span.skip]
         if structs:
             ends[client] = structs[-1].clock + structs[-1].length
-    for deleted in decode_delete_set(update[delete_set:]):
+    for deleted in spans.deleted:
         ends[deleted.client] = max(ends.get(deleted.client, 0), deleted.end)
     return ends
 
