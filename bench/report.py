@@ -16,6 +16,7 @@ START = "<!-- peer-comparison:start -->"
 END = "<!-- peer-comparison:end -->"
 HEADING = "## Peer comparison"
 BASELINE = "blackboard"
+FLOOR = "floor"  # no document at all: `bench/peers/bare_relay.py`
 
 Outcome = list[Case] | str  # the cases, or why the scenario failed on that server
 
@@ -130,6 +131,18 @@ def _number(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def _floor(record: RunRecord, scenario: str, case_prefix: str, said: dict[str, str]) -> str:
+    """The bare relay's figures of the same case (`bench/peers/bare_relay.py`), if it
+    ran: what the sockets alone allow on this machine. `said`: each figure's key and how
+    to say it, "{}" standing for the value."""
+    values = {key: _figure(record, scenario, case_prefix, key, FLOOR) for key in said}
+    if all(value is None for value in values.values()):
+        return ""
+    return "; the floor (a bare relay): " + ", ".join(
+        text.format(_fmt(values[key])) for key, text in said.items()
+    )
+
+
 def goals(record: RunRecord) -> list[tuple[str, str, str]]:
     """(goal, verdict, Blackboard's figure) for each goal of the issue."""
     rows = []
@@ -147,7 +160,13 @@ def goals(record: RunRecord) -> list[tuple[str, str, str]]:
         (
             "relay p50 < 0.5 ms and p99 < 3 ms at 10k updates/s in",
             verdict(ok),
-            f"{_fmt(rate)} updates/s in: p50 {_fmt(p50)} ms, p99 {_fmt(p99)} ms",
+            f"{_fmt(rate)} updates/s in: p50 {_fmt(p50)} ms, p99 {_fmt(p99)} ms"
+            + _floor(
+                record,
+                "relay",
+                "",
+                {"delivery p50 ms": "p50 {} ms", "delivery p99 ms": "p99 {} ms"},
+            ),
         )
     )
     crowd = "1,500 observers, no awareness"
@@ -160,7 +179,8 @@ def goals(record: RunRecord) -> list[tuple[str, str, str]]:
         (
             "<= 10 µs CPU per update per observer (y/hub: 14.4 µs at 1,500)",
             verdict(ok),
-            f"{_fmt(cost)} µs per delivered update, {_fmt(delivered)}% delivered ({crowd})",
+            f"{_fmt(cost)} µs per delivered update, {_fmt(delivered)}% delivered ({crowd})"
+            + _floor(record, "hot_room", crowd, {"CPU µs per update per observer": "{} µs"}),
         )
     )
     presence = _number(

@@ -2,7 +2,8 @@
 
 Blackboard is a real `blackboard serve` process on the embedded default (SQLite in a
 temporary data dir); the peers are the reference `@y/websocket-server`, Hocuspocus and
-pycrdt-websocket's own server, all keeping documents in memory.
+pycrdt-websocket's own server, all keeping documents in memory; and `floor`, a bare relay
+of frames with no document at all (what the sockets alone cost a Python server here).
 """
 
 from __future__ import annotations
@@ -127,11 +128,20 @@ class PycrdtWebsocket(ServerKind):
         return f"pycrdt-websocket {version('pycrdt-websocket')} (pycrdt {version('pycrdt')})"
 
 
+class BareRelay(ServerKind):
+    def command(self, port: int, data_dir: Path) -> list[str]:
+        return [sys.executable, str(PEERS / "bare_relay.py"), str(port)]
+
+    def version(self) -> str:
+        return f"bench/peers/bare_relay.py (uvloop {version('uvloop')}; no document, the floor)"
+
+
 SERVERS: dict[str, ServerKind] = {
     "blackboard": Blackboard("blackboard", "plain", persistent=True),
     "y-websocket": YWebsocketServer("y-websocket", "plain", persistent=False),
     "hocuspocus": Hocuspocus("hocuspocus", "hocuspocus", persistent=False),
     "pycrdt-websocket": PycrdtWebsocket("pycrdt-websocket", "plain", persistent=False),
+    "floor": BareRelay("floor", "plain", persistent=False),
 }
 
 

@@ -105,6 +105,25 @@ def test_quick_busy_room_and_no_stall(tmp_path: Path) -> None:
     assert len(goals) == 2 and all("not measured" not in line for line in goals), goals
 
 
+def test_the_floor_relays_every_update_and_goals_show_it(tmp_path: Path) -> None:
+    """The bare relay (`bench/peers/bare_relay.py`) answers the load generator's
+    handshake, relays every update to every other socket of the room, and its figures
+    sit beside Blackboard's in the goal row they bound."""
+    results = tmp_path / "RESULTS.md"
+    _bench(results, "--servers", "blackboard,floor", "--scenarios", "relay,hot_room")
+    section = results.read_text()
+    assert "| case | figure | blackboard | floor |" in section
+    relay = "10 rooms x 2 clients, 200 updates/s offered"
+    assert _row(section, relay, "delivered %") == ["100", "100 (x1)"]
+    for mode in ("no", "with"):
+        _, floor = _row(section, f"20 observers, {mode} awareness", "delivered %")
+        assert floor == "100 (x1)", floor
+    # The relay's goal row bounds any relay case; the hot room's is of 1,500 observers,
+    # more than a quick run has.
+    (goal,) = [line for line in section.splitlines() if line.startswith("| relay")]
+    assert re.search(r"the floor \(a bare relay\): p50 [\d.]+ ms, p99 [\d.]+ ms", goal), goal
+
+
 def test_a_servers_cpu_counts_its_child_processes() -> None:
     """Blackboard compacts and loads big documents in a child process: its CPU is the
     server's too, in every scenario's "server CPU"."""
