@@ -66,3 +66,39 @@ def test_an_update_the_struct_reader_cannot_read_is_judged_by_its_state_vector(
     assert yjs_structs.held_back(server.get_state(), [held]) == [0]
     server.apply_update(integrated)
     assert yjs_structs.held_back(server.get_state(), [integrated, held]) == []
+
+
+def test_updates_a_document_holds_whole_are_judged_without_reading_their_structs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The quick answer (yrs's diff against the state vector) clears every update the
+    document holds, a deletion included; only a held one is read struct by struct."""
+    author, editor = Doc(client_id=7), Doc(client_id=8)
+    updates: list[bytes] = []
+    author.observe(lambda event: updates.append(event.update))
+    shots = author.get("shots", type=Map)
+    for i in range(5):
+        shots[f"S{i}"] = Map({"order": float(i)})
+    del shots["S0"]
+    editor.apply_update(author.get_update())
+    before = editor.get_state()
+    del editor.get("shots", type=Map)["S1"]  # a delete set naming the author's items
+    updates.append(editor.get_update(before))
+    server = Doc()
+    for update in updates:
+        server.apply_update(update)
+    read: list[bytes] = []
+    clock_ends = yjs_structs.clock_ends
+
+    def reading(update: bytes) -> dict[int, int]:
+        read.append(update)
+        return clock_ends(update)
+
+    monkeypatch.setattr(yjs_structs, "clock_ends", reading)
+    assert yjs_structs.held_back(server.get_state(), updates) == []
+    assert read == []
+    # Without the author's updates the editor's deletion waits, and is read to tell so.
+    alone = Doc()
+    alone.apply_update(updates[-1])
+    assert yjs_structs.held_back(alone.get_state(), updates[-1:]) == [0]
+    assert read == updates[-1:]

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from pycrdt import get_state
+from pycrdt import get_state, get_update
 
+from blackboard.persistence.yrs_guard import YrsError, yrs_guard
 from blackboard.sync.wire.protocol import MAX_VARUINT_BYTES, ProtocolError, Reader
 from blackboard.sync.wire.yjs_encoding import DeleteRange, decode_state_vector, read_delete_ranges
 
@@ -238,6 +239,8 @@ def held_back(state_vector: bytes, updates: Sequence[bytes]) -> list[int]:
     have = decode_state_vector(state_vector)
     held = []
     for index, update in enumerate(updates):
+        if _within(update, state_vector, have):
+            continue
         try:
             ends = clock_ends(update)
         except ProtocolError:
@@ -245,6 +248,23 @@ def held_back(state_vector: bytes, updates: Sequence[bytes]) -> list[int]:
         if any(end > have.get(client, 0) for client, end in ends.items()):
             held.append(index)
     return held
+
+
+def _within(update: bytes, state_vector: bytes, have: dict[int, int]) -> bool:
+    """Whether yrs finds no struct of `update` past `state_vector` (the diff it makes
+    holds none) and the delete set, which the diff keeps whole, names nothing past it:
+    the quick answer (under half the cost of `clock_ends`) for nearly every stored
+    update. False sends an update to the exact reading (a struct past the state vector
+    may be a skip, which holds nothing back)."""
+    try:
+        with yrs_guard:
+            diff = get_update(update, state_vector)
+        reader = _StructReader(diff)
+        if reader.varuint() != 0:
+            return False
+        return all(r.end <= have.get(r.client, 0) for r in read_delete_ranges(reader))
+    except (YrsError, ProtocolError):
+        return False
 
 
 def struct_count(update: bytes) -> int | None:
