@@ -72,7 +72,11 @@ class Relay(asyncio.Protocol):
             return False
         head, self._buffer = self._buffer[:end].decode("latin-1"), self._buffer[end + 4 :]
         lines = head.split("\r\n")
-        path = lines[0].split(" ")[1]
+        request = lines[0].split(" ")
+        if len(request) != 3 or request[0] != "GET":
+            self.transport.close()  # not a WebSocket handshake
+            return False
+        path = request[1]
         headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
         key = headers.get("sec-websocket-key", "").encode()
         accept = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
