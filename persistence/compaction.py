@@ -88,26 +88,26 @@ async def compact(
         stored = await store.load(project_id)
         snapshot_bytes = len(stored.snapshot.state) if stored.snapshot else 0
         if stored.tail:
-            # Past the lease another compactor may have the fence: no use waiting longer.
-            state, state_vector = await asyncio.wait_for(
-                folder(parts(stored)), lease_ttl.total_seconds()
-            )
-            if held is not None:
+            # Past the lease another compactor may have the fence: no use waiting longer
+            # for the fold and the check together.
+            async with asyncio.timeout(lease_ttl.total_seconds()):
+                state, state_vector = await folder(parts(stored))
                 updates = [entry.update for entry in stored.tail]
-                waiting = [stored.tail[i] for i in await held(state_vector, updates)]
-                if waiting and utc_now() - waiting[-1].created_at < retention:
-                    return _skipped(
-                        project_id,
-                        f"log row {waiting[0].seq} waits for an update the log does not have",
-                    )
-                for entry in waiting:
-                    log.error(
-                        "compaction of %s drops log row %d: the update it waits for did not"
-                        " come within the retention",
-                        project_id,
-                        entry.seq,
-                        extra={"project_id": project_id},
-                    )
+                held_rows = await held(state_vector, updates) if held is not None else []
+            waiting = [stored.tail[i] for i in held_rows]
+            if waiting and utc_now() - waiting[-1].created_at < retention:
+                return _skipped(
+                    project_id,
+                    f"log row {waiting[0].seq} waits for an update the log does not have",
+                )
+            for entry in waiting:
+                log.error(
+                    "compaction of %s drops log row %d: the update it waits for did not"
+                    " come within the retention",
+                    project_id,
+                    entry.seq,
+                    extra={"project_id": project_id},
+                )
             snapshot = Snapshot(stored.seq, state, state_vector, utc_now(), stored.status_epochs)
             try:
                 await store.save_snapshot(project_id, snapshot, fence=token)

@@ -11,9 +11,10 @@ from functools import partial
 
 import pytest
 
-from blackboard.persistence.compaction import compact
+from blackboard.persistence.compaction import compact, compaction_fence
 from blackboard.persistence.doc_worker import DocWorker
 from blackboard.persistence.document_store import DocumentStore
+from blackboard.persistence.fence import Fences
 from blackboard.persistence.records import PendingAppend
 from blackboard.persistence.replay import replay
 from blackboard.schemas.views import doc_to_json
@@ -77,3 +78,19 @@ async def test_the_servers_check_runs_in_its_document_worker(store: DocumentStor
     finally:
         await worker.stop()
     assert result.skipped is not None and "log row 3 waits" in result.skipped
+
+
+async def test_a_held_check_overrunning_the_lease_writes_nothing(store: DocumentStore) -> None:
+    """The lease bounds the fold and the check together: past it another compactor may
+    hold the fence, so the check's answer would come too late to act on."""
+    await log_with_a_held_update(store)
+
+    async def stuck(state_vector: bytes, updates: list[bytes]) -> list[int]:
+        await asyncio.sleep(60)
+        return []
+
+    with pytest.raises(TimeoutError):
+        await compact(store, "film", timedelta(0), lease_ttl=timedelta(seconds=1), held=stuck)
+    assert await snapshot_count(store) == 0
+    probe = await Fences(store.db, "probe").acquire(compaction_fence("film"), timedelta(0))
+    assert probe is not None, "the fence was released"
