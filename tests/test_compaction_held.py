@@ -25,8 +25,8 @@ from tests.test_compaction_fencing import snapshot_count
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
 
 
-async def _held_in_thread(state_vector: bytes, updates: list[bytes]) -> list[int]:
-    return await asyncio.to_thread(held_back, state_vector, updates)
+# As the CLI runs it (`blackboard compact`): in a thread.
+_held_in_thread = partial(asyncio.to_thread, held_back)
 
 
 @pytest.mark.parametrize("deletion", [False, True])

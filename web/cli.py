@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from rich.progress import Progress
@@ -220,15 +221,12 @@ async def _create(store: Store, args: argparse.Namespace) -> None:
     print(f"created {record.project_id}")
 
 
-async def _held_in_thread(state_vector: bytes, updates: list[bytes]) -> list[int]:
-    """`compaction.HeldCheck` for the CLI, which has no event loop to protect."""
-    return await asyncio.to_thread(held_back, state_vector, updates)
-
-
 async def _compact(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     from datetime import timedelta
 
     retention = timedelta(seconds=settings.history_retention_s)
+    # The CLI has no event loop to protect: the held check runs in a thread.
+    held_check = partial(asyncio.to_thread, held_back)
     if args.all:
         ids, cursor = [], None
         while page := await store.list_projects(1000, cursor):
@@ -240,7 +238,7 @@ async def _compact(store: Store, settings: Settings, args: argparse.Namespace) -
         bar = progress.add_task("compacting", total=len(ids))
         for project_id in ids:
             try:
-                result = await compact(store, project_id, retention, held=_held_in_thread)
+                result = await compact(store, project_id, retention, held=held_check)
             except ProjectNotFound as exc:
                 _fail(str(exc))
             if result.skipped:
