@@ -102,3 +102,25 @@ def test_updates_a_document_holds_whole_are_judged_without_reading_their_structs
     alone.apply_update(updates[-1])
     assert yjs_structs.held_back(alone.get_state(), updates[-1:]) == [0]
     assert read == updates[-1:]
+
+
+def test_an_update_yrs_will_not_diff_is_read_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quick answer's failure (fault injected: yrs refuses the diff) costs only its
+    speed: the update is read struct by struct, and a held one is still found."""
+    author, editor = Doc(client_id=7), Doc(client_id=8)
+    author.get("shots", type=Map)["S1"] = Map({"order": 1.0})
+    editor.apply_update(author.get_update())
+    before = editor.get_state()
+    editor.get("shots", type=Map)["S1"]["title"] = "held"  # needs the author's update
+    held, integrated = editor.get_update(before), author.get_update()
+
+    def refusing(update: bytes, state: bytes) -> bytes:
+        raise ValueError("yrs refused the diff")
+
+    monkeypatch.setattr(yjs_structs, "get_update", refusing)
+    server = Doc()
+    server.apply_update(integrated)
+    assert yjs_structs.held_back(server.get_state(), [integrated]) == []
+    alone = Doc()
+    alone.apply_update(held)
+    assert yjs_structs.held_back(alone.get_state(), [held]) == [0]
