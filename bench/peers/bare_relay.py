@@ -47,7 +47,7 @@ def unmask(mask: bytes, data: bytes) -> bytes:
 class Relay(asyncio.Protocol):
     def __init__(self, rooms: dict[str, set[Relay]]) -> None:
         self._rooms = rooms
-        self._buffer = b""
+        self._buffer = bytearray()  # appended to in place: a big message comes in pieces
         self._room: set[Relay] | None = None
         self.transport: asyncio.Transport | None = None
 
@@ -70,7 +70,8 @@ class Relay(asyncio.Protocol):
             if len(self._buffer) > _MAX_HEAD:
                 self.transport.close()
             return False
-        head, self._buffer = self._buffer[:end].decode("latin-1"), self._buffer[end + 4 :]
+        head = self._buffer[:end].decode("latin-1")
+        del self._buffer[: end + 4]
         lines = head.split("\r\n")
         request = lines[0].split(" ")
         if len(request) != 3 or request[0] != "GET":
@@ -90,7 +91,7 @@ class Relay(asyncio.Protocol):
 
     def _frames(self) -> None:
         buffer, at = self._buffer, 0
-        while len(buffer) - at >= 2:
+        while len(buffer) - at >= 2 and not self.transport.is_closing():
             first, second = buffer[at], buffer[at + 1]
             size, head = second & 0x7F, at + 2
             if size == 126:
@@ -111,7 +112,7 @@ class Relay(asyncio.Protocol):
             mask, start = buffer[head : head + 4], head + 4
             self._message(first & 0x0F, unmask(mask, buffer[start : start + size]))
             at = start + size
-        self._buffer = buffer[at:]
+        del buffer[:at]
 
     def _message(self, opcode: int, payload: bytes) -> None:
         if opcode == _BINARY:
