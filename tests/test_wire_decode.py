@@ -44,17 +44,23 @@ def test_bad_sync_frames_are_refused(frame: bytes) -> None:
         decode_message(frame)
 
 
+def _a_write_and_what_it_needs() -> tuple[bytes, bytes]:
+    """An editor's write into a shot (held while the author's update is missing), and the
+    author's update that adds the shot."""
+    author, editor = Doc(client_id=7), Doc(client_id=8)
+    author.get("shots", type=Map)["S1"] = Map({"order": 1.0})
+    editor.apply_update(author.get_update())
+    before = editor.get_state()
+    editor.get("shots", type=Map)["S1"]["title"] = "held"
+    return editor.get_update(before), author.get_update()
+
+
 def test_an_update_the_struct_reader_cannot_read_is_judged_by_its_state_vector(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Counting it held would stop compaction for nothing; yrs's state vector of it still
     tells a held first update of a client (fault injected: every update here reads)."""
-    author, editor = Doc(client_id=7), Doc(client_id=8)
-    author.get("shots", type=Map)["S1"] = Map({"order": 1.0})
-    editor.apply_update(author.get_update())
-    before = editor.get_state()
-    editor.get("shots", type=Map)["S1"]["title"] = "held"  # needs the author's update
-    held, integrated = editor.get_update(before), author.get_update()
+    held, integrated = _a_write_and_what_it_needs()
     server = Doc()
     server.apply_update(held)  # kept aside: the author's update is missing
     assert yjs_structs.held_back(server.get_state(), [held]) == [0]
@@ -107,12 +113,7 @@ def test_updates_a_document_holds_whole_are_judged_without_reading_their_structs
 def test_an_update_yrs_will_not_diff_is_read_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     """The quick answer's failure (fault injected: yrs refuses the diff) costs only its
     speed: the update is read struct by struct, and a held one is still found."""
-    author, editor = Doc(client_id=7), Doc(client_id=8)
-    author.get("shots", type=Map)["S1"] = Map({"order": 1.0})
-    editor.apply_update(author.get_update())
-    before = editor.get_state()
-    editor.get("shots", type=Map)["S1"]["title"] = "held"  # needs the author's update
-    held, integrated = editor.get_update(before), author.get_update()
+    held, integrated = _a_write_and_what_it_needs()
 
     def refusing(update: bytes, state: bytes) -> bytes:
         raise ValueError("yrs refused the diff")
