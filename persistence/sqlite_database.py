@@ -42,10 +42,14 @@ def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection
     except BaseException:
         # A failed COMMIT (a deferred constraint, a busy database) may leave the
         # transaction open: every later BEGIN would fail.
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _roll_back_if_open(conn)
         raise
     return result
+
+
+def _roll_back_if_open(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 class _Conn:
@@ -73,6 +77,10 @@ class _Conn:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         row = await self.fetchrow(sql, *args)
         return None if row is None else row[0]
+
+    async def roll_back_if_open(self) -> None:
+        # Asked on the database thread, after whatever it was given before.
+        await self._db._execute(_roll_back_if_open, self._db._conn)
 
 
 class SQLiteDatabase:
@@ -139,13 +147,15 @@ class SQLiteDatabase:
     @asynccontextmanager
     async def _begun(self, db: aiosqlite.Connection | None, begin: str) -> AsyncIterator[_Conn]:
         conn = self._conn(db)
-        await conn.execute(begin)
         try:
+            await conn.execute(begin)
             yield conn
             await conn.execute("COMMIT")
         except BaseException:
-            if db is not None and db.in_transaction:  # as `_in_transaction`
-                await conn.execute("ROLLBACK")
+            # A cancelled await does not take back a statement the database thread
+            # was given (a BEGIN or COMMIT still runs): unless the rollback waits for
+            # it, the next BEGIN fails, and a failed ROLLBACK hides the cancel.
+            await conn.roll_back_if_open()
             raise
 
     async def run_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:

@@ -133,3 +133,29 @@ async def test_a_reader_that_fails_to_open_closes_the_writer(
         assert await db.fetchval("SELECT 1") == 1
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize("turns", range(40))
+async def test_a_transaction_cancelled_at_any_await_ends_clean(
+    db: SQLiteDatabase, turns: int
+) -> None:
+    """A cancelled await does not stop a statement the database thread has taken: a
+    cancel landing on BEGIN left the transaction open (every later BEGIN failed), and
+    one landing on COMMIT raised "no transaction is active" in place of the cancel, so
+    a loop that retries on errors (the expiry sweeper) never stopped."""
+
+    async def write() -> None:
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO parent VALUES (1)")
+
+    task = asyncio.create_task(write())
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+    assert outcome is None or isinstance(outcome, asyncio.CancelledError), outcome
+    async with db.transaction() as conn:  # the writer is usable, nothing left open
+        await conn.execute("INSERT INTO parent VALUES (2)")
+    assert await db.fetchval("SELECT count(*) FROM parent WHERE id = 2") == 1
+    if outcome is None:  # it said it committed (a cancelled one may have, too)
+        assert await db.fetchval("SELECT count(*) FROM parent WHERE id = 1") == 1
