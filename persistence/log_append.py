@@ -8,7 +8,7 @@ always a prefix 1..N of the log.
 Postgres does the whole batch in one statement (one round trip, atomic on its own):
 lock the counters in id order (so writers whose batches share projects queue instead of
 deadlocking), bump them, insert every row from arrays. SQLite has one writer, so a plain
-transaction with one UPDATE for all the batch's counters and executemany is enough there.
+transaction with one UPDATE for all the batch's counters and multi-row INSERTs.
 """
 
 from __future__ import annotations
@@ -53,8 +53,11 @@ WHERE projects.project_id = j.key
 RETURNING project_id, seq
 """
 
+# The rows come through `VALUES ... WHERE ?` so that the same statement can run again
+# with every parameter NULL and insert nothing (see `SQLITE_RELEASE_AFTER_BYTES`).
 _SQLITE_INSERT = (
-    'INSERT INTO doc_updates (project_id, seq, "update", actor, status_epochs, created_at) VALUES '
+    'INSERT INTO doc_updates (project_id, seq, "update", actor, status_epochs, created_at)'
+    " SELECT * FROM (VALUES {rows}) WHERE ?"
 )
 _SQLITE_ROW = "(?, ?, ?, ?, ?, ?)"
 # Rows per INSERT: one statement steps once for all its rows. sqlite3 lets go of the GIL
@@ -62,6 +65,12 @@ _SQLITE_ROW = "(?, ?, ?, ?, ?, ?)"
 # thread switch (executemany steps once per row). 6 parameters a row stay far below
 # SQLite's limit of 32,766.
 SQLITE_ROWS_PER_INSERT = 1000
+# sqlite3 caches a statement per text (128 of them, LRU), one per batch size here, and
+# each keeps a copy of the blobs it was last run with: batches of 16 KiB updates left
+# 80+ MiB held after a hundred sizes. A batch carrying more than this is run again with
+# NULLs, which lets go of its copies; smaller ones (most batches) skip that step, so at
+# most 128 x this stays held.
+SQLITE_RELEASE_AFTER_BYTES = 64 * 1024
 
 _EXISTING = "SELECT project_id FROM projects WHERE project_id = ANY($1::text[])"
 
@@ -130,7 +139,10 @@ async def _append_sqlite(
         width = 6 * SQLITE_ROWS_PER_INSERT
         for at in range(0, len(values), width):
             chunk = values[at : at + width]
-            conn.execute(_SQLITE_INSERT + ", ".join([_SQLITE_ROW] * (len(chunk) // 6)), chunk)
+            insert = _SQLITE_INSERT.format(rows=", ".join([_SQLITE_ROW] * (len(chunk) // 6)))
+            conn.execute(insert, [*chunk, True])
+            if sum(len(v) for v in chunk if isinstance(v, bytes)) > SQLITE_RELEASE_AFTER_BYTES:
+                conn.execute(insert, [*[None] * len(chunk), False])  # drops its blob copies
         return lasts
 
     return await db.run_transaction(append)
