@@ -159,3 +159,23 @@ async def test_a_transaction_cancelled_at_any_await_ends_clean(
     assert await db.fetchval("SELECT count(*) FROM parent WHERE id = 2") == 1
     if outcome is None:  # it said it committed (a cancelled one may have, too)
         assert await db.fetchval("SELECT count(*) FROM parent WHERE id = 1") == 1
+
+
+@pytest.mark.parametrize("turns", range(30))
+async def test_a_read_cancelled_at_any_await_ends_clean(db: SQLiteDatabase, turns: int) -> None:
+    """The same on the reader: left open, its snapshot would have answered every later
+    read with the data of that moment, and kept the WAL from being checkpointed."""
+
+    async def read() -> None:
+        async with db.read_transaction() as conn:
+            await conn.fetchval("SELECT count(*) FROM parent")
+
+    task = asyncio.create_task(read())
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+    assert outcome is None or isinstance(outcome, asyncio.CancelledError), outcome
+    await db.execute("INSERT INTO parent VALUES (3)")
+    async with db.read_transaction() as conn:  # a fresh snapshot, not a stale one
+        assert await conn.fetchval("SELECT count(*) FROM parent") == 1
