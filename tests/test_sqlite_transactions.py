@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -135,6 +136,18 @@ async def test_a_reader_that_fails_to_open_closes_the_writer(
         await db.close()
 
 
+async def _cancelled_after(turns: int, work: Coroutine[Any, Any, None]) -> object:
+    """Run `work`, cancel it after `turns` turns of the loop, and say how it ended:
+    done (None) or cancelled, never another error in place of the cancel."""
+    task = asyncio.create_task(work)
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+    assert outcome is None or isinstance(outcome, asyncio.CancelledError), outcome
+    return outcome
+
+
 @pytest.mark.parametrize("turns", range(40))
 async def test_a_transaction_cancelled_at_any_await_ends_clean(
     db: SQLiteDatabase, turns: int
@@ -148,12 +161,7 @@ async def test_a_transaction_cancelled_at_any_await_ends_clean(
         async with db.transaction() as conn:
             await conn.execute("INSERT INTO parent VALUES (1)")
 
-    task = asyncio.create_task(write())
-    for _ in range(turns):
-        await asyncio.sleep(0)
-    task.cancel()
-    outcome = (await asyncio.gather(task, return_exceptions=True))[0]
-    assert outcome is None or isinstance(outcome, asyncio.CancelledError), outcome
+    outcome = await _cancelled_after(turns, write())
     async with db.transaction() as conn:  # the writer is usable, nothing left open
         await conn.execute("INSERT INTO parent VALUES (2)")
     assert await db.fetchval("SELECT count(*) FROM parent WHERE id = 2") == 1
@@ -170,12 +178,7 @@ async def test_a_read_cancelled_at_any_await_ends_clean(db: SQLiteDatabase, turn
         async with db.read_transaction() as conn:
             await conn.fetchval("SELECT count(*) FROM parent")
 
-    task = asyncio.create_task(read())
-    for _ in range(turns):
-        await asyncio.sleep(0)
-    task.cancel()
-    outcome = (await asyncio.gather(task, return_exceptions=True))[0]
-    assert outcome is None or isinstance(outcome, asyncio.CancelledError), outcome
+    await _cancelled_after(turns, read())
     await db.execute("INSERT INTO parent VALUES (3)")
     async with db.read_transaction() as conn:  # a fresh snapshot, not a stale one
         assert await conn.fetchval("SELECT count(*) FROM parent") == 1
