@@ -80,10 +80,14 @@ async def test_compaction_replays_in_the_child_process(
     await project.write(ROWS, batch=2000)
     stored = await store.load("film")
     # What the same fold costs here: this thread's CPU only, as the process's also
-    # counts whatever other threads of the suite do meanwhile.
-    started = time.thread_time()
-    fold(parts(stored))
-    in_process = time.thread_time() - started
+    # counts whatever other threads of the suite do meanwhile; the least of three, as
+    # a busy machine adds to it (a CI run measured 0.12 s for a fold of about 0.05 s).
+    costs = []
+    for _ in range(3):
+        started = time.thread_time()
+        fold(parts(stored))
+        costs.append(time.thread_time() - started)
+    in_process = min(costs)
 
     children = list(descendants(os.getpid()))
     assert children, "the worker's child process is running"
