@@ -53,11 +53,8 @@ WHERE projects.project_id = j.key
 RETURNING project_id, seq
 """
 
-# The rows come through `VALUES ... WHERE ?` so that the same statement can run again
-# with every parameter NULL and insert nothing (see `SQLITE_RELEASE_AFTER_BYTES`).
 _SQLITE_INSERT = (
     'INSERT INTO doc_updates (project_id, seq, "update", actor, status_epochs, created_at)'
-    " SELECT * FROM (VALUES {rows}) WHERE ?"
 )
 _SQLITE_ROW = "(?, ?, ?, ?, ?, ?)"
 # Rows per INSERT: one statement steps once for all its rows. sqlite3 lets go of the GIL
@@ -67,9 +64,9 @@ _SQLITE_ROW = "(?, ?, ?, ?, ?, ?)"
 SQLITE_ROWS_PER_INSERT = 1000
 # sqlite3 caches a statement per text (128 of them, LRU), one per batch size here, and
 # each keeps a copy of the blobs it was last run with: batches of 16 KiB updates left
-# 80+ MiB held after a hundred sizes. A batch carrying more than this is run again with
-# NULLs, which lets go of its copies; smaller ones (most batches) skip that step, so at
-# most 128 x this stays held.
+# 80+ MiB held after a hundred sizes. Rows carrying more than this are inserted by a
+# statement that then runs again with NULLs and inserts nothing, which lets go of its
+# copies; smaller ones (most batches) skip that step, so at most 128 x this stays held.
 SQLITE_RELEASE_AFTER_BYTES = 64 * 1024
 
 _EXISTING = "SELECT project_id FROM projects WHERE project_id = ANY($1::text[])"
@@ -138,14 +135,22 @@ async def _append_sqlite(
             start += count
         width = 6 * SQLITE_ROWS_PER_INSERT
         for at in range(0, len(values), width):
-            chunk = values[at : at + width]
-            insert = _SQLITE_INSERT.format(rows=", ".join([_SQLITE_ROW] * (len(chunk) // 6)))
-            conn.execute(insert, [*chunk, True])
-            if sum(len(v) for v in chunk if isinstance(v, bytes)) > SQLITE_RELEASE_AFTER_BYTES:
-                conn.execute(insert, [*[None] * len(chunk), False])  # drops its blob copies
+            _insert_rows(conn, values[at : at + width])
         return lasts
 
     return await db.run_transaction(append)
+
+
+def _insert_rows(conn: sqlite3.Connection, values: list[object]) -> None:
+    rows = ", ".join([_SQLITE_ROW] * (len(values) // 6))
+    if sum(len(v) for v in values if isinstance(v, bytes)) <= SQLITE_RELEASE_AFTER_BYTES:
+        conn.execute(f"{_SQLITE_INSERT} VALUES {rows}", values)
+        return
+    # Rows behind `WHERE ?`: the same statement can run with NULLs and insert nothing.
+    # (Not for every batch: SQLite reads such rows through a subquery, 10-20% slower.)
+    insert = f"{_SQLITE_INSERT} SELECT * FROM (VALUES {rows}) WHERE ?"
+    conn.execute(insert, [*values, True])
+    conn.execute(insert, [*[None] * len(values), False])
 
 
 def _check_all_found(runs: list[tuple[str, int]], lasts: dict[str, int]) -> None:
