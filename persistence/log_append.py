@@ -64,8 +64,8 @@ _SQLITE_ROW = "(?, ?, ?, ?, ?, ?)"
 SQLITE_ROWS_PER_INSERT = 1000
 # sqlite3 caches a statement per text (128 of them, LRU), one per batch size here, and
 # each keeps a copy of the blobs it was last run with: batches of 16 KiB updates left
-# 80+ MiB held after a hundred sizes. Rows carrying more than this are inserted by a
-# statement that then runs again with NULLs and inserts nothing, which lets go of its
+# 80+ MiB held after a hundred sizes. A batch carrying more than this is inserted by
+# statements that then run again with NULLs and insert nothing, which lets go of their
 # copies; smaller ones (most batches) skip that step, so at most 128 x this stays held.
 SQLITE_RELEASE_AFTER_BYTES = 64 * 1024
 
@@ -127,23 +127,25 @@ async def _append_sqlite(
         lasts: dict[str, int] = dict(conn.execute(bump, (json.dumps(dict(runs)),)).fetchall())
         _check_all_found(runs, lasts)  # raising here rolls the whole batch back
         values: list[object] = []
-        start = 0
+        start = carried = 0
         for project_id, count in runs:
             first = lasts[project_id] - count + 1
             for k, row in enumerate(batch[start : start + count]):
                 values += (project_id, first + k, row.update, row.actor, row.status_epochs, now)
+                carried += len(row.update) + len(row.status_epochs)
             start += count
+        release = carried > SQLITE_RELEASE_AFTER_BYTES
         width = 6 * SQLITE_ROWS_PER_INSERT
         for at in range(0, len(values), width):
-            _insert_rows(conn, values[at : at + width])
+            _insert_rows(conn, values[at : at + width], release=release)
         return lasts
 
     return await db.run_transaction(append)
 
 
-def _insert_rows(conn: sqlite3.Connection, values: list[object]) -> None:
+def _insert_rows(conn: sqlite3.Connection, values: list[object], *, release: bool) -> None:
     rows = ", ".join([_SQLITE_ROW] * (len(values) // 6))
-    if sum(len(v) for v in values if isinstance(v, bytes)) <= SQLITE_RELEASE_AFTER_BYTES:
+    if not release:
         conn.execute(f"{_SQLITE_INSERT} VALUES {rows}", values)
         return
     # Rows behind `WHERE ?`: the same statement can run with NULLs and insert nothing.
