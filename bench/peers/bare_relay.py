@@ -18,6 +18,9 @@ import struct
 import sys
 
 import uvloop
+from websockets.frames import apply_mask  # the C one where built, as the server's reader
+
+from blackboard.web.socket_writer import binary_frame_header
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD = 16 * 1024
@@ -26,22 +29,14 @@ _EMPTY_STEP2 = bytes((0, 1, 2, 0, 0))  # sync, step 2, an update of no structs
 _CLOSE, _PING, _PONG, _BINARY = 0x8, 0x9, 0xA, 0x2
 
 
-def frame(opcode: int, payload: bytes) -> bytes:
-    """An unmasked, final server frame."""
-    size = len(payload)
-    if size < 126:
-        head = bytes((0x80 | opcode, size))
-    elif size < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, size)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, size)
-    return head + payload
+def control_frame(opcode: int, payload: bytes) -> bytes:
+    """An unmasked control frame (RFC 6455 caps their payload at 125 bytes)."""
+    payload = payload[:125]
+    return bytes((0x80 | opcode, len(payload))) + payload
 
 
-def unmask(mask: bytes, data: bytes) -> bytes:
-    size = len(data)
-    key = (mask * (size // 4 + 1))[:size]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+def binary_frame(payload: bytes) -> bytes:
+    return binary_frame_header(len(payload)) + payload
 
 
 class Relay(asyncio.Protocol):
@@ -110,23 +105,23 @@ class Relay(asyncio.Protocol):
             if len(buffer) - head < 4 + size:
                 break
             mask, start = buffer[head : head + 4], head + 4
-            self._message(first & 0x0F, unmask(mask, buffer[start : start + size]))
+            self._message(first & 0x0F, apply_mask(buffer[start : start + size], mask))
             at = start + size
         del buffer[:at]
 
     def _message(self, opcode: int, payload: bytes) -> None:
         if opcode == _BINARY:
             if payload[:2] == b"\x00\x00":  # sync step 1
-                self.transport.write(frame(_BINARY, _EMPTY_STEP2))
+                self.transport.write(binary_frame(_EMPTY_STEP2))
                 return
-            out = frame(_BINARY, payload)
+            out = binary_frame(payload)
             for other in self._room:
                 if other is not self:
                     other.transport.write(out)
         elif opcode == _PING:
-            self.transport.write(frame(_PONG, payload))
+            self.transport.write(control_frame(_PONG, payload))
         elif opcode == _CLOSE:
-            self.transport.write(frame(_CLOSE, payload[:2]))
+            self.transport.write(control_frame(_CLOSE, payload[:2]))
             self.transport.close()
 
 
