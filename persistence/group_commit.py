@@ -4,6 +4,9 @@ The next batch takes what arrived meanwhile (natural batching): a lone item comm
 once and a burst costs one commit per batch. Used by the update log, the budget ledger
 and the correction recorder, each with its own `commit` and its own bound on the queue.
 
+Items nobody waits for (an update no client asked an ack for) may wait longer between
+batches than those someone awaits: fewer commits, and no one sees the delay.
+
 A batch whose `commit` raises goes back to the front of the queue and is retried with
 backoff (a `commit` that must never retry settles its items itself and returns). The
 queue keeps its order through retries, drops and discards, so "everything queued so
@@ -41,6 +44,8 @@ class GroupCommitter(Generic[T]):
         min_interval_s: float = 0.0,
         busy_batch: int = 0,
         with_next: Callable[[T], bool] | None = None,
+        awaited: Callable[[T], bool] | None = None,
+        unawaited_interval_s: float = 0.0,
     ) -> None:
         """`commit` stores one batch (in queue order) or raises to have it retried.
 
@@ -52,6 +57,10 @@ class GroupCommitter(Generic[T]):
         items waiting, a batch starts without waiting for the interval (a busy queue
         shares its commit already; the wait would only delay its acks). `with_next(item)`:
         the item is never cut from the one queued after it, even past `max_batch`.
+        `awaited(item)`: whether someone waits for the item's commit (None: for every
+        item). While no awaited item is queued (nor one a `flush` waits for), batches
+        start at most every `unawaited_interval_s` instead, and only awaited items count
+        for `busy_batch`.
         """
         self.name = name
         self.max_batch = max_batch
@@ -62,8 +71,12 @@ class GroupCommitter(Generic[T]):
         self._last_start = -math.inf  # loop time the last batch was taken
         self._commit = commit
         self._with_next = with_next
+        self._awaited = awaited
+        self.unawaited_interval_s = unawaited_interval_s
         self._issued = 0  # the last ticket given out
+        self._hurried = 0  # a `flush` waits for the items up to this ticket
         self._queue: deque[tuple[int, T]] = deque()
+        self._awaited_queued = 0  # items in `_queue` someone waits for
         self._in_flight: list[tuple[int, T]] = []  # older than everything queued
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()  # set whenever items leave
@@ -92,11 +105,18 @@ class GroupCommitter(Generic[T]):
     def put(self, item: T) -> None:
         self._issued += 1
         self._queue.append((self._issued, item))
-        self._wakeup.set()
+        if self._is_awaited(item):
+            self._awaited_queued += 1
+            self._wakeup.set()
+        elif len(self._queue) == 1 or self.linger_s > 0:
+            # An unawaited item wakes the writer only from an empty queue: one waiting
+            # out the longer interval is not woken for each item that joins the batch.
+            self._wakeup.set()
 
     def drop_oldest(self, count: int) -> list[T]:
         """Remove the `count` oldest items waiting (never the batch being committed)."""
         dropped = [self._queue.popleft()[1] for _ in range(min(count, len(self._queue)))]
+        self._count_awaited()
         self._progress.set()
         return dropped
 
@@ -107,12 +127,14 @@ class GroupCommitter(Generic[T]):
         if removed:
             self._in_flight = [entry for entry in self._in_flight if not matches(entry[1])]
             self._queue = deque(entry for entry in self._queue if not matches(entry[1]))
+            self._count_awaited()
             self._progress.set()
         return removed
 
     async def flush(self) -> None:
         """Wait until every item queued so far has left the queue (committed or dropped)."""
-        target = self._issued
+        target = self._hurried = self._issued
+        self._wakeup.set()  # a writer waiting out the longer interval takes the shorter
         while self._oldest() <= target and not self._stopping:
             self._progress.clear()
             await self._progress.wait()
@@ -148,7 +170,15 @@ class GroupCommitter(Generic[T]):
             # `max_batch` bounds a commit's size, not a pair that must commit together.
             while count < len(self._queue) and self._with_next(self._queue[count - 1][1]):
                 count += 1
-        return [self._queue.popleft() for _ in range(count)]
+        taken = [self._queue.popleft() for _ in range(count)]
+        self._awaited_queued -= sum(1 for _, item in taken if self._is_awaited(item))
+        return taken
+
+    def _is_awaited(self, item: T) -> bool:
+        return self._awaited is None or self._awaited(item)
+
+    def _count_awaited(self) -> None:
+        self._awaited_queued = sum(1 for _, item in self._queue if self._is_awaited(item))
 
     async def _run(self) -> None:
         backoff, expected = FIRST_BACKOFF_S, 0
@@ -169,6 +199,7 @@ class GroupCommitter(Generic[T]):
                 log.warning("%s: a batch of %d failed: %s", self.name, len(self._in_flight), exc)
                 self._queue.extendleft(reversed(self._in_flight))
                 self._in_flight = []
+                self._count_awaited()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.retry_max_s)
                 continue
@@ -180,14 +211,26 @@ class GroupCommitter(Generic[T]):
             self._progress.set()
 
     async def _space_out(self) -> None:
-        """Wait until `min_interval_s` has passed since the last batch was taken, unless
-        `busy_batch` items are waiting already."""
+        """Wait until the interval has passed since the last batch was taken (the shorter
+        one once an awaited item is queued), unless `busy_batch` awaited items wait."""
         loop = asyncio.get_running_loop()
-        wait = self._last_start + self.min_interval_s - loop.time()
-        busy = 0 < self.busy_batch <= len(self._queue)
-        if wait > 0 and not self._stopping and not busy:
-            await asyncio.sleep(wait)
+        while not self._stopping and not 0 < self.busy_batch <= self._awaited_queued:
+            wait = self._last_start + self._interval() - loop.time()
+            if wait <= 0:
+                break
+            self._wakeup.clear()
+            timer = loop.call_later(wait, self._wakeup.set)
+            try:
+                await self._wakeup.wait()
+            finally:
+                timer.cancel()
         self._last_start = loop.time()
+
+    def _interval(self) -> float:
+        hurried = self._queue and self._queue[0][0] <= self._hurried
+        if self._awaited_queued or hurried:
+            return self.min_interval_s
+        return max(self.min_interval_s, self.unawaited_interval_s)
 
     async def _gather(self, expected: int) -> None:
         """Wait a moment (at most `linger_s`) until `expected` items are queued.

@@ -35,6 +35,7 @@ class _Queued:
     committed: asyncio.Future[int] = field(repr=False)
     commit_with_next: bool = False
     on_commit: OnCommit | None = field(default=None, repr=False)
+    awaited: bool = True
 
     @property
     def size(self) -> int:
@@ -51,6 +52,12 @@ COMMIT_INTERVAL_S = 0.010
 # ... unless this many updates wait already: their commit is shared widely enough, and a
 # busy log's acks do not wait for the interval.
 BUSY_BATCH = 32
+# While no queued update is awaited (no client asked an ack for it, no request waits for
+# its commit: a stock Yjs client's), batches start at most this often: a steady stream of
+# them shares a commit per 50 ms instead of per 10 ms (bench/RESULTS.md, one busy room).
+# Nobody waits for it; a server crash may lose up to 50 ms of them instead of 10, which
+# their senders still hold and send again when they reconnect.
+UNAWAITED_INTERVAL_S = 0.050
 
 
 @dataclass
@@ -72,6 +79,7 @@ class UpdateLog:
         retry_max_s: float = 2.0,
         min_interval_s: float = COMMIT_INTERVAL_S,
         busy_batch: int = BUSY_BATCH,
+        unawaited_interval_s: float = UNAWAITED_INTERVAL_S,
     ) -> None:
         self.store = store
         self.max_pending_bytes = max_pending_bytes
@@ -87,6 +95,8 @@ class UpdateLog:
             min_interval_s=min_interval_s,
             busy_batch=busy_batch,
             with_next=lambda queued: queued.commit_with_next,
+            awaited=lambda queued: queued.awaited,
+            unawaited_interval_s=unawaited_interval_s,
         )
         self.on_batch: list = []  # callables(rows: int, seconds: float), e.g. metrics
 
@@ -119,6 +129,7 @@ class UpdateLog:
         *,
         commit_with_next: bool = False,
         on_commit: OnCommit | None = None,
+        awaited: bool = True,
     ) -> asyncio.Future[int]:
         """Queue one update; the future resolves with its seq once committed.
 
@@ -134,6 +145,9 @@ class UpdateLog:
         this one. A client update and the server's repair of it are appended back to
         back (with no await between); were a batch cut between them, a crash could
         store the broken update without its repair.
+
+        `awaited`: someone waits for this commit (an ack, a request); False lets it wait
+        for the longer `unawaited_interval_s` while nothing awaited is queued.
         """
         if self._committer.stopping:
             raise LogFull("the server is shutting down")
@@ -142,7 +156,7 @@ class UpdateLog:
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         row = PendingAppend(project_id, update, actor, status_epochs)
-        queued = _Queued(row, future, commit_with_next, on_commit)
+        queued = _Queued(row, future, commit_with_next, on_commit, awaited)
         self._committer.put(queued)
         self._pending_bytes += queued.size
         return future

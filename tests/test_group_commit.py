@@ -131,3 +131,80 @@ async def test_a_busy_queue_does_not_wait_for_the_interval() -> None:
     await asyncio.wait_for(committer.flush(), 10)
     assert sink.batches == [[0], list(range(1, 11))]
     assert await committer.stop(5) == []
+
+
+async def test_unawaited_items_wait_longer_until_an_awaited_one_queues() -> None:
+    sink = Sink()
+    committer = GroupCommitter(
+        "t",
+        sink.commit,
+        max_batch=100,
+        min_interval_s=0.05,
+        busy_batch=3,
+        awaited=lambda n: n >= 100,
+        unawaited_interval_s=30.0,
+    )
+    committer.start()
+    loop = asyncio.get_running_loop()
+    committer.put(0)  # after a quiet spell: at once, awaited or not
+    await eventually(_holds(lambda: sink.batches == [[0]]))
+    for n in range(1, 11):  # unawaited: they wait out the 30 s, and never count as busy
+        committer.put(n)
+    await asyncio.sleep(0.2)
+    assert sink.batches == [[0]]
+    queued_at = loop.time()
+    committer.put(100)  # someone waits for this one: the 50 ms interval applies
+    await eventually(_holds(lambda: len(sink.batches) == 2))
+    assert sink.batches[1] == [*range(1, 11), 100]
+    assert loop.time() - queued_at < 5
+    assert await committer.stop(5) == []
+
+
+async def test_busy_counts_only_awaited_items() -> None:
+    sink = Sink()
+    committer = GroupCommitter(
+        "t",
+        sink.commit,
+        max_batch=100,
+        min_interval_s=30.0,
+        busy_batch=2,
+        awaited=lambda n: n >= 100,
+        unawaited_interval_s=60.0,
+    )
+    committer.start()
+    committer.put(0)
+    await asyncio.wait_for(committer.flush(), 10)  # the first batch: at once
+    committer.put(1)
+    committer.put(2)  # two waiting, but neither awaited: not busy
+    await asyncio.sleep(0.1)
+    assert sink.batches == [[0]]
+    committer.put(100)
+    committer.put(101)  # two awaited: busy, so no interval at all
+    await eventually(_holds(lambda: len(sink.batches) == 2))
+    assert sink.batches[1] == [1, 2, 100, 101]
+    assert await committer.stop(5) == []
+
+
+async def test_flush_hurries_unawaited_items() -> None:
+    sink = Sink()
+    committer = GroupCommitter(
+        "t",
+        sink.commit,
+        max_batch=100,
+        min_interval_s=0.05,
+        awaited=lambda n: n >= 100,
+        unawaited_interval_s=60.0,
+    )
+    committer.start()
+    loop = asyncio.get_running_loop()
+    committer.put(0)
+    await eventually(_holds(lambda: sink.batches == [[0]]))
+    committer.put(1)
+    committer.put(2)
+    await asyncio.sleep(0.2)
+    assert sink.batches == [[0]]  # unawaited: they would wait the 60 s...
+    flushed_at = loop.time()
+    await asyncio.wait_for(committer.flush(), 10)  # ... but now someone waits for them
+    assert sink.batches == [[0], [1, 2]]
+    assert loop.time() - flushed_at < 5
+    assert await committer.stop(5) == []

@@ -353,6 +353,10 @@ class Room:
         follows must commit with them: stored without it, a broken update would stay."""
         committed: asyncio.Future[int] | None = None
         record = self.rules.take_record()
+        # A socket that asked for no acks waits for no commit (requests and the server's
+        # own writes do).
+        sender = origin.connection
+        awaited = sender is None or sender.wants_acks
         for n, change in enumerate(changes):
             self.size.grew(len(change))
             committed = self._update_log.append(
@@ -362,6 +366,7 @@ class Room:
                 record if n == 0 else b"",
                 commit_with_next=repair_follows and n == len(changes) - 1,
                 on_commit=self._committed,
+                awaited=awaited,
             )
             self._broadcast(sync_update(change), exclude=origin.connection)
             for ext in self._extensions:

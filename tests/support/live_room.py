@@ -22,7 +22,7 @@ from blackboard.persistence.compaction_worker import CompactionWorker
 from blackboard.persistence.corrections import CorrectionStore
 from blackboard.persistence.document_store import DocumentStore
 from blackboard.persistence.factory import make_store
-from blackboard.persistence.update_log import UpdateLog
+from blackboard.persistence.update_log import UNAWAITED_INTERVAL_S, UpdateLog
 from blackboard.sync.projects.creation import create_project
 from blackboard.sync.room.connection import Connection
 from blackboard.sync.room.extensions import Extension
@@ -66,8 +66,11 @@ async def live_room(
     project_id: str = "film",
     extensions: list[Extension] | None = None,
     repair: RepairPolicy | None = None,
+    unawaited_interval_s: float = UNAWAITED_INTERVAL_S,
 ) -> AsyncIterator[LiveRoom]:
-    async with linked_rooms(data_dir, 1, project_id, extensions, repair) as (live,):
+    async with linked_rooms(data_dir, 1, project_id, extensions, repair, unawaited_interval_s) as (
+        live,
+    ):
         yield live
 
 
@@ -78,12 +81,13 @@ async def linked_rooms(
     project_id: str = "film",
     extensions: list[Extension] | None = None,
     repair: RepairPolicy | None = None,
+    unawaited_interval_s: float = UNAWAITED_INTERVAL_S,
 ) -> AsyncIterator[tuple[LiveRoom, ...]]:
     """`count` instances' rooms of one project on one store; with more than one, each
     has a `PeerLink` the test delivers from (`LiveRoom.peers`)."""
     store = make_store(None, data_dir)
     await store.open(migrate_schema=True)
-    update_log = UpdateLog(store)
+    update_log = UpdateLog(store, unawaited_interval_s=unawaited_interval_s)
     update_log.start()
     corrections = CorrectionRecorder(CorrectionStore(store.db))
     corrections.start()
@@ -133,13 +137,15 @@ class MemoryChannel:
         return frames
 
 
-def memory_connection(actor: str = "client", *, can_write: bool = True) -> Connection:
+def memory_connection(
+    actor: str = "client", *, can_write: bool = True, wants_acks: bool = False
+) -> Connection:
     return Connection(
         MemoryChannel(),
         project_id="film",
         actor=actor,
         can_write=can_write,
-        wants_acks=False,
+        wants_acks=wants_acks,
         max_queue_bytes=64 * 1024 * 1024,
     )
 

@@ -1,0 +1,55 @@
+"""Which updates hurry the group commit: one from a socket that asked for acks does, one
+from a socket that did not waits for the longer interval (nobody waits for its commit),
+and it is never lost for that: it commits with the next batch, whichever comes first."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pycrdt import Doc, Map
+
+from blackboard.sync.wire.protocol import ack_message, sync_update
+from tests.support.api import eventually
+from tests.support.live_room import drained, live_room, memory_connection
+
+
+def _edits(count: int) -> list[bytes]:
+    """`count` updates of one client, each setting an extra field of `spec`."""
+    doc = Doc(client_id=4242)
+    spec = doc.get("spec", type=Map)
+    updates: list[bytes] = []
+    subscription = doc.observe(lambda event: updates.append(event.update))
+    for n in range(count):
+        spec[f"note_{n}"] = f"edit {n}"
+    doc.unobserve(subscription)
+    return updates
+
+
+async def test_an_acked_socket_hurries_the_commit_an_unacked_one_does_not(
+    tmp_path: Path,
+) -> None:
+    async with live_room(tmp_path, unawaited_interval_s=60.0) as live:
+        room, log = live.room, live.update_log
+        browser = memory_connection("browser")
+        agent = memory_connection("agent", wants_acks=True)
+        room.join(browser)
+        room.join(agent)
+        first, second, third = _edits(3)
+
+        room.receive(browser, sync_update(first))  # after a quiet spell: at once
+        await eventually(lambda: _nothing_pending(log.pending))
+        room.receive(browser, sync_update(second))  # nobody waits: the 60 s apply
+        await asyncio.sleep(0.3)
+        assert log.pending == 1
+
+        room.receive(agent, sync_update(third))  # the agent waits: the 10 ms apply
+        await eventually(lambda: _nothing_pending(log.pending), timeout=5)
+        await drained(agent)
+        assert ack_message(1) in agent.channel.take()
+        stored = await live.store.load(room.project_id)
+        assert [entry.update for entry in stored.tail[-3:]] == [first, second, third]
+
+
+def _nothing_pending(pending: int) -> None:
+    assert pending == 0
