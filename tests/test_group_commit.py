@@ -133,25 +133,34 @@ async def test_a_busy_queue_does_not_wait_for_the_interval() -> None:
     assert await committer.stop(5) == []
 
 
-async def test_unawaited_items_wait_longer_until_an_awaited_one_queues() -> None:
-    sink = Sink()
+async def _paced(
+    sink: Sink, *, min_interval_s: float, unawaited_interval_s: float, busy_batch: int = 0
+) -> GroupCommitter[int]:
+    """A started committer that counts items from 100 up as awaited, past its first batch
+    (item 0, committed at once after the quiet start), so that the next one is paced."""
     committer = GroupCommitter(
         "t",
         sink.commit,
         max_batch=100,
-        min_interval_s=0.05,
-        busy_batch=3,
+        min_interval_s=min_interval_s,
+        busy_batch=busy_batch,
         awaited=lambda n: n >= 100,
-        unawaited_interval_s=30.0,
+        unawaited_interval_s=unawaited_interval_s,
     )
     committer.start()
-    loop = asyncio.get_running_loop()
-    committer.put(0)  # after a quiet spell: at once, awaited or not
+    committer.put(0)
     await eventually(_holds(lambda: sink.batches == [[0]]))
-    for n in range(1, 11):  # unawaited: they wait out the 30 s, and never count as busy
+    return committer
+
+
+async def test_unawaited_items_wait_longer_until_an_awaited_one_queues() -> None:
+    sink = Sink()
+    committer = await _paced(sink, min_interval_s=0.05, unawaited_interval_s=30.0)
+    for n in range(1, 11):  # unawaited: they would wait out the 30 s
         committer.put(n)
     await asyncio.sleep(0.2)
     assert sink.batches == [[0]]
+    loop = asyncio.get_running_loop()
     queued_at = loop.time()
     committer.put(100)  # someone waits for this one: the 50 ms interval applies
     await eventually(_holds(lambda: len(sink.batches) == 2))
@@ -162,18 +171,7 @@ async def test_unawaited_items_wait_longer_until_an_awaited_one_queues() -> None
 
 async def test_busy_counts_only_awaited_items() -> None:
     sink = Sink()
-    committer = GroupCommitter(
-        "t",
-        sink.commit,
-        max_batch=100,
-        min_interval_s=30.0,
-        busy_batch=2,
-        awaited=lambda n: n >= 100,
-        unawaited_interval_s=60.0,
-    )
-    committer.start()
-    committer.put(0)
-    await asyncio.wait_for(committer.flush(), 10)  # the first batch: at once
+    committer = await _paced(sink, min_interval_s=30.0, unawaited_interval_s=60.0, busy_batch=2)
     committer.put(1)
     committer.put(2)  # two waiting, but neither awaited: not busy
     await asyncio.sleep(0.1)
@@ -187,22 +185,12 @@ async def test_busy_counts_only_awaited_items() -> None:
 
 async def test_flush_hurries_unawaited_items() -> None:
     sink = Sink()
-    committer = GroupCommitter(
-        "t",
-        sink.commit,
-        max_batch=100,
-        min_interval_s=0.05,
-        awaited=lambda n: n >= 100,
-        unawaited_interval_s=60.0,
-    )
-    committer.start()
-    loop = asyncio.get_running_loop()
-    committer.put(0)
-    await eventually(_holds(lambda: sink.batches == [[0]]))
+    committer = await _paced(sink, min_interval_s=0.05, unawaited_interval_s=60.0)
     committer.put(1)
     committer.put(2)
     await asyncio.sleep(0.2)
     assert sink.batches == [[0]]  # unawaited: they would wait the 60 s...
+    loop = asyncio.get_running_loop()
     flushed_at = loop.time()
     await asyncio.wait_for(committer.flush(), 10)  # ... but now someone waits for them
     assert sink.batches == [[0], [1, 2]]
