@@ -131,10 +131,15 @@ class GroupCommitter(Generic[T]):
             self._progress.set()
         return removed
 
+    def hurry(self) -> None:
+        """Someone now waits for every item queued so far: they are paced as awaited."""
+        self._hurried = self._issued
+        self._wakeup.set()  # a writer waiting out the longer interval takes the shorter
+
     async def flush(self) -> None:
         """Wait until every item queued so far has left the queue (committed or dropped)."""
-        target = self._hurried = self._issued
-        self._wakeup.set()  # a writer waiting out the longer interval takes the shorter
+        self.hurry()
+        target = self._issued
         while self._oldest() <= target and not self._stopping:
             self._progress.clear()
             await self._progress.wait()

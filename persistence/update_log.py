@@ -169,6 +169,7 @@ class UpdateLog:
             if project_id is None or q.row.project_id == project_id
         ]
         if waiting:
+            self._committer.hurry()
             await asyncio.gather(*(asyncio.shield(f) for f in waiting))
 
     async def _commit(self, batch: list[_Queued]) -> None:

@@ -1,6 +1,6 @@
 """Which updates hurry the group commit: one from a socket that asked for acks does, one
 from a socket that did not waits for the longer interval (nobody waits for its commit),
-and it is never lost for that: it commits with the next batch, whichever comes first."""
+until something awaited joins it or a flush waits for it."""
 
 from __future__ import annotations
 
@@ -49,6 +49,23 @@ async def test_an_acked_socket_hurries_the_commit_an_unacked_one_does_not(
         assert ack_message(1) in agent.channel.take()
         stored = await live.store.load(room.project_id)
         assert [entry.update for entry in stored.tail[-3:]] == [first, second, third]
+
+
+async def test_a_flush_waits_for_unacked_updates_at_the_short_pace(tmp_path: Path) -> None:
+    async with live_room(tmp_path, unawaited_interval_s=60.0) as live:
+        room, log = live.room, live.update_log
+        browser = memory_connection("browser")
+        room.join(browser)
+        first, second = _edits(2)
+        room.receive(browser, sync_update(first))
+        await eventually(lambda: _nothing_pending(log.pending))
+        room.receive(browser, sync_update(second))
+        await asyncio.sleep(0.3)
+        assert log.pending == 1
+        # What an unload does: it waits for the room's updates, so they no longer wait
+        # out the 60 s.
+        await asyncio.wait_for(log.flush(room.project_id), 5)
+        assert log.pending == 0
 
 
 def _nothing_pending(pending: int) -> None:
