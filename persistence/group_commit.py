@@ -58,7 +58,7 @@ class GroupCommitter(Generic[T]):
         shares its commit already; the wait would only delay its acks). `with_next(item)`:
         the item is never cut from the one queued after it, even past `max_batch`.
         `awaited(item)`: whether someone waits for the item's commit (None: for every
-        item). While no awaited item is queued (nor one a `flush` waits for), batches
+        item). While no awaited item is queued (nor one `hurry` or `flush` covers), batches
         start at most every `unawaited_interval_s` instead, and only awaited items count
         for `busy_batch`.
         """
@@ -74,7 +74,7 @@ class GroupCommitter(Generic[T]):
         self._awaited = awaited
         self.unawaited_interval_s = unawaited_interval_s
         self._issued = 0  # the last ticket given out
-        self._hurried = 0  # a `flush` waits for the items up to this ticket
+        self._hurried = 0  # someone waits for the items up to this ticket (`hurry`)
         self._queue: deque[tuple[int, T]] = deque()
         self._awaited_queued = 0  # items in `_queue` someone waits for
         self._in_flight: list[tuple[int, T]] = []  # older than everything queued
