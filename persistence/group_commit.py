@@ -20,7 +20,7 @@ import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from blackboard.persistence.tasks import cancel_and_wait
@@ -108,17 +108,17 @@ class GroupCommitter(Generic[T]):
         if self._is_awaited(item):
             self._awaited_queued += 1
             self._wakeup.set()
-        elif len(self._queue) == 1 or self.linger_s > 0:
+        elif len(self._queue) == 1:
             # An unawaited item wakes the writer only from an empty queue: one waiting
             # out the longer interval is not woken for each item that joins the batch.
             self._wakeup.set()
 
     def drop_oldest(self, count: int) -> list[T]:
         """Remove the `count` oldest items waiting (never the batch being committed)."""
-        dropped = [self._queue.popleft()[1] for _ in range(min(count, len(self._queue)))]
-        self._count_awaited()
+        dropped = [self._queue.popleft() for _ in range(min(count, len(self._queue)))]
+        self._awaited_queued -= self._awaited_in(dropped)
         self._progress.set()
-        return dropped
+        return [item for _, item in dropped]
 
     def discard(self, matches: Callable[[T], bool]) -> list[T]:
         """Remove every matching item, from the batch being committed too (a failed
@@ -127,7 +127,7 @@ class GroupCommitter(Generic[T]):
         if removed:
             self._in_flight = [entry for entry in self._in_flight if not matches(entry[1])]
             self._queue = deque(entry for entry in self._queue if not matches(entry[1]))
-            self._count_awaited()
+            self._awaited_queued = self._awaited_in(self._queue)
             self._progress.set()
         return removed
 
@@ -176,14 +176,14 @@ class GroupCommitter(Generic[T]):
             while count < len(self._queue) and self._with_next(self._queue[count - 1][1]):
                 count += 1
         taken = [self._queue.popleft() for _ in range(count)]
-        self._awaited_queued -= sum(1 for _, item in taken if self._is_awaited(item))
+        self._awaited_queued -= self._awaited_in(taken)
         return taken
 
     def _is_awaited(self, item: T) -> bool:
         return self._awaited is None or self._awaited(item)
 
-    def _count_awaited(self) -> None:
-        self._awaited_queued = sum(1 for _, item in self._queue if self._is_awaited(item))
+    def _awaited_in(self, entries: Iterable[tuple[int, T]]) -> int:
+        return sum(1 for _, item in entries if self._is_awaited(item))
 
     async def _run(self) -> None:
         backoff, expected = FIRST_BACKOFF_S, 0
@@ -203,8 +203,8 @@ class GroupCommitter(Generic[T]):
             except Exception as exc:  # e.g. the database is down: keep the batch, retry
                 log.warning("%s: a batch of %d failed: %s", self.name, len(self._in_flight), exc)
                 self._queue.extendleft(reversed(self._in_flight))
+                self._awaited_queued += self._awaited_in(self._in_flight)
                 self._in_flight = []
-                self._count_awaited()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.retry_max_s)
                 continue

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from blackboard.persistence.group_commit import GroupCommitter
 from tests.support.api import eventually
 
@@ -195,4 +197,33 @@ async def test_flush_hurries_unawaited_items() -> None:
     await asyncio.wait_for(committer.flush(), 10)  # ... but now someone waits for them
     assert sink.batches == [[0], [1, 2]]
     assert loop.time() - flushed_at < 5
+    assert await committer.stop(5) == []
+
+
+async def test_a_failed_batch_stays_awaited_through_its_retry() -> None:
+    sink = Sink()
+    committer = await _paced(sink, min_interval_s=0.05, unawaited_interval_s=60.0)
+    sink.failures = 1
+    committer.put(1)
+    committer.put(100)  # awaited: the batch goes at the short interval, and fails
+    # Back in the queue, 100 is still awaited: the retry does not wait out the 60 s.
+    await eventually(_holds(lambda: len(sink.batches) == 2), timeout=5)
+    assert sink.batches[1] == [1, 100] and sink.failures == 0
+    assert await committer.stop(5) == []
+
+
+@pytest.mark.parametrize("removal", ["drop_oldest", "discard"])
+async def test_an_awaited_item_removed_no_longer_hurries_the_rest(removal: str) -> None:
+    sink = Sink()
+    committer = await _paced(sink, min_interval_s=0.05, unawaited_interval_s=60.0)
+    committer.put(100)
+    committer.put(1)
+    if removal == "drop_oldest":
+        assert committer.drop_oldest(1) == [100]
+    else:
+        assert committer.discard(lambda n: n == 100) == [100]
+    await asyncio.sleep(0.3)
+    assert sink.batches == [[0]]  # 1 waits out the 60 s: nobody waits for it
+    await asyncio.wait_for(committer.flush(), 10)
+    assert sink.batches == [[0], [1]]
     assert await committer.stop(5) == []
