@@ -9,9 +9,10 @@ from pathlib import Path
 
 from pycrdt import Doc, Map
 
+from blackboard.sync.room.connection import Connection
 from blackboard.sync.wire.protocol import ack_message, sync_update
-from tests.support.api import eventually
-from tests.support.live_room import drained, live_room, memory_connection
+from tests.support.api import eventually, holds
+from tests.support.live_room import LiveRoom, drained, live_room, memory_connection
 
 
 def _edits(count: int) -> list[bytes]:
@@ -26,6 +27,17 @@ def _edits(count: int) -> list[bytes]:
     return updates
 
 
+async def _second_waiting(live: LiveRoom, browser: Connection, first: bytes, second: bytes) -> None:
+    """`first` from the unacked `browser` commits at once (after a quiet spell); `second`
+    then waits out the 60 s, as nobody waits for it."""
+    room, log = live.room, live.update_log
+    room.receive(browser, sync_update(first))
+    await eventually(holds(lambda: log.pending == 0))
+    room.receive(browser, sync_update(second))
+    await asyncio.sleep(0.3)
+    assert log.pending == 1
+
+
 async def test_an_acked_socket_hurries_the_commit_an_unacked_one_does_not(
     tmp_path: Path,
 ) -> None:
@@ -36,15 +48,10 @@ async def test_an_acked_socket_hurries_the_commit_an_unacked_one_does_not(
         room.join(browser)
         room.join(agent)
         first, second, third = _edits(3)
-
-        room.receive(browser, sync_update(first))  # after a quiet spell: at once
-        await eventually(lambda: _nothing_pending(log.pending))
-        room.receive(browser, sync_update(second))  # nobody waits: the 60 s apply
-        await asyncio.sleep(0.3)
-        assert log.pending == 1
+        await _second_waiting(live, browser, first, second)
 
         room.receive(agent, sync_update(third))  # the agent waits: the 10 ms apply
-        await eventually(lambda: _nothing_pending(log.pending), timeout=5)
+        await eventually(holds(lambda: log.pending == 0), timeout=5)
         await drained(agent)
         assert ack_message(1) in agent.channel.take()
         stored = await live.store.load(room.project_id)
@@ -56,17 +63,8 @@ async def test_a_flush_waits_for_unacked_updates_at_the_short_pace(tmp_path: Pat
         room, log = live.room, live.update_log
         browser = memory_connection("browser")
         room.join(browser)
-        first, second = _edits(2)
-        room.receive(browser, sync_update(first))
-        await eventually(lambda: _nothing_pending(log.pending))
-        room.receive(browser, sync_update(second))
-        await asyncio.sleep(0.3)
-        assert log.pending == 1
+        await _second_waiting(live, browser, *_edits(2))
         # What an unload does: it waits for the room's updates, so they no longer wait
         # out the 60 s.
         await asyncio.wait_for(log.flush(room.project_id), 5)
         assert log.pending == 0
-
-
-def _nothing_pending(pending: int) -> None:
-    assert pending == 0

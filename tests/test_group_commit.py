@@ -5,12 +5,11 @@ was queued before it, and `stop` hands back (and never leaks) what it could not 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
 from blackboard.persistence.group_commit import GroupCommitter
-from tests.support.api import eventually
+from tests.support.api import eventually, holds
 
 
 class Sink:
@@ -54,7 +53,7 @@ async def test_drop_and_discard_spare_what_they_should() -> None:
     for n in range(1, 7):
         committer.put(n)
     committer.start()
-    await eventually(_holds(lambda: committer.waiting == 4))
+    await eventually(holds(lambda: committer.waiting == 4))
     assert committer.drop_oldest(1) == [3]  # the oldest waiting, not one in flight
     assert committer.discard(lambda n: n % 2 == 0) == [2, 4, 6]  # in flight too
     assert list(committer.items()) == [1, 5] and len(committer) == 2
@@ -86,18 +85,11 @@ async def test_stop_past_its_grace_cancels_the_writer_and_returns_the_rest() -> 
     for n in range(1, 4):
         committer.put(n)
     committer.start()
-    await eventually(_holds(lambda: sink.failures < 1_000_000))
+    await eventually(holds(lambda: sink.failures < 1_000_000))
     assert await committer.stop(0.2) == [1, 2, 3]
     assert committer.stopping
     writers = [t for t in asyncio.all_tasks() if t.get_name() == "t"]
     assert writers == [], "the cancelled writer is still running"
-
-
-def _holds(condition: Callable[[], bool]) -> Callable[[], None]:
-    def check() -> None:
-        assert condition()
-
-    return check
 
 
 async def test_min_interval_gathers_a_steady_stream_and_spares_a_lone_item() -> None:
@@ -151,7 +143,7 @@ async def _paced(
     )
     committer.start()
     committer.put(0)
-    await eventually(_holds(lambda: sink.batches == [[0]]))
+    await eventually(holds(lambda: sink.batches == [[0]]))
     return committer
 
 
@@ -165,7 +157,7 @@ async def test_unawaited_items_wait_longer_until_an_awaited_one_queues() -> None
     loop = asyncio.get_running_loop()
     queued_at = loop.time()
     committer.put(100)  # someone waits for this one: the 50 ms interval applies
-    await eventually(_holds(lambda: len(sink.batches) == 2))
+    await eventually(holds(lambda: len(sink.batches) == 2))
     assert sink.batches[1] == [*range(1, 11), 100]
     assert loop.time() - queued_at < 5
     assert await committer.stop(5) == []
@@ -180,7 +172,7 @@ async def test_busy_counts_only_awaited_items() -> None:
     assert sink.batches == [[0]]
     committer.put(100)
     committer.put(101)  # two awaited: busy, so no interval at all
-    await eventually(_holds(lambda: len(sink.batches) == 2))
+    await eventually(holds(lambda: len(sink.batches) == 2))
     assert sink.batches[1] == [1, 2, 100, 101]
     assert await committer.stop(5) == []
 
@@ -207,7 +199,7 @@ async def test_a_failed_batch_stays_awaited_through_its_retry() -> None:
     committer.put(1)
     committer.put(100)  # awaited: the batch goes at the short interval, and fails
     # Back in the queue, 100 is still awaited: the retry does not wait out the 60 s.
-    await eventually(_holds(lambda: len(sink.batches) == 2), timeout=5)
+    await eventually(holds(lambda: len(sink.batches) == 2), timeout=5)
     assert sink.batches[1] == [1, 100] and sink.failures == 0
     assert await committer.stop(5) == []
 

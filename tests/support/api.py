@@ -69,6 +69,15 @@ async def eventually(
             await asyncio.sleep(interval)
 
 
+def holds(condition: Callable[[], bool]) -> Callable[[], None]:
+    """`condition` as an assertion for `eventually` to retry."""
+
+    def check() -> None:
+        assert condition()
+
+    return check
+
+
 async def committed_doc(server: ServerProcess, project_id: str, token: str | None = None) -> dict:
     """The document as the log holds it: its state as of the last committed seq (the live
     document of `project_json` may be ahead of the log)."""
