@@ -14,6 +14,10 @@ class Source(Enum):
     SERVER = "server"  # repairs, budget and lease mirrors
     PEER = "peer"  # another server instance (already stored by it)
 
+    # Members are singletons, equal only to themselves: hashed by identity in C, not by
+    # Enum's Python-level hash of the name (metrics key counts by source on every update).
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, eq=False)
 class Origin:

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pycrdt import Doc, Subscription, TransactionEvent
 
 from blackboard.persistence.update_log import UpdateLog
-from blackboard.persistence.yrs_guard import YrsError, yrs_guard
+from blackboard.persistence.yrs_guard import YrsError, apply_update, yrs_guard
 from blackboard.sync.room.awareness import AwarenessLimits, AwarenessStates
 from blackboard.sync.room.awareness_fanout import AwarenessFanout, awareness_messages
 from blackboard.sync.room.connection import Connection
 from blackboard.sync.room.doc_size import DocumentSize, DocumentTooLarge
-from blackboard.sync.room.extensions import Extension
+from blackboard.sync.room.extensions import Extension, implementing
 from blackboard.sync.room.fresh_join import FreshJoinReply
 from blackboard.sync.room.origin import SERVER_ACTOR, Origin, Source
 from blackboard.sync.room.step2_cache import Step2Cache
@@ -84,6 +84,8 @@ class Room:
         self.closing = False
         self._update_log = update_log
         self._extensions = extensions
+        self._on_update = implementing(extensions, "on_update")
+        self._on_committed = implementing(extensions, "on_committed")
         self._on_tail_grown = on_tail_grown
         self._validator = ShadowValidator(doc, shadow)  # `shadow`: a copy of `doc`
         self.rules = DocumentRules(
@@ -323,8 +325,8 @@ class Room:
 
     def _apply_live(self, update: bytes, origin: Origin) -> list[bytes]:
         try:
-            with yrs_guard, self.doc.transaction(origin=origin):
-                self.doc.apply_update(update)
+            with yrs_guard:
+                apply_update(self.doc, update, origin)
         except YrsError as exc:
             # The shadow accepted it, so this should not happen; the live doc may now
             # be partial, so drop the room and let clients reload it from storage.
@@ -369,16 +371,16 @@ class Room:
                 awaited=awaited,
             )
             self._broadcast(sync_update(change), exclude=origin.connection)
-            for ext in self._extensions:
-                ext.on_update(self, change, origin)
+            for on_update in self._on_update:
+                on_update(self, change, origin)
         return committed
 
     def _committed(self, seq: int, size: int) -> None:
         self.seq = max(self.seq, seq)
         self.tail_rows += 1
         self.tail_bytes += size
-        for ext in self._extensions:
-            ext.on_committed(self, seq, size)
+        for on_committed in self._on_committed:
+            on_committed(self, seq, size)
         self._on_tail_grown(self)
 
     def _broadcast(self, message: bytes, exclude: Connection | None) -> None:
