@@ -56,7 +56,7 @@ class StoredDocument:
         return head + b"".join(entry.status_epochs for entry in self.tail)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per update, and frozen fields cost in __init__
 class PendingAppend:
     project_id: str
     update: bytes

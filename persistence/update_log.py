@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 OnCommit = Callable[[int, int], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Queued:
     row: PendingAppend
     committed: asyncio.Future[int] = field(repr=False)

@@ -1,4 +1,5 @@
-"""Decoding a frame: the fast path for sync messages reads what the general one would."""
+"""Decoding a frame: the fast path for sync messages reads what the general one would,
+and what the fast encoding of an update writes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from blackboard.sync.wire.protocol import (
     SyncType,
     decode_message,
     encode_varbytes,
+    sync_update,
 )
 
 
@@ -25,6 +27,13 @@ def test_sync_frames_read_the_same_with_minimal_or_padded_varuints(
     minimal = bytes((0, kind)) + body
     padded = bytes((0x80, 0x00, 0x80 | kind, 0x00)) + body  # the same numbers, longer
     assert decode_message(minimal) == decode_message(padded) == SyncMessage(kind, payload)
+
+
+@given(st.binary(max_size=300))
+def test_an_update_frame_is_the_general_encoding(update: bytes) -> None:
+    frame = sync_update(update)
+    assert frame == bytes((0, SyncType.UPDATE)) + encode_varbytes(update)
+    assert decode_message(frame) == SyncMessage(SyncType.UPDATE, update)
 
 
 @given(st.binary(max_size=40))

@@ -19,7 +19,9 @@ class Source(Enum):
     __hash__ = object.__hash__
 
 
-@dataclass(frozen=True, eq=False)
+# Not frozen: every client update builds one, and a frozen dataclass's __init__ costs
+# 2.5 times as much (one object.__setattr__ per field). Nothing changes one once built.
+@dataclass(eq=False, slots=True)
 class Origin:
     source: Source
     actor: str

@@ -90,7 +90,7 @@ class Reader:
         return self.pos >= len(self.data)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per update, and frozen fields cost in __init__
 class SyncMessage:
     kind: SyncType
     payload: bytes  # a state vector (STEP1) or an update (STEP2, UPDATE)
@@ -118,12 +118,17 @@ _SYNC_TYPES = tuple(SyncType)  # by value
 
 
 def decode_message(frame: bytes) -> Message:
-    reader = Reader(frame)
-    # Nearly every frame is a sync update: both leading varuints are single bytes, read
-    # here without the general loop (same result, a third of the time).
+    # Nearly every frame is a sync update: both leading varuints are single bytes, and
+    # so is the length of a small update. Read here without the general loop (same
+    # result, a third of the time).
     if len(frame) > 2 and frame[0] == 0 and frame[1] < len(_SYNC_TYPES):
+        size = frame[2]
+        if size < 0x80 and 3 + size <= len(frame):
+            return SyncMessage(_SYNC_TYPES[frame[1]], frame[3 : 3 + size])
+        reader = Reader(frame)
         reader.pos = 2
         return SyncMessage(_SYNC_TYPES[frame[1]], reader.varbytes())
+    reader = Reader(frame)
     kind = reader.varuint()
     if kind == MessageType.SYNC:
         sub = reader.varuint()
@@ -155,7 +160,13 @@ def is_sync_step2(frame: bytes) -> bool:
     return frame[:2] == bytes((MessageType.SYNC, SyncType.STEP2))
 
 
+# Message type, sync type and length of an update under 128 bytes (most of them).
+_SMALL_UPDATE_HEADERS = [bytes((MessageType.SYNC, SyncType.UPDATE, n)) for n in range(0x80)]
+
+
 def sync_update(update: bytes) -> bytes:
+    if len(update) < 0x80:
+        return _SMALL_UPDATE_HEADERS[len(update)] + update
     return bytes((MessageType.SYNC, SyncType.UPDATE)) + encode_varbytes(update)
 
 
