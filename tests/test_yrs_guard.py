@@ -43,15 +43,15 @@ def _an_update() -> bytes:
 
 def test_observers_see_the_origin_and_it_is_forgotten_after() -> None:
     doc = Doc()
-    shots = doc.get("spec", type=Map)
+    spec = doc.get("spec", type=Map)
     origin = object()
     seen: list[Any] = []
     doc.observe(lambda event: seen.append(doc._origins.get(event.transaction.origin())))
-    shots.observe(lambda event: seen.append(event.transaction.origin))
+    spec.observe(lambda event: seen.append(event.transaction.origin))
     apply_update(doc, _an_update(), origin)
     assert seen == [origin, origin]
     assert doc._origins == {}
-    assert shots.to_py() == {"title": "rain"}
+    assert spec.to_py() == {"title": "rain"}
 
 
 def test_an_observer_failure_comes_out_and_leaves_the_doc_usable() -> None:
