@@ -124,10 +124,12 @@ def decode_message(frame: bytes) -> Message:
     if len(frame) > 2 and frame[0] == 0 and frame[1] < len(_SYNC_TYPES):
         size = frame[2]
         if size < 0x80 and 3 + size <= len(frame):
-            return SyncMessage(_SYNC_TYPES[frame[1]], frame[3 : 3 + size])
-        reader = Reader(frame)
-        reader.pos = 2
-        return SyncMessage(_SYNC_TYPES[frame[1]], reader.varbytes())
+            payload = frame[3 : 3 + size]
+        else:
+            reader = Reader(frame)
+            reader.pos = 2
+            payload = reader.varbytes()
+        return SyncMessage(_SYNC_TYPES[frame[1]], payload)
     reader = Reader(frame)
     kind = reader.varuint()
     if kind == MessageType.SYNC:
