@@ -370,7 +370,7 @@ class Room:
                 on_commit=self._committed,
                 awaited=awaited,
             )
-            self._broadcast(sync_update(change), exclude=origin.connection)
+            self._broadcast(sync_update(change), exclude=sender)
             for on_update in self._on_update:
                 on_update(self, change, origin)
         return committed
