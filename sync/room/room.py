@@ -88,9 +88,9 @@ class Room:
         self._on_committed = implementing(extensions, "on_committed")
         self._on_tail_grown = on_tail_grown
         self._validator = ShadowValidator(doc, shadow)  # `shadow`: a copy of `doc`
-        self.rules = DocumentRules(
-            doc, repair_policy, lattice
-        )  # repairs (blackboard.sync.rules.repair)
+        # Repairs (blackboard.sync.rules.repair); they see each transaction through
+        # `_capture`, the Doc's one observer.
+        self.rules = DocumentRules(doc, repair_policy, lattice, observe_doc=False)
         self.size = DocumentSize(max_document_bytes, lambda: len(doc.get_update()), size_estimate)
         self._captured: list[bytes] = []
         self._subscription: Subscription = doc.observe(self._capture)
@@ -103,6 +103,7 @@ class Room:
     def _capture(self, event: TransactionEvent) -> None:
         # Reading the Doc here raises; take the update bytes only.
         self._captured.append(event.update)
+        self.rules.after_transaction(event)
 
     # --- connections ---------------------------------------------------------
 

@@ -39,7 +39,11 @@ class ChangeObserver:
         roots: dict[str, Map],
         lattice: LatticeTracker,
         on_server_write: Callable[[Root, Path], None],
+        *,
+        observe_doc: bool = True,
     ) -> None:
+        """`observe_doc`: False if the owner already observes `doc` and hands every
+        transaction to `on_transaction` (pycrdt encodes the update once per observer)."""
         self._doc = doc
         self._lattice = lattice
         self._on_server_write = on_server_write
@@ -52,12 +56,13 @@ class ChangeObserver:
             shared.integrated.observe_deep(self._events_of(ROOTS_BY_NAME[name]))
             for name, shared in roots.items()
         ]
-        self._doc_subscription = doc.observe(self._on_transaction)
+        self._doc_subscription = doc.observe(self.on_transaction) if observe_doc else None
 
     def close(self) -> None:
         for subscription in self._subscriptions:
             subscription.drop()
-        self._doc.unobserve(self._doc_subscription)
+        if self._doc_subscription is not None:
+            self._doc.unobserve(self._doc_subscription)
 
     def settle(self, update: bytes, origin: Origin) -> None:
         """Fold the lattice writes of the client and peer transactions observed since
@@ -120,7 +125,7 @@ class ChangeObserver:
                 self._plain_writes += plain
         return [(name, *map(str, inside), key) for key in keys]
 
-    def _on_transaction(self, event: TransactionEvent) -> None:
+    def on_transaction(self, event: TransactionEvent) -> None:
         try:
             origin, self._origin = self._origin, None
             # Reading the structs is only needed when a lattice root changed, and not

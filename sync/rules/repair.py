@@ -30,8 +30,9 @@ arrive in, every replica ends on the same repaired document. The rules come from
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from pycrdt import Doc
+from pycrdt import Doc, TransactionEvent
 
 from blackboard.sync.room.origin import Origin, Source
 from blackboard.sync.rules.correction import Correction, Entry, Path
@@ -56,8 +57,12 @@ class DocumentRules:
         doc: Doc,
         policy: RepairPolicy | None = None,
         lattice: LatticeTracker | None = None,
+        *,
+        observe_doc: bool = True,
     ) -> None:
-        """`lattice`: `LatticeTracker.of_document(doc)`, if already built (off the loop)."""
+        """`lattice`: `LatticeTracker.of_document(doc)`, if already built (off the loop).
+        `observe_doc`: False if the owner observes `doc` already and hands every
+        transaction event to `after_transaction` (one observer: one encoded update)."""
         policy = policy or RepairPolicy()
         self._lattice = lattice or LatticeTracker.of_document(doc)
         reader = DocumentReader(doc)
@@ -69,7 +74,10 @@ class DocumentRules:
         # peer's update (a live instance may be repairing them already).
         if self._lattice.dirty:
             self._defer([], self._take_dirty())
-        self._observer = ChangeObserver(doc, reader.roots, self._lattice, truth.learn)
+        self._observer = ChangeObserver(
+            doc, reader.roots, self._lattice, truth.learn, observe_doc=observe_doc
+        )
+        self.after_transaction: Callable[[TransactionEvent], None] = self._observer.on_transaction
 
     @property
     def lattice(self) -> LatticeTracker:
