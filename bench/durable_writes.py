@@ -1,4 +1,5 @@
-"""Durable-write benchmark: the group-commit path (UpdateLog -> DocumentStore) on Postgres.
+"""Durable-write benchmark: the group-commit path (UpdateLog -> DocumentStore) on Postgres,
+or with `--sqlite` on the embedded default.
 
 1,000 projects, 40-byte updates offered at a fixed aggregate rate (5k, 10k, 20k per
 second by default) from one process. For each update it measures the durable-ack
@@ -12,7 +13,8 @@ The database is a fresh one created next to BLACKBOARD_TEST_DATABASE_URL (defaul
 postgresql://postgres@127.0.0.1:5432/test) and dropped afterwards. With `--private`, it
 lives in a private cluster started for the run (initdb in a temporary folder), so other
 work on the shared cluster (CREATE/DROP DATABASE of test suites, which write WAL and
-force checkpoints) does not stall its commits.
+force checkpoints) does not stall its commits. With `--sqlite`, the database is a fresh
+SQLite file in a temporary folder, as `blackboard serve` keeps it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import argparse
 import asyncio
 import os
 import random
+import sqlite3
+import tempfile
 import time
 from array import array
 from collections.abc import Callable
@@ -106,6 +110,7 @@ async def _offer(
     rate: int,
     seconds: float,
     postgres_cpu: Callable[[], float] | None,
+    awaited: bool,
 ) -> RateResult:
     """Append at `rate` per second for `seconds`, then wait for every ack."""
     rng = random.Random(rate)
@@ -123,7 +128,8 @@ async def _offer(
     while (elapsed := time.perf_counter() - begin) < seconds:
         due = int(rate * elapsed) - sent
         for _ in range(due):
-            acks.track(log.append(rng.choice(projects), rng.randbytes(UPDATE_BYTES), "bench"))
+            update = rng.randbytes(UPDATE_BYTES)
+            acks.track(log.append(rng.choice(projects), update, "bench", awaited=awaited))
         sent += due
         await asyncio.sleep(TICK_S)
     if acks.outstanding:
@@ -135,24 +141,32 @@ async def _offer(
     return RateResult(rate, total, sent, list(acks.latencies_ms), commits, process_cpu, pg_cpu)
 
 
-async def _server_version(url: str) -> str:
+async def _database_version(url: str | None) -> str:
+    if url is None:
+        return f"SQLite {sqlite3.sqlite_version}"
     conn = await asyncpg.connect(url)
     try:
-        return await conn.fetchval("SHOW server_version")
+        server = await conn.fetchval("SHOW server_version")
+        return f"PostgreSQL {server}, asyncpg {version('asyncpg')}"
     finally:
         await conn.close()
 
 
-async def run(
-    rates: list[int], seconds: float, projects: int, private: bool, gc_tuning: bool
-) -> list[RateResult]:
-    cluster = PrivatePostgres().init_and_start() if private else None
-    url = await cluster.create_database("bench") if cluster else await create_database()
-    store = make_store(url, Path("."))
+async def run(args: argparse.Namespace) -> list[RateResult]:
+    seconds = 3.0 if args.quick else args.seconds
+    rates = [int(r) for r in args.rates.split(",")]
+    projects, private, sqlite = args.projects, args.private, args.sqlite
+    cluster = PrivatePostgres().init_and_start() if private and not sqlite else None
+    folder = tempfile.TemporaryDirectory(prefix="bench-sqlite-") if sqlite else None
+    if folder is not None:
+        url = None
+    else:
+        url = await cluster.create_database("bench") if cluster else await create_database()
+    store = make_store(url, Path(folder.name if folder else "."))
     try:
         await store.open(migrate_schema=True)
         ids = await _create_projects(store, projects)
-        if gc_tuning:
+        if not args.default_gc:
             tune_for_serving()  # as `blackboard serve` does
         log = UpdateLog(store)
         log.start()
@@ -160,14 +174,15 @@ async def run(
         print(
             f"machine: {machine['cores']} cores, {machine['cpu']}, {machine['ram']},"
             f" {machine['kernel']}; Python {machine['python']},"
-            f" PostgreSQL {await _server_version(url)}, asyncpg {version('asyncpg')},"
+            f" {await _database_version(url)},"
             f" event loop {type(asyncio.get_running_loop()).__module__.split('.')[0]};"
             f" load average {os.getloadavg()[0]:.2f} at start"
         )
-        where = "a private cluster" if private else "the shared cluster"
+        where = "SQLite" if sqlite else "a private cluster" if private else "the shared cluster"
         print(
             f"{projects} projects, {UPDATE_BYTES}-byte updates, {seconds:g} s per rate,"
-            f" on {where}, {'serving' if gc_tuning else 'default'} GC settings\n"
+            f" on {where}, {'default' if args.default_gc else 'serving'} GC settings,"
+            f" {'unawaited' if args.unawaited else 'awaited'} appends\n"
         )
         print(
             "| offered/s | rows/s | ack p50 ms | ack p99 ms | ack max ms | rows/commit"
@@ -177,7 +192,7 @@ async def run(
         postgres_cpu = (lambda: sum(map(cpu_seconds, cluster.server_pids()))) if cluster else None
         results = []
         for rate in rates:
-            result = await _offer(log, ids, rate, seconds, postgres_cpu)
+            result = await _offer(log, ids, rate, seconds, postgres_cpu, not args.unawaited)
             results.append(result)
             print(
                 f"| {rate:,} | {result.rows_per_s:,.0f} | {result.percentile(50):.2f}"
@@ -194,6 +209,8 @@ async def run(
         await store.close()
         if cluster:
             cluster.destroy()
+        elif folder is not None:
+            folder.cleanup()
         else:
             await drop_database(url)
 
@@ -205,18 +222,22 @@ def main() -> None:
     parser.add_argument("--rates", default="5000,10000,20000", help="comma-separated rates")
     parser.add_argument("--projects", type=int, default=1000)
     parser.add_argument("--private", action="store_true", help="run on a private cluster")
+    parser.add_argument("--sqlite", action="store_true", help="run on the embedded SQLite")
+    parser.add_argument(
+        "--unawaited",
+        action="store_true",
+        help="appends nobody awaits (a stock Yjs client's updates: commits paced longer)",
+    )
     parser.add_argument(
         "--default-gc", action="store_true", help="keep CPython's GC settings (for comparison)"
     )
     args = parser.parse_args()
-    seconds = 3.0 if args.quick else args.seconds
-    rates = [int(r) for r in args.rates.split(",")]
     try:
         import uvloop  # the server runs on uvloop (uvicorn[standard]); measure the same
 
-        uvloop.run(run(rates, seconds, args.projects, args.private, not args.default_gc))
+        uvloop.run(run(args))
     except ImportError:
-        asyncio.run(run(rates, seconds, args.projects, args.private, not args.default_gc))
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":
