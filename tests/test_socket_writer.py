@@ -121,6 +121,29 @@ async def test_one_sockets_failed_write_keeps_nothing_from_the_others() -> None:
     assert fine.transport.writes == [b"\x82\x09delivered"]
 
 
+class FailingOnceTransport(FakeTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def write(self, data: bytes) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a passing failure")
+        super().write(data)
+
+
+async def test_a_failed_write_drops_its_frames_and_the_next_tick_writes() -> None:
+    protocol = FakeProtocol()
+    protocol.transport = FailingOnceTransport()
+    writer = writer_on(protocol)
+    writer.offer(b"lost")
+    await asyncio.sleep(0)
+    writer.offer(b"next")
+    await asyncio.sleep(0)
+    assert protocol.transport.writes == [b"\x82\x04next"]  # not the lost one again
+
+
 async def test_frames_left_by_a_stopped_loop_hold_up_nothing() -> None:
     stopped = asyncio.new_event_loop()
     try:  # a frame offered on a loop that stops before its end of tick
