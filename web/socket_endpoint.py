@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -61,12 +62,12 @@ class WriterChannel(StarletteChannel):
     has room (a `DirectChannel`); the close still goes through ASGI, after the frames
     queued before it."""
 
+    offer: Callable[[bytes], bool]  # the writer's own: no call in between
+
     def __init__(self, websocket: WebSocket, writer: FrameWriter) -> None:
         super().__init__(websocket)
         self._writer = writer
-
-    def offer(self, data: bytes) -> bool:
-        return self._writer.offer(data)
+        self.offer = writer.offer
 
     async def send(self, data: bytes) -> None:
         await self._writer.send(data)

@@ -27,6 +27,31 @@ CLOSE_TIMEOUT_S = 10.0
 
 
 class Connection:
+    # A broadcast reads a few fields of every recipient: slots keep them in the object.
+    __slots__ = (
+        "__weakref__",  # repair limits count per connection (`sync.rules.repair_limit`)
+        "_closer",
+        "_drain_then_close",
+        "_offer",
+        "_outbox",
+        "_queued_bytes",
+        "_ready",
+        "_sender",
+        "_sending",
+        "acks",
+        "actor",
+        "awareness_ids",
+        "can_write",
+        "channel",
+        "close_code",
+        "closed",
+        "closing",
+        "id",
+        "max_queue_bytes",
+        "project_id",
+        "wants_acks",
+    )
+
     def __init__(
         self,
         channel: Channel,
@@ -39,7 +64,8 @@ class Connection:
     ) -> None:
         self.id = next(_ids)
         self.channel = channel
-        self._direct = channel if isinstance(channel, DirectChannel) else None
+        # Taken once: a broadcast calls it for every recipient.
+        self._offer = channel.offer if isinstance(channel, DirectChannel) else None
         self.project_id = project_id
         self.actor = actor
         self.can_write = can_write
@@ -83,10 +109,10 @@ class Connection:
         if self._queued_bytes > self.max_queue_bytes:
             self.close(close_codes.TRY_AGAIN_LATER, "slow consumer: send queue full")
             return
-        direct = self._direct
-        if direct is not None and not self._outbox and not self._sending:
+        offer = self._offer
+        if offer is not None and not self._outbox and not self._sending:
             try:
-                if direct.offer(message):
+                if offer(message):
                     return
             except Exception as exc:  # the peer is gone
                 self._send_failed(exc)
