@@ -39,11 +39,9 @@ class ChangeObserver:
         roots: dict[str, Map],
         lattice: LatticeTracker,
         on_server_write: Callable[[Root, Path], None],
-        *,
-        observe_doc: bool = True,
     ) -> None:
-        """`observe_doc`: False if the owner already observes `doc` and hands every
-        transaction to `on_transaction` (pycrdt encodes the update once per observer)."""
+        """The owner hands every transaction of `doc` to `on_transaction` (it observes
+        `doc`: pycrdt encodes the update once per observer, so one serves all)."""
         self._doc = doc
         self._lattice = lattice
         self._on_server_write = on_server_write
@@ -56,13 +54,10 @@ class ChangeObserver:
             shared.integrated.observe_deep(self._events_of(ROOTS_BY_NAME[name]))
             for name, shared in roots.items()
         ]
-        self._doc_subscription = doc.observe(self.on_transaction) if observe_doc else None
 
     def close(self) -> None:
         for subscription in self._subscriptions:
             subscription.drop()
-        if self._doc_subscription is not None:
-            self._doc.unobserve(self._doc_subscription)
 
     def settle(self, update: bytes, origin: Origin) -> None:
         """Fold the lattice writes of the client and peer transactions observed since

@@ -74,10 +74,10 @@ class DocumentRules:
         # peer's update (a live instance may be repairing them already).
         if self._lattice.dirty:
             self._defer([], self._take_dirty())
-        self._observer = ChangeObserver(
-            doc, reader.roots, self._lattice, truth.learn, observe_doc=observe_doc
-        )
+        self._observer = ChangeObserver(doc, reader.roots, self._lattice, truth.learn)
         self.after_transaction: Callable[[TransactionEvent], None] = self._observer.on_transaction
+        self._doc = doc
+        self._subscription = doc.observe(self.after_transaction) if observe_doc else None
 
     @property
     def lattice(self) -> LatticeTracker:
@@ -86,6 +86,8 @@ class DocumentRules:
 
     def close(self) -> None:
         self._observer.close()
+        if self._subscription is not None:
+            self._doc.unobserve(self._subscription)
 
     def review(self, update: bytes, origin: Origin) -> list[Correction]:
         """The repairs the update `origin` just applied calls for (possibly none).
