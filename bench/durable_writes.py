@@ -156,7 +156,7 @@ async def run(args: argparse.Namespace) -> list[RateResult]:
     seconds = 3.0 if args.quick else args.seconds
     rates = [int(r) for r in args.rates.split(",")]
     projects, private, sqlite = args.projects, args.private, args.sqlite
-    cluster = PrivatePostgres().init_and_start() if private and not sqlite else None
+    cluster = PrivatePostgres().init_and_start() if private else None
     folder = tempfile.TemporaryDirectory(prefix="bench-sqlite-") if sqlite else None
     if folder is not None:
         url = None
@@ -221,8 +221,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each rate")
     parser.add_argument("--rates", default="5000,10000,20000", help="comma-separated rates")
     parser.add_argument("--projects", type=int, default=1000)
-    parser.add_argument("--private", action="store_true", help="run on a private cluster")
-    parser.add_argument("--sqlite", action="store_true", help="run on the embedded SQLite")
+    database = parser.add_mutually_exclusive_group()
+    database.add_argument("--private", action="store_true", help="run on a private cluster")
+    database.add_argument("--sqlite", action="store_true", help="run on the embedded SQLite")
     parser.add_argument(
         "--unawaited",
         action="store_true",
