@@ -25,6 +25,7 @@ from blackboard.persistence.records import (
     Snapshot,
     StoredDocument,
 )
+from blackboard.persistence.snapshot_rows import insert_snapshot, newest_snapshot
 
 _NO_LIMIT = 2**62
 _IDS_PER_QUERY = 500  # bound on parameters in one IN (...) list
@@ -118,18 +119,7 @@ class DocumentStore:
             last = await conn.fetchval("SELECT seq FROM projects WHERE project_id = $1", project_id)
             if last is None:
                 raise ProjectNotFound(project_id)
-            row = await conn.fetchrow(
-                "SELECT upto_seq, state, state_vector, created_at, status_epochs"
-                " FROM doc_snapshots WHERE project_id = $1 AND upto_seq <= $2"
-                " ORDER BY upto_seq DESC LIMIT 1",
-                project_id,
-                upto_seq,
-            )
-            snapshot = (
-                Snapshot(row[0], bytes(row[1]), bytes(row[2]), row[3], bytes(row[4]))
-                if row
-                else None
-            )
+            snapshot = await newest_snapshot(conn, project_id, upto_seq)
             base = snapshot.upto_seq if snapshot else 0
             tail = await conn.fetch(
                 'SELECT seq, "update", actor, created_at, status_epochs FROM doc_updates'
@@ -194,19 +184,7 @@ class DocumentStore:
                 # The fence row stays locked until COMMIT: no other compactor can take
                 # it between this check and the insert.
                 await Fences(self.db, fence.holder).check(conn, fence)
-            return bool(
-                await conn.execute(
-                    "INSERT INTO doc_snapshots"
-                    " (project_id, upto_seq, state, state_vector, status_epochs, created_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                    project_id,
-                    snapshot.upto_seq,
-                    snapshot.state,
-                    snapshot.state_vector,
-                    snapshot.status_epochs,
-                    snapshot.created_at,
-                )
-            )
+            return await insert_snapshot(conn, project_id, snapshot)
 
     async def prune(self, project_id: str, before: datetime) -> int:
         async with self.db.transaction() as conn:

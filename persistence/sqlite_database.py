@@ -59,7 +59,7 @@ def _roll_back_if_open(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
-class _Conn:
+class SQLiteConnection:
     """Each call is one hand-off to the database thread (a future and a wake-up of the
     event loop each): a statement's cursor is not closed there, since sqlite3 resets a
     statement that has run to its end, and rows are fetched with the statement."""
@@ -85,9 +85,14 @@ class _Conn:
         row = await self.fetchrow(sql, *args)
         return None if row is None else row[0]
 
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(connection)` on the database thread, in this transaction, in one hand-off:
+        for what the statements above cannot do (`persistence.snapshot_rows`' blob I/O).
+        Asked after whatever the thread was given before."""
+        return await self._db._execute(work, self._db._conn)
+
     async def roll_back_if_open(self) -> None:
-        # Asked on the database thread, after whatever it was given before.
-        await self._db._execute(_roll_back_if_open, self._db._conn)
+        await self.run(_roll_back_if_open)
 
 
 class SQLiteDatabase:
@@ -134,26 +139,28 @@ class SQLiteDatabase:
         self._writer = self._reader = None
 
     @staticmethod
-    def _conn(db: aiosqlite.Connection | None) -> _Conn:
+    def _conn(db: aiosqlite.Connection | None) -> SQLiteConnection:
         if db is None:
             raise StoreError("database is not open")
-        return _Conn(db)
+        return SQLiteConnection(db)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_Conn]:
+    async def transaction(self) -> AsyncIterator[SQLiteConnection]:
         async with self._write_lock:
             async with self._begun(self._writer, "BEGIN IMMEDIATE") as conn:
                 yield conn
 
     @asynccontextmanager
-    async def read_transaction(self) -> AsyncIterator[_Conn]:
+    async def read_transaction(self) -> AsyncIterator[SQLiteConnection]:
         # A deferred BEGIN on the reader: its first read fixes the snapshot (WAL).
         async with self._read_lock:
             async with self._begun(self._reader, "BEGIN") as conn:
                 yield conn
 
     @asynccontextmanager
-    async def _begun(self, db: aiosqlite.Connection | None, begin: str) -> AsyncIterator[_Conn]:
+    async def _begun(
+        self, db: aiosqlite.Connection | None, begin: str
+    ) -> AsyncIterator[SQLiteConnection]:
         conn = self._conn(db)
         try:
             await conn.execute(begin)

@@ -5,6 +5,7 @@ compaction lease, status-epoch records and the migration that added them."""
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -181,6 +182,31 @@ async def test_save_snapshot_is_idempotent_per_seq(store: DocumentStore) -> None
     assert await store.save_snapshot("film", snapshot) is False
 
 
+async def test_a_big_snapshot_reads_back_whole_and_a_refused_one_writes_nothing(
+    store: DocumentStore,
+) -> None:
+    # Opaque bytes suffice: the store never applies a snapshot. SQLite writes the state
+    # into room made for it after the insert; a refused insert must not write anywhere.
+    big = Snapshot(1, os.urandom(3_000_000), b"sv-a", utc_now(), b"epochs-a")
+    other = Snapshot(1, b"other-state", b"sv-b", utc_now(), b"epochs-b")
+    await create(store, "film")
+    await create(store, "ads")
+    assert await store.save_snapshot("film", big) is True
+    assert await store.save_snapshot("ads", other) is True
+    refused = Snapshot(1, os.urandom(len(big.state)), b"sv-c", utc_now(), b"epochs-c")
+    assert await store.save_snapshot("film", refused) is False
+    assert await store.save_snapshot("ads", refused) is False
+    for project_id, saved in (("film", big), ("ads", other)):
+        snapshot = (await store.load(project_id)).snapshot
+        assert snapshot is not None
+        assert (snapshot.state, snapshot.state_vector, snapshot.status_epochs) == (
+            saved.state,
+            saved.state_vector,
+            saved.status_epochs,
+        )
+        assert snapshot.created_at == saved.created_at
+
+
 async def test_history_pages_and_seq_at_time(store: DocumentStore) -> None:
     await create(store)
     await append_each(store, "film", shot_updates(4))
@@ -339,6 +365,7 @@ async def test_migration_0007_gives_existing_rows_an_empty_record(
         await store.append([PendingAppend("film", shot_updates(1)[0], ACTOR, b"new")])
         stored = await store.load("film")
         assert stored.snapshot is not None and stored.snapshot.status_epochs == b""
+        assert stored.snapshot.state == doc.get_update()  # 0009 moved it on SQLite
         assert [e.status_epochs for e in await store.read_log("film", 0, 10)] == [b"", b"new"]
     finally:
         await store.close()
