@@ -51,9 +51,9 @@ class _LastFrame:
     frame: bytes = _SMALL_HEADERS[0]
 
     @classmethod
-    def of(cls, payload: bytes) -> bytes:
-        if payload is not cls.payload:
-            cls.payload, cls.frame = payload, binary_frame_header(len(payload)) + payload
+    def join(cls, payload: bytes) -> bytes:
+        """Frame `payload` and remember it (offer checks `payload` first, inline)."""
+        cls.payload, cls.frame = payload, binary_frame_header(len(payload)) + payload
         return cls.frame
 
 
@@ -69,13 +69,13 @@ class _Flush:
     loop: asyncio.AbstractEventLoop | None = None  # where the waiting flush is scheduled
 
     @classmethod
-    def add(cls, writer: FrameWriter, loop: asyncio.AbstractEventLoop) -> None:
-        # Writers left by a loop that stopped before its flush ran (a test's loop) are
-        # not this loop's: their sockets went with it.
-        if not cls.writers or cls.loop is not loop:
-            cls.writers, cls.loop = [], loop
-            loop.call_soon(cls.run)
-        cls.writers.append(writer)
+    def start(cls, loop: asyncio.AbstractEventLoop) -> list[FrameWriter]:
+        """A new list of writers, flushed at the end of this tick of `loop`. Writers left
+        by a loop that stopped before its flush ran (a test's loop) are dropped: their
+        sockets went with it."""
+        cls.writers, cls.loop = [], loop
+        loop.call_soon(cls.run)
+        return cls.writers
 
     @classmethod
     def run(cls) -> None:
@@ -110,9 +110,15 @@ class FrameWriter:
                 raise SocketClosed("the socket is closed")
             if not protocol.writable.is_set():
                 return False
-            _Flush.add(self, protocol.loop)
-        if len(payload) <= JOIN_LIMIT:
-            pending.append(_LastFrame.of(payload))
+            # Inline, not a call: a hot room's broadcast comes here a thousand times.
+            writers = _Flush.writers
+            if not writers or _Flush.loop is not protocol.loop:
+                writers = _Flush.start(protocol.loop)
+            writers.append(self)
+        if payload is _LastFrame.payload:  # a broadcast's recipients after its first
+            pending.append(_LastFrame.frame)
+        elif len(payload) <= JOIN_LIMIT:
+            pending.append(_LastFrame.join(payload))
         else:
             pending += (binary_frame_header(len(payload)), payload)
         return True
