@@ -2,8 +2,8 @@
 -- I/O (`persistence/snapshot_rows.py`): sqlite3 copies a selected or bound 20 MB blob
 -- holding the GIL, which held the serving loop back for 20-60 ms on every compaction
 -- and cold load of such a document (bench/RESULTS.md), and a blob handle reads and writes
--- it with the GIL let go. Last in the row, the state no longer lies between a
--- snapshot's other columns and its key, which prune and history read without it.
+-- it with the GIL let go. Last in the row, the state no longer lies before the columns
+-- that prune reads (SQLite would walk its overflow pages to reach them).
 CREATE TABLE doc_snapshots_by_rowid (
     project_id    TEXT NOT NULL REFERENCES projects (project_id),
     upto_seq      INTEGER NOT NULL,
