@@ -78,4 +78,4 @@ def _fields(snapshot: Snapshot) -> tuple[int, bytes, datetime, bytes]:
 def _snapshot(
     upto_seq: int, state_vector: bytes, created_at: datetime, status_epochs: bytes, state: bytes
 ) -> Snapshot:
-    return Snapshot(upto_seq, bytes(state), bytes(state_vector), created_at, bytes(status_epochs))
+    return Snapshot(upto_seq, state, state_vector, created_at, status_epochs)

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,9 +87,10 @@ class SQLiteConnection:
         return None if row is None else row[0]
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """`work(connection)` on the database thread, in this transaction, in one hand-off:
-        for what the statements above cannot do (`persistence.snapshot_rows`' blob I/O).
-        Asked after whatever the thread was given before."""
+        """`work(connection)` on the database thread, in one hand-off, after whatever the
+        thread was given before: for what the statements above cannot do (a whole group
+        commit, `persistence.snapshot_rows`' blob I/O). aiosqlite's own queue to its
+        thread, which each of its calls goes through."""
         return await self._db._execute(work, self._db._conn)
 
     async def roll_back_if_open(self) -> None:
@@ -179,10 +181,7 @@ class SQLiteDatabase:
         such as the group commit pays that per batch). `work` must not block on the
         event loop; statements use `?N` parameters (see `sql`)."""
         async with self._write_lock:
-            if self._writer is None:
-                raise StoreError("database is not open")
-            # aiosqlite's own queue to its thread (what each of its calls goes through).
-            return await self._writer._execute(_in_transaction, self._writer._conn, work)
+            return await self._conn(self._writer).run(partial(_in_transaction, work=work))
 
     sql = staticmethod(_sql)
 
