@@ -207,6 +207,20 @@ async def test_a_big_snapshot_reads_back_whole_and_a_refused_one_writes_nothing(
         assert snapshot.created_at == saved.created_at
 
 
+async def test_a_snapshot_whose_write_fails_leaves_no_row(store: DocumentStore) -> None:
+    # A state that is not bytes fails its write: on SQLite after the insert made room for
+    # it (the blob write refuses a str), on Postgres at the insert. Either way the whole
+    # transaction goes, so the seq is free for the next save.
+    await create(store)
+    broken = Snapshot(1, "not bytes", b"sv", utc_now())  # type: ignore[arg-type]
+    with pytest.raises(Exception):  # noqa: B017 - each driver raises its own error
+        await store.save_snapshot("film", broken)
+    assert (await store.load("film")).snapshot is None
+    good = Snapshot(1, b"state", b"sv", utc_now())
+    assert await store.save_snapshot("film", good) is True
+    assert (await store.load("film")).snapshot == good
+
+
 async def test_history_pages_and_seq_at_time(store: DocumentStore) -> None:
     await create(store)
     await append_each(store, "film", shot_updates(4))
