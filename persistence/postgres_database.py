@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -66,7 +66,7 @@ def _rowcount(status: str) -> int:
     return int(last) if last.isdigit() else 0
 
 
-class _Conn:
+class PostgresConnection:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
@@ -84,6 +84,18 @@ class _Conn:
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         return await _checked(self._conn, self._conn.fetchval(sql, *args))
+
+    async def rows_apart(self, sql: str, *args: Any) -> AsyncIterator[asyncpg.Record]:
+        """The rows of `sql`, one per round trip (a cursor: inside a transaction only),
+        so that each big row is decoded in a loop step of its own."""
+        cursor = await _checked(self._conn, self._conn.cursor(sql, *args))
+        while (row := await _checked(self._conn, cursor.fetchrow())) is not None:
+            yield row
+
+    async def copy_in(self, table: str, data: AsyncIterable[bytes | memoryview]) -> None:
+        """`COPY table FROM STDIN (FORMAT binary)`, sending `data`'s chunks as they come:
+        each is one step of the loop, where binding a big value is one long one."""
+        await _checked(self._conn, self._conn.copy_to_table(table, source=data, format="binary"))
 
 
 class PostgresDatabase:
@@ -121,12 +133,12 @@ class PostgresDatabase:
         return self._pool
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_Conn]:
+    async def transaction(self) -> AsyncIterator[PostgresConnection]:
         async with self._transaction() as conn:
             yield conn
 
     @asynccontextmanager
-    async def read_transaction(self) -> AsyncIterator[_Conn]:
+    async def read_transaction(self) -> AsyncIterator[PostgresConnection]:
         async with self._transaction(isolation="repeatable_read", readonly=True) as conn:
             yield conn
 
@@ -145,7 +157,7 @@ class PostgresDatabase:
                 log.info("a database connection failed its reset and was closed (%s)", type(exc))
 
     @asynccontextmanager
-    async def _transaction(self, **options: Any) -> AsyncIterator[_Conn]:
+    async def _transaction(self, **options: Any) -> AsyncIterator[PostgresConnection]:
         for attempt in itertools.count(1):
             async with self._acquired() as conn:
                 transaction = conn.transaction(**options)
@@ -156,7 +168,7 @@ class PostgresDatabase:
                         raise
                     continue  # nothing was sent: begin again on another connection
                 try:
-                    yield _Conn(conn)
+                    yield PostgresConnection(conn)
                 except (ConnectionDropped, *_INTERRUPTED):
                     raise  # terminated: the server rolls the transaction back
                 except BaseException:
@@ -170,13 +182,13 @@ class PostgresDatabase:
                 await _checked(conn, transaction.commit())
                 return
 
-    async def _single(self, work: Callable[[_Conn], Awaitable[T]]) -> T:
+    async def _single(self, work: Callable[[PostgresConnection], Awaitable[T]]) -> T:
         """One statement on its own, begun again if its connection had been dropped."""
         attempt = 0
         while True:
             async with self._acquired() as conn:
                 try:
-                    return await work(_Conn(conn))
+                    return await work(PostgresConnection(conn))
                 except ConnectionDropped:
                     attempt += 1
                     if attempt > self.pool_size:

@@ -21,6 +21,7 @@ from blackboard.persistence.fence import FenceLost, Fences
 from blackboard.persistence.log_append import SQLITE_ROWS_PER_INSERT
 from blackboard.persistence.records import PendingAppend, Snapshot
 from blackboard.persistence.replay import replay
+from blackboard.persistence.snapshot_rows import STATE_PIECE_BYTES
 from blackboard.schemas.migration_files import migrations_for
 from blackboard.schemas.views import doc_to_json
 from blackboard.sync.projects.creation import initial_update
@@ -182,12 +183,27 @@ async def test_save_snapshot_is_idempotent_per_seq(store: DocumentStore) -> None
     assert await store.save_snapshot("film", snapshot) is False
 
 
+def _state(size: int, compressible: bool) -> bytes:
+    return (b"0123456789abcdef" * (size // 16 + 1))[:size] if compressible else os.urandom(size)
+
+
+@pytest.mark.parametrize(
+    ("size", "compressible"),
+    [
+        (3_000_000, False),
+        (3_000_000, True),  # Postgres keeps it compressed: its pieces come from one copy
+        (STATE_PIECE_BYTES, False),  # the largest read and written in one piece
+        (STATE_PIECE_BYTES + 1, False),
+        (2 * STATE_PIECE_BYTES, False),
+    ],
+)
 async def test_a_big_snapshot_reads_back_whole_and_a_refused_one_writes_nothing(
-    store: DocumentStore,
+    store: DocumentStore, size: int, compressible: bool
 ) -> None:
     # Opaque bytes suffice: the store never applies a snapshot. SQLite writes the state
     # into room made for it after the insert; a refused insert must not write anywhere.
-    big = Snapshot(1, os.urandom(3_000_000), b"sv-a", utc_now(), b"epochs-a")
+    # Postgres sends and reads a state above STATE_PIECE_BYTES in pieces.
+    big = Snapshot(1, _state(size, compressible), b"sv-a", utc_now(), b"epochs-a")
     other = Snapshot(1, b"other-state", b"sv-b", utc_now(), b"epochs-b")
     await create(store, "film")
     await create(store, "ads")
@@ -207,16 +223,18 @@ async def test_a_big_snapshot_reads_back_whole_and_a_refused_one_writes_nothing(
         assert snapshot.created_at == saved.created_at
 
 
-async def test_a_snapshot_whose_write_fails_leaves_no_row(store: DocumentStore) -> None:
+@pytest.mark.parametrize("size", [9, STATE_PIECE_BYTES + 1])
+async def test_a_snapshot_whose_write_fails_leaves_no_row(store: DocumentStore, size: int) -> None:
     # A state that is not bytes fails its write: on SQLite after the insert made room for
-    # it (the blob write refuses a str), on Postgres at the insert. Either way the whole
-    # transaction goes, so the seq is free for the next save.
+    # it (the blob write refuses a str); on Postgres at the insert, or for a big one in
+    # the middle of its COPY, after the temporary table and the stream's first chunk.
+    # Either way the whole transaction goes, so the seq is free for the next save.
     await create(store)
-    broken = Snapshot(1, "not bytes", b"sv", utc_now())  # type: ignore[arg-type]
+    broken = Snapshot(1, "x" * size, b"sv", utc_now())  # type: ignore[arg-type]
     with pytest.raises(Exception):  # noqa: B017 - each driver raises its own error
         await store.save_snapshot("film", broken)
     assert (await store.load("film")).snapshot is None
-    good = Snapshot(1, b"state", b"sv", utc_now())
+    good = Snapshot(1, b"s" * size, b"sv", utc_now())
     assert await store.save_snapshot("film", good) is True
     assert (await store.load("film")).snapshot == good
 
