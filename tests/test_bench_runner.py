@@ -144,3 +144,19 @@ def test_a_servers_cpu_counts_its_child_processes() -> None:
         child.wait(10)
     user, system = procstat.cpu_between(before, after)
     assert child.pid in after and user + system >= 0.3
+
+
+def test_snapshot_stall_measures_both_backends() -> None:
+    """`python -m bench.snapshot_stall`, small: a row of save and read figures for each
+    backend, with a state big enough for Postgres to move it in pieces."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.snapshot_stall", "--mb", "2.5", "--rounds", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    figures = r"\d+ / [\d.]+, \d+ / [\d.]+"
+    for backend in ("sqlite", "postgres"):
+        assert re.search(rf"^\| {backend} \| {figures} \| {figures} \|$", out, re.M), out
