@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pycrdt import Doc, Map
 
-from blackboard.persistence.compaction import compact
+from blackboard.persistence.compaction import CompactionResult, compact
 from blackboard.persistence.compaction_worker import CompactionWorker
 from blackboard.persistence.document_store import DocumentStore
 from blackboard.persistence.records import PendingAppend
@@ -28,7 +28,7 @@ from blackboard.schemas.views import doc_to_json
 from blackboard.sync.room import rooms as room_manager_module
 from blackboard.sync.room.load_plan import CHUNK_BYTES, SMALL_ROWS, LoadPlan, plan_in_thread
 from blackboard.sync.room.origin import Origin, Source
-from blackboard.sync.room.rooms import RoomManager, RoomPolicy
+from blackboard.sync.room.rooms import COMPACT_ROWS_PER_BYTES, RoomManager, RoomPolicy
 from blackboard.sync.rules.lattice import LatticeTracker
 from blackboard.sync.wire.protocol import SyncMessage, SyncType, decode_message, sync_step1
 from blackboard.sync.wire.yjs_encoding import EMPTY_STATE_VECTOR
@@ -56,15 +56,16 @@ async def rooms(store: DocumentStore) -> AsyncIterator[RoomManager]:
         await update_log.stop(10)
 
 
-async def big_project(store: DocumentStore) -> Project:
-    """A project of about 2 MB compacted to one snapshot; its shots have a status."""
+async def big_project(store: DocumentStore, shots: int = SHOTS) -> Project:
+    """A project of about 2 MB (by default) compacted to one snapshot; its shots have a
+    status."""
     project = Project(store)
     await project.create()
-    shots = project.doc.get("shots", type=Map)
+    shots_map = project.doc.get("shots", type=Map)
     with project.doc.transaction():
-        for i in range(SHOTS):
+        for i in range(shots):
             status = ("draft", "review", "approved")[i % 3]
-            shots[f"S{i}"] = Map({"status": status, "revision": 1.0, "prompt": "x" * 300})
+            shots_map[f"S{i}"] = Map({"status": status, "revision": 1.0, "prompt": "x" * 300})
     await project.write(0, batch=10)
     await compact(store, "film", timedelta(days=1))
     return project
@@ -286,4 +287,51 @@ async def test_a_load_whose_planner_fails_or_hangs_serves_nothing_and_the_next_o
     finally:
         await stuck.close()
         await rooms.close()
+        await update_log.stop(10)
+
+
+async def test_compaction_waits_for_rows_in_proportion_to_the_document(
+    store: DocumentStore,
+) -> None:
+    """Compaction rewrites the whole document: a big one is compacted after
+    `compact_after_rows` tail rows per MiB of it, not after as many as a small one, and
+    the size a compaction stores sets the next threshold. (A request resets the room's
+    tail count, so the count shows whether one was made.)"""
+    await big_project(store, shots=2 * SHOTS)  # about 4 MB
+    update_log = UpdateLog(store)
+    update_log.start()
+    compactor = CompactionWorker(store, timedelta(days=1))
+    compactor.start()
+    done: list[CompactionResult] = []
+    compactor.on_done.append(lambda result, _: done.append(result))
+    rooms = RoomManager(store, update_log, compactor, RoomPolicy(compact_after_rows=10))
+    written = 0
+
+    async def write(rows: int) -> None:
+        nonlocal written
+        for _ in range(rows):
+            written += 1
+            title = f"take {written}"
+            room.server_write(
+                lambda doc, title=title: doc.get("spec", type=Map).update({"title": title})
+            )
+        await update_log.flush("film")
+
+    try:
+        room = await rooms.get("film")
+        mib = room.compacted_bytes // COMPACT_ROWS_PER_BYTES
+        assert mib >= 3, room.compacted_bytes
+        await write(10 * mib - 1)
+        assert room.tail_rows == 10 * mib - 1  # no compaction asked for at 10 rows
+        await write(1)
+        assert room.tail_rows == 0  # asked for
+
+        def compacted() -> None:
+            assert [result.merged_rows for result in done] == [10 * mib]
+
+        await eventually(compacted)
+        assert room.compacted_bytes == done[0].snapshot_bytes != 0
+    finally:
+        await rooms.close()
+        await compactor.stop()
         await update_log.stop(10)

@@ -77,6 +77,7 @@ class Room:
         self.seq = seq  # last committed seq
         self.tail_rows = 0  # rows committed since load (compaction trigger)
         self.tail_bytes = 0
+        self.compacted_bytes = 0  # encoded, at load or the last compaction (its threshold)
         self.connections: set[Connection] = set()
         self.awareness = AwarenessStates(awareness_limits)
         self._presence_out = AwarenessFanout(self.connections)  # batched per tick
