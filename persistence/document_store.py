@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from blackboard.persistence.clock import utc_now
-from blackboard.persistence.database import Database, Row, RowWriter
+from blackboard.persistence.database import Connection, Database, Row, RowWriter
 from blackboard.persistence.errors import (
     HistoryPruned,
     ProjectExists,
@@ -196,18 +196,19 @@ class DocumentStore:
                 project_id,
                 before,
             )
-            if base is None:
-                return 0
-            deleted = await conn.execute(
-                "DELETE FROM doc_updates WHERE project_id = $1 AND seq <= $2",
-                project_id,
-                base,
-            )
-            await conn.execute(
-                "DELETE FROM doc_snapshots WHERE project_id = $1 AND upto_seq < $2",
-                project_id,
-                base,
-            )
+            deleted = 0
+            if base is not None:
+                deleted = await conn.execute(
+                    "DELETE FROM doc_updates WHERE project_id = $1 AND seq <= $2",
+                    project_id,
+                    base,
+                )
+                await conn.execute(
+                    "DELETE FROM doc_snapshots WHERE project_id = $1 AND upto_seq < $2",
+                    project_id,
+                    base,
+                )
+            await _thin_snapshots(conn, project_id)
         return deleted
 
     async def oldest_retained_seq(self, project_id: str) -> int:
@@ -219,6 +220,37 @@ class DocumentStore:
             "SELECT min(seq) FROM doc_updates WHERE project_id = $1", project_id
         )
         return oldest_rebuildable_seq([r[0] for r in snapshots], first)
+
+
+async def _thin_snapshots(conn: Connection, project_id: str) -> None:
+    """Drop the newest snapshot but one when the log between its neighbours holds fewer
+    bytes than it. Compaction runs every thousand rows or so and every snapshot within
+    the retention was kept, so a big document's snapshots took many times the room of
+    its log; kept ones are now at least their own size of log apart. A state between
+    them is rebuilt from the older one and the log, which stays for the retention. The
+    newest one stays, and so does the base: `prune` deleted every snapshot below it, so
+    with three left it is never the middle one."""
+    newest = await conn.fetch(
+        "SELECT upto_seq, length(state) FROM doc_snapshots"
+        " WHERE project_id = $1 ORDER BY upto_seq DESC LIMIT 3",
+        project_id,
+    )
+    if len(newest) < 3:
+        return
+    (last, _), (middle, middle_bytes), (first, _) = newest
+    between = await conn.fetchval(
+        'SELECT coalesce(sum(length("update")), 0) FROM doc_updates'
+        " WHERE project_id = $1 AND seq > $2 AND seq <= $3",
+        project_id,
+        first,
+        last,
+    )
+    if between < middle_bytes:
+        await conn.execute(
+            "DELETE FROM doc_snapshots WHERE project_id = $1 AND upto_seq = $2",
+            project_id,
+            middle,
+        )
 
 
 def _project(row: Row) -> ProjectRecord:

@@ -81,7 +81,9 @@ class Store(Protocol):
     async def prune(self, project_id: str, before: datetime) -> int:
         """Forget history older than `before`: the log up to the newest snapshot taken
         before `before` (every row it covers is older), and the snapshots below that
-        one. Every state since `before` stays rebuildable. Returns the log rows deleted."""
+        one; and, since then, the newest snapshot but one when less log than its own
+        size lies between its neighbours. Every state since `before` stays rebuildable.
+        Returns the log rows deleted."""
 
     async def oldest_retained_seq(self, project_id: str) -> int:
         """The lowest seq whose state history can still rebuild."""

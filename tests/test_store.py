@@ -282,6 +282,45 @@ async def test_prune_keeps_every_state_since_the_cutoff(store: DocumentStore) ->
     assert await store.prune("film", cutoff) == 0  # a rerun changes nothing
 
 
+async def test_prune_keeps_snapshots_their_own_size_of_log_apart(store: DocumentStore) -> None:
+    """Of the three newest snapshots, the middle one goes when the log between the other
+    two is smaller than it, and stays when that log is at least its size; every state
+    since stays rebuildable from the log."""
+    writer = Doc()
+    updates: list[bytes] = []
+    subscription = writer.observe(lambda event: updates.append(event.update))
+    shots = writer.get("shots", type=Map)
+    shots["big"] = Map({"prompt": "x" * 4000})  # seq 2: every snapshot holds it
+    for i in range(20):  # 3..22: small
+        shots[f"S{i}"] = Map({"order": i})
+    for i in range(5):  # 23..27: more log than a snapshot's size
+        shots[f"L{i}"] = Map({"prompt": str(i) * 1000})
+    writer.unobserve(subscription)
+    long_ago = utc_now() - timedelta(days=1)  # no snapshot is older: only thinning
+    await create(store)
+
+    async def snapshot_at(seq: int) -> list[int]:
+        """Append up to `seq`, snapshot, prune; the seqs of the snapshots left."""
+        stored = await store.get_project("film")
+        assert stored is not None
+        await append_each(store, "film", updates[stored.seq - 1 : seq - 1])
+        await snapshot_now(store, "film")
+        assert await store.prune("film", long_ago) == 0
+        rows = await store.db.fetch(
+            "SELECT upto_seq FROM doc_snapshots WHERE project_id = $1 ORDER BY upto_seq", "film"
+        )
+        return [row[0] for row in rows]
+
+    assert await snapshot_at(12) == [12]
+    assert await snapshot_at(17) == [12, 17]
+    # 12..22 holds ten small rows, less than the snapshot at 17: it goes.
+    assert await snapshot_at(22) == [12, 22]
+    # 12..27 holds those and 5,000 bytes more, more than the snapshot at 22: it stays.
+    assert await snapshot_at(27) == [12, 22, 27]
+    for seq in range(28):
+        assert doc_to_json(replay(await store.load_at("film", seq))) == expected_at(seq, updates)
+
+
 async def test_prune_goes_by_the_snapshots_times(store: DocumentStore) -> None:
     """A snapshot taken after the cutoff is no base yet, even when every row it covers
     is older: its rows go once it is older than the cutoff too."""
