@@ -226,10 +226,11 @@ async def _thin_snapshots(conn: Connection, project_id: str) -> None:
     """Drop the newest snapshot but one when the log between its neighbours holds fewer
     bytes than it. Compaction runs every thousand rows or so and every snapshot within
     the retention was kept, so a big document's snapshots took many times the room of
-    its log; kept ones are now at least their own size of log apart. A state between
-    them is rebuilt from the older one and the log, which stays for the retention. The
-    newest one stays, and so does the base: `prune` deleted every snapshot below it, so
-    with three left it is never the middle one."""
+    its log. Each snapshot kept now has at least its own size of log between its
+    neighbours, so all of them take at most about twice the room of the log. A state
+    between them is rebuilt from the older one and the log, which stays for the
+    retention. The newest one stays, and so does the base: `prune` deleted every
+    snapshot below it, so with three left it is never the middle one."""
     newest = await conn.fetch(
         "SELECT upto_seq, length(state) FROM doc_snapshots"
         " WHERE project_id = $1 ORDER BY upto_seq DESC LIMIT 3",
