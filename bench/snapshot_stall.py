@@ -5,11 +5,11 @@
 
 Compaction saves a snapshot, and a cold load reads the newest one, on the serving loop
 (`persistence.snapshot_rows`): every other room waits while a step of that work runs.
-A task sleeping 1 ms in a loop records the longest gap between its wake-ups during each
-save and each read (on uvloop, with glibc's mmap threshold as `blackboard serve` sets
-it). The state is random bytes (the store never applies it). Postgres is a fresh
-database next to BLACKBOARD_TEST_DATABASE_URL, dropped afterwards; SQLite a file in a
-temporary folder.
+The server's loop-lag sampler, waking every 1 ms, records how late the loop ran it at
+worst during each save and each read (on uvloop, whose clock counts whole ms, with
+glibc's mmap threshold as `blackboard serve` sets it). The state is random bytes (the
+store never applies it). Postgres is a fresh database next to
+BLACKBOARD_TEST_DATABASE_URL, dropped afterwards; SQLite a file in a temporary folder.
 """
 
 from __future__ import annotations
@@ -29,35 +29,32 @@ from blackboard.persistence.document_store import DocumentStore
 from blackboard.persistence.factory import make_store
 from blackboard.persistence.records import Snapshot
 from blackboard.sync.projects.creation import initial_update
+from blackboard.web.loop_lag import LoopLagSampler
 from blackboard.web.malloc_tuning import return_large_blocks
 from tests.support.backends import create_database, drop_database
 
 TICK_S = 0.001
 
 
-async def _longest_gap_ms(work: Awaitable[object]) -> tuple[float, float]:
-    """(`work`'s duration, the longest loop gap while it ran), in ms."""
-    done = False
-    longest = 0.0
+async def _worst_lag_ms(work: Awaitable[object]) -> tuple[float, float]:
+    """(`work`'s duration, the loop's worst lag while it ran), in ms: the server's own
+    sampler (`blackboard.web.loop_lag`), waking every `TICK_S`."""
+    worst = 0.0
 
-    async def ticker() -> None:
-        nonlocal longest
-        last = time.perf_counter()
-        while not done:
-            await asyncio.sleep(TICK_S)
-            now = time.perf_counter()
-            longest, last = max(longest, now - last), now
+    def observe(lag: float) -> None:
+        nonlocal worst
+        worst = max(worst, lag)
 
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(TICK_S * 2)  # the ticker runs before the work starts
+    sampler = LoopLagSampler(observe, TICK_S)
+    sampler.start()
+    await asyncio.sleep(TICK_S * 2)  # the sampler runs before the work starts
     started = time.perf_counter()
     try:
         await work
     finally:
         elapsed = time.perf_counter() - started
-        done = True
-        await task
-    return elapsed * 1e3, longest * 1e3
+        await sampler.stop()
+    return elapsed * 1e3, worst * 1e3
 
 
 async def _measure(store: DocumentStore, size: int, rounds: int) -> list[tuple[float, ...]]:
@@ -66,14 +63,14 @@ async def _measure(store: DocumentStore, size: int, rounds: int) -> list[tuple[f
     results = []
     for n in range(1, rounds + 1):
         snapshot = Snapshot(n, os.urandom(size), b"", utc_now())
-        save = await _longest_gap_ms(store.save_snapshot("stall", snapshot))
-        read = await _longest_gap_ms(store.load("stall"))
+        save = await _worst_lag_ms(store.save_snapshot("stall", snapshot))
+        read = await _worst_lag_ms(store.load("stall"))
         results.append((*save, *read))
     return results
 
 
 async def run(size: int, rounds: int) -> None:
-    print(f"{size / 1e6:g} MB state, {rounds} rounds; ms: duration / longest loop gap\n")
+    print(f"{size / 1e6:g} MB state, {rounds} rounds; ms: duration / worst loop lag\n")
     print("| backend | save (each round) | read (each round) |")
     print("|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench-snapshot-") as folder:
