@@ -5,6 +5,7 @@ compaction lease, status-epoch records and the migration that added them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -237,6 +238,31 @@ async def test_a_snapshot_whose_write_fails_leaves_no_row(store: DocumentStore, 
     good = Snapshot(1, b"s" * size, b"sv", utc_now())
     assert await store.save_snapshot("film", good) is True
     assert (await store.load("film")).snapshot == good
+
+
+async def test_big_snapshot_saves_and_loads_cut_short_leave_the_store_whole(
+    store: DocumentStore,
+) -> None:
+    """A save or a load of a big snapshot cancelled part-way (a load's timeout, a
+    shutdown), at whatever step it had reached: a save is stored whole or not at all,
+    and the store serves the next ones as if nothing had happened."""
+    await create(store)
+    saved: dict[int, bytes] = {}
+    for seq, timeout in enumerate((0.0005, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1), start=1):
+        snapshot = Snapshot(seq, os.urandom(3 * STATE_PIECE_BYTES), b"sv", utc_now())
+        saved[seq] = snapshot.state
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(store.save_snapshot("film", snapshot), timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(store.load("film"), timeout)
+    for seq, state in saved.items():
+        found = (await store.load_at("film", seq)).snapshot
+        if found is not None and found.upto_seq == seq:
+            assert found.state == state  # never a part of it
+    last = Snapshot(len(saved) + 1, os.urandom(3 * STATE_PIECE_BYTES), b"sv", utc_now())
+    assert await store.save_snapshot("film", last) is True
+    loaded = (await store.load("film")).snapshot
+    assert loaded is not None and (loaded.upto_seq, loaded.state) == (last.upto_seq, last.state)
 
 
 async def test_history_pages_and_seq_at_time(store: DocumentStore) -> None:
