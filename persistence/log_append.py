@@ -46,15 +46,20 @@ SELECT project_id, seq FROM bumped
 """
 
 # Bump every counter of the batch at once: `$1` is a JSON object {project_id: rows}.
+# OR ROLLBACK on both statements, with the foreign keys checked here instead of by
+# SQLite: a statement that could fail alone journals every page it changes first, so
+# that it can be undone without the rest of its transaction (the group commit's
+# INSERT wrote as many pages to that journal as to the WAL). A batch fails whole anyway.
 _SQLITE_BUMP = """
-UPDATE projects SET seq = seq + j.value
+UPDATE OR ROLLBACK projects SET seq = seq + j.value
 FROM json_each($1) AS j
 WHERE projects.project_id = j.key
 RETURNING project_id, seq
 """
 
 _SQLITE_INSERT = (
-    'INSERT INTO doc_updates (project_id, seq, "update", actor, status_epochs, created_at)'
+    "INSERT OR ROLLBACK INTO doc_updates"
+    ' (project_id, seq, "update", actor, status_epochs, created_at)'
 )
 _SQLITE_ROW = "(?, ?, ?, ?, ?, ?)"
 # Rows per INSERT: one statement steps once for all its rows. sqlite3 lets go of the GIL
@@ -125,7 +130,7 @@ async def _append_sqlite(
     def append(conn: sqlite3.Connection) -> dict[str, int]:
         # One UPDATE for every project of the batch: a batch may span a thousand projects.
         lasts: dict[str, int] = dict(conn.execute(bump, (json.dumps(dict(runs)),)).fetchall())
-        _check_all_found(runs, lasts)  # raising here rolls the whole batch back
+        _check_all_found(runs, lasts)  # every row's reference; raising rolls all back
         values: list[object] = []
         start = carried = 0
         for project_id, count in runs:
@@ -140,7 +145,7 @@ async def _append_sqlite(
             _insert_rows(conn, values[at : at + width], release=release)
         return lasts
 
-    return await db.run_transaction(append)
+    return await db.run_transaction(append, foreign_keys=False)
 
 
 def _insert_rows(conn: sqlite3.Connection, values: list[object], *, release: bool) -> None:

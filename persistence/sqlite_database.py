@@ -42,16 +42,24 @@ def _sql(statement: str) -> str:
     return _PARAM.sub(r"?\1", statement)
 
 
-def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
+def _in_transaction(
+    conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], *, foreign_keys: bool
+) -> T:
+    if not foreign_keys:  # outside a transaction, or SQLite ignores it
+        conn.execute("PRAGMA foreign_keys=OFF")
     try:
-        result = work(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        # A failed COMMIT (a deferred constraint, a busy database) may leave the
-        # transaction open: every later BEGIN would fail.
-        _roll_back_if_open(conn)
-        raise
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT (a deferred constraint, a busy database) may leave the
+            # transaction open: every later BEGIN would fail.
+            _roll_back_if_open(conn)
+            raise
+    finally:
+        if not foreign_keys:
+            conn.execute("PRAGMA foreign_keys=ON")
     return result
 
 
@@ -175,13 +183,20 @@ class SQLiteDatabase:
             await conn.roll_back_if_open()
             raise
 
-    async def run_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def run_transaction(
+        self, work: Callable[[sqlite3.Connection], T], *, foreign_keys: bool = True
+    ) -> T:
         """Run `work` in one write transaction on the database thread, in one hand-off
         (through `transaction()` every statement is a hand-off of its own: a hot path
         such as the group commit pays that per batch). `work` must not block on the
-        event loop; statements use `?N` parameters (see `sql`)."""
+        event loop; statements use `?N` parameters (see `sql`).
+
+        `foreign_keys=False`: `work` checks its rows' references itself. A statement
+        writing several rows that SQLite's immediate checks could abort copies every
+        page it changes to a statement journal first, to undo only itself."""
+        run = partial(_in_transaction, work=work, foreign_keys=foreign_keys)
         async with self._write_lock:
-            return await self._conn(self._writer).run(partial(_in_transaction, work=work))
+            return await self._conn(self._writer).run(run)
 
     sql = staticmethod(_sql)
 

@@ -59,6 +59,30 @@ async def test_a_failed_commit_in_transaction_leaves_no_transaction_open(
     assert await db.fetchval("SELECT count(*) FROM parent") == 1
 
 
+async def test_a_transaction_without_foreign_keys_turns_them_back_on(
+    db: SQLiteDatabase,
+) -> None:
+    """`foreign_keys=False` (the group commit checks its references itself) holds for
+    that one transaction, whether it commits or fails."""
+    await db.execute("CREATE TABLE pinned (parent INTEGER REFERENCES parent (id))")
+
+    def pin(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO pinned VALUES (7)")
+
+    def fail(conn: sqlite3.Connection) -> None:
+        pin(conn)
+        raise ZeroDivisionError
+
+    await db.run_transaction(pin, foreign_keys=False)
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        await db.run_transaction(pin)
+    with pytest.raises(ZeroDivisionError):
+        await db.run_transaction(fail, foreign_keys=False)
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        await db.run_transaction(pin)
+    assert await db.fetchval("SELECT count(*) FROM pinned") == 1
+
+
 async def test_a_write_commits_while_a_read_is_held_open(db: SQLiteDatabase) -> None:
     release, began = asyncio.Event(), asyncio.Event()
     seen: list[int] = []

@@ -139,6 +139,31 @@ async def test_append_to_a_missing_project_stores_nothing(store: DocumentStore) 
     assert len(await store.history("real", 0, 10)) == 1
 
 
+async def test_append_that_fails_part_way_stores_nothing(store: DocumentStore) -> None:
+    """A row that cannot be inserted (its seq taken by a row written behind the store's
+    back) fails the whole batch: no earlier row of it stays, no counter moves. (SQLite's
+    statements roll the whole transaction back rather than themselves alone.)"""
+    await create(store, "p1")
+    await create(store, "p2")
+    await store.db.execute(
+        'INSERT INTO doc_updates (project_id, seq, "update", actor, status_epochs, created_at)'
+        " VALUES ($1, 3, $2, $3, $4, $5)",
+        "p2",
+        b"squatter",
+        ACTOR,
+        b"",
+        utc_now(),
+    )
+    batch = [PendingAppend(p, b"\x00", ACTOR) for p in ("p1", "p1", "p2", "p2", "p2")]
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        await store.append(batch)
+    for project_id in ("p1", "p2"):
+        assert (await store.get_project(project_id)).seq == 1  # type: ignore[union-attr]
+    assert [e.seq for e in await store.read_log("p1", 0, 10)] == [1]
+    await store.append([PendingAppend("p1", b"\x01", ACTOR)])  # the writer goes on
+    assert (await store.get_project("p1")).seq == 2  # type: ignore[union-attr]
+
+
 async def test_append_refuses_a_project_split_across_a_batch(store: DocumentStore) -> None:
     await create(store, "p1")
     await create(store, "p2")
