@@ -488,7 +488,12 @@ async def test_migration_0007_gives_existing_rows_an_empty_record(
         stored = await store.load("film")
         assert stored.snapshot is not None and stored.snapshot.status_epochs == b""
         assert stored.snapshot.state == doc.get_update()  # 0009 moved it on SQLite
-        assert [e.status_epochs for e in await store.read_log("film", 0, 10)] == [b"", b"new"]
+        log = await store.read_log("film", 0, 10)
+        assert [(e.seq, e.actor, e.status_epochs) for e in log] == [
+            (1, ACTOR, b""),
+            (2, ACTOR, b"new"),
+        ]
+        assert log[0].update == INITIAL and log[0].created_at == now  # 0010 moved it on SQLite
     finally:
         await store.close()
         if url:
