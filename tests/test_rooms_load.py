@@ -331,6 +331,9 @@ async def test_compaction_waits_for_rows_in_proportion_to_the_document(
 
         await eventually(compacted)
         assert room.compacted_bytes == done[0].snapshot_bytes != 0
+        assert len(compactor.on_done) == 2  # the test's hook and the manager's
+        await rooms.close()
+        assert len(compactor.on_done) == 1  # a closed manager hears of no compaction
     finally:
         await rooms.close()
         await compactor.stop()

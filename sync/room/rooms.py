@@ -252,6 +252,8 @@ class RoomManager:
                 room.leave(connection)
         for project_id in list(self.rooms):
             await self.unload(project_id)
+        if self._compacted in self.compactor.on_done:  # a compactor may outlive it
+            self.compactor.on_done.remove(self._compacted)
 
 
 def _failed(project_id: str, what: str, exc: BaseException) -> None:
