@@ -29,6 +29,9 @@ from blackboard.persistence.snapshot_rows import insert_snapshot, newest_snapsho
 
 _NO_LIMIT = 2**62
 _IDS_PER_QUERY = 500  # bound on parameters in one IN (...) list
+# Log rows a time lookup reads per query: about 20 ms of SQLite's reader where one
+# project's rows lie among others' (bench/RESULTS.md).
+SEQ_AT_TIME_WINDOW = 10_000
 
 
 class DocumentStore:
@@ -137,13 +140,26 @@ class DocumentStore:
     async def seq_at_time(self, project_id: str, at: datetime) -> int:
         # Read backwards from the newest row (the log's own key; no time index to write
         # on every append): the cost grows with the rows after `at`, not with the log.
-        value = await self.db.fetchval(
-            "SELECT seq FROM doc_updates WHERE project_id = $1 AND created_at <= $2"
-            " ORDER BY seq DESC LIMIT 1",
-            project_id,
-            at,
+        # A window of seqs per query, so that a lookup far back in a busy project holds
+        # a connection (SQLite's one reader, which room loads wait for) only briefly.
+        bounds = await self.db.fetchrow(
+            "SELECT min(seq), max(seq) FROM doc_updates WHERE project_id = $1", project_id
         )
-        return value or 0
+        first, high = (bounds[0], bounds[1]) if bounds is not None else (None, None)
+        while first is not None and high >= first:
+            low = max(first, high - SEQ_AT_TIME_WINDOW + 1)
+            value = await self.db.fetchval(
+                "SELECT max(seq) FROM doc_updates WHERE project_id = $1"
+                " AND seq BETWEEN $2 AND $3 AND created_at <= $4",
+                project_id,
+                low,
+                high,
+                at,
+            )
+            if value is not None:
+                return value
+            high = low - 1
+        return 0
 
     async def history(self, project_id: str, after_seq: int, limit: int) -> list[HistoryEntry]:
         rows = await self.db.fetch(

@@ -306,6 +306,30 @@ async def test_history_pages_and_seq_at_time(store: DocumentStore) -> None:
     assert await store.seq_at_time("film", middle - timedelta(days=1)) == 0
 
 
+async def test_seq_at_time_reads_back_a_window_at_a_time(
+    store: DocumentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same answers when each query reads a window of 3 seqs, with the log's
+    start pruned: the last row at or before the time, or 0 before the first retained."""
+    monkeypatch.setattr("blackboard.persistence.document_store.SEQ_AT_TIME_WINDOW", 3)
+    await create(store)
+    updates = shot_updates(12)
+    await append_each(store, "film", updates[:4])  # 2..5
+    await snapshot_now(store, "film")  # at 5
+    times = []
+    for update in updates[4:]:  # 6..13, each after a clock tick
+        await asyncio.sleep(0.002)
+        times.append(utc_now())
+        await asyncio.sleep(0.002)
+        await append_each(store, "film", [update])
+    assert await store.prune("film", times[0]) == 5  # the rows up to the snapshot go
+    # Before row 6 no retained row tells (the history layer then says HistoryPruned).
+    assert [await store.seq_at_time("film", t) for t in times] == [0, *range(6, 13)]
+    assert await store.seq_at_time("film", utc_now()) == 13
+    assert await store.seq_at_time("film", times[0] - timedelta(days=1)) == 0
+    assert await store.seq_at_time("missing", utc_now()) == 0
+
+
 async def test_prune_keeps_every_state_since_the_cutoff(store: DocumentStore) -> None:
     await create(store)
     updates = shot_updates(40)
