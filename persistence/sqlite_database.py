@@ -45,21 +45,25 @@ def _sql(statement: str) -> str:
 def _in_transaction(
     conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], *, foreign_keys: bool
 ) -> T:
-    if not foreign_keys:  # outside a transaction, or SQLite ignores it
-        conn.execute("PRAGMA foreign_keys=OFF")
+    if foreign_keys:
+        return _committed(conn, work)
+    conn.execute("PRAGMA foreign_keys=OFF")  # outside a transaction, or SQLite ignores it
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            # A failed COMMIT (a deferred constraint, a busy database) may leave the
-            # transaction open: every later BEGIN would fail.
-            _roll_back_if_open(conn)
-            raise
+        return _committed(conn, work)
     finally:
-        if not foreign_keys:
-            conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA foreign_keys=ON")
+
+
+def _committed(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        # A failed COMMIT (a deferred constraint, a busy database) may leave the
+        # transaction open: every later BEGIN would fail.
+        _roll_back_if_open(conn)
+        raise
     return result
 
 
