@@ -145,7 +145,7 @@ class DocumentStore:
         bounds = await self.db.fetchrow(
             "SELECT min(seq), max(seq) FROM doc_updates WHERE project_id = $1", project_id
         )
-        first, high = (bounds[0], bounds[1]) if bounds is not None else (None, None)
+        first, high = bounds if bounds is not None else (None, None)
         while first is not None and high >= first:
             low = max(first, high - SEQ_AT_TIME_WINDOW + 1)
             value = await self.db.fetchval(
